@@ -1,0 +1,5 @@
+"""`python -m muppets` is the `muppets` command."""
+
+from muppets.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Typed config dataclasses <-> command-line flags and TOML files.
+
+A command's options are the fields of one flat dataclass. Values resolve in this order, later
+wins: dataclass defaults < `--config file.toml` < `--set key=value` < explicit flags. Unknown keys
+are an error that names the key and the file. The resolved config, defaults included, is written
+beside the command's outputs so that every run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from muppets.errors import ConfigError, InputError
+
+_SCALARS = (bool, int, float, str)
+
+
+def _field_type(cls: type, field: dataclasses.Field) -> tuple[type, bool, bool]:
+    """(scalar type, optional, is_list) of a field annotated with a scalar, list or `X | None`."""
+    hint = typing.get_type_hints(cls)[field.name]
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = True, args[0]
+        origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return typing.get_args(hint)[0], optional, True
+    if hint is Path:
+        hint = str
+    if hint not in _SCALARS:
+        raise TypeError(f"{cls.__name__}.{field.name}: unsupported config type {hint}")
+    return hint, optional, False
+
+
+def _coerce(value: Any, kind: type, is_list: bool, key: str, where: str) -> Any:
+    """Check a TOML or parsed value against the field type; ints are accepted as floats."""
+    if is_list:
+        if isinstance(value, str):  # "a,b,c" from --set
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}", path=where)
+        return [_coerce(v, kind, False, key, where) for v in value]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}", path=where)
+    return value
+
+
+def _parse_text(text: str, kind: type, key: str) -> Any:
+    """A `--set key=value` string to a value of the field's scalar type."""
+    if kind is str:
+        return text
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+    else:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"--set {key}={text}: not a valid {kind.__name__}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field (`vocab_size` -> `--vocab-size`), plus --config and --set."""
+    parser.add_argument("--config", metavar="TOML", help="read options from a TOML file")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one option (repeatable)",
+    )
+    for field in dataclasses.fields(cls):
+        kind, _, is_list = _field_type(cls, field)
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = field.metadata.get("help", "")
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        if kind is bool and not is_list:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=kind,
+                nargs="+" if is_list else None,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or unparsable file is an InputError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError("config file not found", path=path) from None
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's message ends with "(at line L, column C)"
+        raise InputError(f"not valid TOML: {e}", path=path) from None
+
+
+def build_config(cls: type, namespace: argparse.Namespace) -> Any:
+    """Resolve defaults < --config < --set < flags into an instance of `cls`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if getattr(namespace, "config", None):
+        where = str(namespace.config)
+        for key, value in load_toml(namespace.config).items():
+            if key not in fields:
+                valid = ", ".join(sorted(fields))
+                raise ConfigError(f"unknown config key '{key}' (valid keys: {valid})", path=where)
+            kind, optional, is_list = _field_type(cls, fields[key])
+            values[key] = _coerce(value, kind, is_list, key, where)
+    for item in getattr(namespace, "set", None) or []:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"--set {item}: unknown key '{key}' (valid keys: {valid})")
+        kind, _, is_list = _field_type(cls, fields[key])
+        values[key] = (
+            [_parse_text(t, kind, key) for t in text.split(",") if t]
+            if is_list
+            else _parse_text(text, kind, key)
+        )
+    for name in fields:
+        if name in namespace:
+            values[name] = getattr(namespace, name)
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required field was not given
+        raise ConfigError(str(e)) from None
+
+
+def config_to_toml(config: Any) -> str:
+    """A flat dataclass as TOML text; None values are left out (TOML has no null)."""
+    lines = []
+    for key, value in dataclasses.asdict(config).items():
+        if value is None:
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_resolved_config(config: Any, out_dir: str | Path, name: str = "config.toml") -> Path:
+    """Write the resolved config (defaults included) beside a command's outputs."""
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_to_toml(config), encoding="utf-8")
+    return path
