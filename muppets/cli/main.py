@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from muppets import __version__
 from muppets.cli.args import add_config_flags, build_config, write_resolved_config
 from muppets.errors import MuppetsError
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="muppets",
         description="Pretrain, fine-tune and evaluate ELMo-to-BERT text encoders.",
     )
-    parser.add_argument("--version", action="version", version=f"muppets {__version__}")
+    parser.add_argument("--version", action="version", version=f"muppets {version('muppets')}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
