@@ -10,7 +10,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from muppets.data.prepare import PrepareConfig, TokenizerTrainConfig, prepare_corpus, train_tokenizer
+from muppets.data.prepare import (
+    PrepareConfig,
+    TokenizerTrainConfig,
+    prepare_corpus,
+    train_tokenizer,
+)
 from muppets.errors import ConfigError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -1,0 +1,73 @@
+"""What a run shows and leaves behind: a progress bar, `metrics.jsonl`, and a loss plot.
+
+`metrics.jsonl` holds one JSON object per event, each with "event" and "step":
+  {"event": "train", "step": 100, "loss": 7.1, "loss_mlm": 6.4, "loss_nsp": 0.7, "lr": 1e-4,
+   "grad_norm": 1.3, "tokens": 51200, "tokens_per_second": 9000.0, "elapsed_seconds": 5.7}
+  {"event": "eval", "step": 100, "loss": 7.0, "mlm_loss": 6.3, "mlm_accuracy": 0.1, ...}
+  {"event": "resume", "step": 100, "changed": {"learning_rate": [0.0001, 0.0002]}}
+Only rank 0 calls these. matplotlib is imported inside `plot_losses` so `import muppets` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
+    """Steps done out of `total`; tqdm's own ETA, loss and tokens/s in the postfix."""
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+def show_progress(bar: tqdm, steps: int, loss: float, tokens_per_second: float) -> None:
+    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}", refresh=False)
+    bar.update(steps)
+
+
+def append_metrics(path: str | Path, record: dict) -> None:
+    """Append one event as a JSON line (opened and closed each time, so a crash loses nothing)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drop events after `step`: on resume, those steps are trained again and logged again."""
+    path = Path(path)
+    if path.exists():
+        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
+def plot_losses(metrics_jsonl: str | Path, png_path: str | Path) -> Path:
+    """Train loss and eval loss against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_jsonl)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for event, style in (("train", "-"), ("eval", "o-")):
+        points = [(r["step"], r["loss"]) for r in records if r["event"] == event and "loss" in r]
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, style, label=f"{event} loss", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)

@@ -1,0 +1,205 @@
+"""`muppets pretrain`: tokenizer + shards + model + objective -> train().
+
+The recipe only composes: the shards directory carries its tokenizer (prepare saves it there),
+the model preset is sized to that vocabulary, the objective picks how instances are made
+(mlm+nsp: BERT pairs; mlm+sop: ALBERT sentence order; mlm: RoBERTa full sentences with dynamic
+masking), and the loop does the rest. Works unchanged under `torchrun --nproc_per_node N`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from muppets.data.pretraining import (
+    PretrainingBatches,
+    PretrainingDataConfig,
+    SpecialIds,
+    evaluation_batches,
+)
+from muppets.data.shards import ShardedCorpus
+from muppets.errors import ConfigError
+from muppets.models.registry import build_pretraining_model, preset_config
+from muppets.tasks.objectives import objective_for
+from muppets.tokenization.wordpiece import load_tokenizer
+from muppets.training import distributed as dist
+from muppets.training.loop import TrainConfig, train
+
+INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '1h', '1h30m' or plain seconds -> seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ConfigError(f"time_budget {text!r} is not a duration such as 90s, 30m, 1h or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def _help(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PretrainConfig:
+    train_data: str = _help("shards directory from `muppets prepare`", "")
+    valid_data: str | None = _help("held-out shards directory for evaluation", None)
+    out: str = _help("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain")
+    model: str = _help("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
+    objective: str = _help("mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa)", "mlm+nsp")
+    pre_layer_norm: bool = _help("pre-LN Transformer layers instead of the paper's post-LN", False)
+    # data
+    max_seq_length: int = _help("tokens per instance, [CLS]/[SEP] included", 128)
+    short_seq_prob: float = _help("share of shorter pairs (BERT)", 0.1)
+    masked_lm_prob: float = _help("share of tokens predicted", 0.15)
+    max_predictions_per_seq: int = _help("cap on predicted tokens per instance", 20)
+    masking: str = _help("token, whole_word or span (SpanBERT)", "token")
+    dynamic_masking: bool | None = _help("new masks every epoch (default: only for mlm)", None)
+    dupe_factor: int = _help("static masking: epochs before masks repeat", 10)
+    batch_size: int = _help("instances per optimizer step, over all processes", 128)
+    micro_batch_size: int = _help("instances per forward pass (gradient accumulation)", 32)
+    partitions: int = _help("data partitions; the number of processes must divide it", 8)
+    eval_instances: int = _help("held-out instances per evaluation", 1024)
+    # optimisation
+    max_steps: int = _help("optimizer steps (an upper bound with --time-budget)", 10_000)
+    time_budget: str | None = _help("wall-clock budget (30m, 1h): sets the schedule length", None)
+    learning_rate: float = _help("peak learning rate", 1e-4)
+    schedule: str = _help("linear, cosine or constant after warmup", "linear")
+    warmup_steps: int = _help("warmup steps", 10_000)
+    warmup_ratio: float | None = _help("warmup as a share of all steps (overrides steps)", None)
+    weight_decay: float = _help("AdamW weight decay (not on biases and norms)", 0.01)
+    max_grad_norm: float = _help("gradient clipping norm", 1.0)
+    log_every: int = _help("steps between log records", 50)
+    eval_every: int = _help("steps between evaluations (0: at the end)", 500)
+    save_every: int = _help("steps between checkpoints (0: at the end)", 500)
+    seed: int = _help("seed of weights, data order and masks", 0)
+    resume: bool = _help("continue the run in --out from its last checkpoint", False)
+    device: str = _help("cpu, cuda or auto", "auto")
+
+    def __post_init__(self):
+        if not self.train_data:
+            raise ConfigError("train_data is required (a directory from `muppets prepare`)")
+        if self.objective not in INSTANCES_FOR:
+            valid = ", ".join(INSTANCES_FOR)
+            raise ConfigError(f"objective must be one of {valid}, got {self.objective!r}")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+
+    def data_config(self) -> PretrainingDataConfig:
+        dynamic = self.dynamic_masking
+        return PretrainingDataConfig(
+            kind=INSTANCES_FOR[self.objective],
+            masking=self.masking,
+            dynamic_masking=self.objective == "mlm" if dynamic is None else dynamic,
+            max_seq_length=self.max_seq_length,
+            short_seq_prob=self.short_seq_prob,
+            masked_lm_prob=self.masked_lm_prob,
+            max_predictions_per_seq=self.max_predictions_per_seq,
+            dupe_factor=self.dupe_factor,
+            batch_size=self.batch_size,
+            micro_batch_size=self.micro_batch_size,
+            partitions=self.partitions,
+            seed=self.seed,
+        )
+
+    def train_config(self, accumulation: int) -> TrainConfig:
+        budget = None if self.time_budget is None else parse_duration(self.time_budget)
+        return TrainConfig(
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            schedule=self.schedule,
+            warmup_steps=self.warmup_steps,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            gradient_accumulation_steps=accumulation,
+            log_every=self.log_every,
+            eval_every=self.eval_every,
+            save_every=self.save_every,
+            time_budget_seconds=budget,
+            seed=self.seed,
+        )
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    info = dist.init_distributed(None if config.device == "auto" else config.device)
+    rank, world = dist.rank(), dist.world_size()
+    tokenizer = load_tokenizer(config.train_data)
+    train_corpus = ShardedCorpus(config.train_data)
+    train_corpus.check_tokenizer(tokenizer.fingerprint())
+    t = tokenizer
+    ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
+    data = config.data_config()
+    continuation = tokenizer.continuation_mask() if data.masking != "token" else None
+    batches = PretrainingBatches(
+        train_corpus, data, ids, continuation=continuation, rank=rank, world_size=world
+    )
+    eval_fn = None
+    if config.valid_data:
+        valid_corpus = ShardedCorpus(config.valid_data)
+        valid_corpus.check_tokenizer(tokenizer.fingerprint())
+        held_out = evaluation_batches(
+            valid_corpus,
+            data,
+            ids,
+            continuation=continuation,
+            max_instances=config.eval_instances,
+            rank=rank,
+            world_size=world,
+        )
+
+        def eval_fn():
+            return held_out
+
+    model_config = preset_config(
+        config.model,
+        vocab_size=tokenizer.vocab_size,
+        pad_token_id=tokenizer.pad_id,
+        pre_layer_norm=config.pre_layer_norm,
+        max_position_embeddings=max(512, config.max_seq_length),
+    )
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_pretraining_model(model_config, with_pair_head=config.objective != "mlm")
+    model.to(info.device)
+    extra = [Path(config.train_data) / name for name in TOKENIZER_FILES]
+    result = train(
+        model,
+        objective_for(config.objective),
+        batches,
+        config.train_config(data.accumulation_steps(world)),
+        config.out,
+        config_dict=model_config.to_dict(),
+        eval_batches_fn=eval_fn,
+        resume=config.resume,
+        extra_files=[p for p in extra if p.exists()],
+    )
+    if rank == 0:
+        summary = {"config": dataclasses.asdict(config), **result}
+        (Path(config.out) / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(_summary_line(result))
+    dist.cleanup()
+    return result
+
+
+def _summary_line(result: dict) -> str:
+    scores = result.get("eval") or {}
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()) if k != "loss")
+    return (
+        f"pretrain: {result['step']} steps ({result['stopped']}), "
+        f"{result['tokens_seen']:,} tokens, train loss {result['train_loss']:.4f}"
+        + (f"; held-out {shown}" if shown else "")
+        + f"; checkpoint {result['checkpoint']}"
+    )
