@@ -88,7 +88,15 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
-        if kind is bool and not is_list:
+        if field.metadata.get("positional"):  # e.g. the text of `predict fill-mask "..."`
+            parser.add_argument(
+                field.name,
+                type=kind,
+                nargs="*" if is_list else "?",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif kind is bool and not is_list:
             parser.add_argument(
                 flag,
                 dest=field.name,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,18 @@ def _prepare(config: Any) -> Any:
     return prepare_corpus(config)
 
 
+def _pretrain_config() -> type:
+    from muppets.training.pretrain import PretrainConfig
+
+    return PretrainConfig
+
+
+def _pretrain(config: Any) -> Any:
+    from muppets.training.pretrain import pretrain
+
+    return pretrain(config)
+
+
 def _quickstart_config() -> type:
     from muppets.training.quickstart import QuickstartConfig
 
@@ -75,6 +87,12 @@ COMMANDS = {
         "tokenize a corpus once into memory-mapped token shards",
         _prepare_config,
         _prepare,
+    ),
+    "pretrain": Command(
+        "pretrain",
+        "pretrain a BERT/RoBERTa encoder on prepared shards (works under torchrun)",
+        _pretrain_config,
+        _pretrain,
     ),
     "quickstart": Command(
         "quickstart",

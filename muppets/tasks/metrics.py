@@ -1,89 +1,74 @@
-"""Evaluation metrics, equal to the official ones (tests compare against the references).
+"""Evaluation metrics, through the libraries that define them.
 
-- Classification: accuracy, binary F1 (positive class 1), Matthews correlation (as scikit-learn's
-  `matthews_corrcoef`, multi-class too), Pearson/Spearman (as scipy's `pearsonr`/`spearmanr`;
-  ties get average ranks). Written in numpy so that neither library is a runtime dependency.
-  Values are fractions in [0, 1] (or [-1, 1]), as those libraries return them.
+- Classification: accuracy, binary F1 (positive class 1) and Matthews correlation (multi-class
+  too) are scikit-learn's; Pearson/Spearman are scipy's. Values are fractions in [0, 1] (or
+  [-1, 1]), as those libraries return them; an undefined correlation is nan (MCC: 0.0).
 - SQuAD: EM/F1 exactly as the official `evaluate-v1.1.py` and `evaluate-v2.0.py` (answer
   normalisation, max over ground truths, percentages, v2.0's HasAns/NoAns breakdown and best
   no-answer threshold). v1.1 and v2.0 differ on empty answers: v1.1's F1 of two empty answers is
-  0, v2.0's is 1.
-- Entities: micro precision/recall/F1 over exact (type, start, end) chunks, as seqeval's default
-  mode (conlleval semantics: an `I-X` that cannot continue a chunk starts one).
+  0, v2.0's is 1. No library implements these scripts, so their logic lives here.
+- Entities: seqeval's micro precision/recall/F1 over exact (type, start, end) chunks in its
+  default mode (conlleval semantics: an `I-X` that cannot continue a chunk starts one).
+
+scikit-learn, scipy and seqeval are imported inside the functions, so `import muppets` stays fast.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from muppets.data.readers.glue import glue_task
-from muppets.tasks.tag_decoding import entity_spans
 
 # ---------------------------------------------------------------- classification and regression
 
 
 def accuracy(predictions: Sequence, labels: Sequence) -> float:
+    from sklearn.metrics import accuracy_score
+
     p, y = _pair(predictions, labels)
-    return float(np.mean(p == y))
+    return float(accuracy_score(y, p))
 
 
 def binary_f1(predictions: Sequence, labels: Sequence) -> float:
-    """F1 of the positive class 1 (scikit-learn's `f1_score`, zero_division=0)."""
+    """F1 of the positive class 1; 0.0 when there is no true or predicted positive."""
+    from sklearn.metrics import f1_score
+
     p, y = _pair(predictions, labels)
-    tp, fp, fn = (
-        np.sum((p == 1) & (y == 1)),
-        np.sum((p == 1) & (y != 1)),
-        np.sum((p != 1) & (y == 1)),
-    )
-    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+    return float(f1_score(y, p, pos_label=1, zero_division=0))
 
 
 def matthews_corr(predictions: Sequence, labels: Sequence) -> float:
-    """Matthews correlation, multi-class (Gorodkin's R_K), 0.0 when undefined, as scikit-learn."""
+    """Matthews correlation, multi-class (Gorodkin's R_K); 0.0 when undefined."""
+    from sklearn.metrics import matthews_corrcoef
+
     p, y = _pair(predictions, labels)
-    classes, index = np.unique(np.concatenate([y, p]), return_inverse=True)
-    confusion = np.zeros((len(classes), len(classes)), dtype=np.float64)  # (true, predicted)
-    np.add.at(confusion, (index[: len(y)], index[len(y) :]), 1)
-    t_sum, p_sum = confusion.sum(axis=1), confusion.sum(axis=0)
-    n_correct, n = np.trace(confusion), p_sum.sum()
-    cov_ytyp = n_correct * n - np.dot(t_sum, p_sum)
-    cov_ypyp = n**2 - np.dot(p_sum, p_sum)
-    cov_ytyt = n**2 - np.dot(t_sum, t_sum)
-    if cov_ypyp * cov_ytyt == 0:
-        return 0.0
-    return float(cov_ytyp / np.sqrt(cov_ypyp * cov_ytyt))
+    return float(matthews_corrcoef(y, p))
 
 
 def pearson(predictions: Sequence[float], labels: Sequence[float]) -> float:
-    """Pearson's r, computed as scipy.stats.pearsonr does; nan when an input is constant."""
+    """Pearson's r; nan when an input is constant."""
+    from scipy.stats import pearsonr
+
     x, y = (a.astype(np.float64) for a in _pair(predictions, labels))
-    xm, ym = x - x.mean(), y - y.mean()
-    if not xm.any() or not ym.any():
-        return float("nan")
-    x_max, y_max = np.abs(xm).max(), np.abs(ym).max()
-    norm_x, norm_y = x_max * np.linalg.norm(xm / x_max), y_max * np.linalg.norm(ym / y_max)
-    return float(np.clip(np.dot(xm / norm_x, ym / norm_y), -1.0, 1.0))
+    with warnings.catch_warnings():  # a constant input warns and gives nan, which we document
+        warnings.simplefilter("ignore")
+        return float(pearsonr(x, y)[0])
 
 
 def spearman(predictions: Sequence[float], labels: Sequence[float]) -> float:
-    """Spearman's rho: the correlation of the ranks (ties share their average rank), computed as
-    scipy.stats.spearmanr does (np.corrcoef of the ranks); nan when an input is constant."""
-    x, y = _pair(predictions, labels)
-    if (x == x[0]).all() or (y == y[0]).all():
-        return float("nan")
-    return float(np.corrcoef(_average_ranks(x), _average_ranks(y))[0, 1])
+    """Spearman's rho (ties share their average rank); nan when an input is constant."""
+    from scipy.stats import spearmanr
 
-
-def _average_ranks(a: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given the mean of their ranks (scipy.stats.rankdata "average")."""
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)  # the last rank of each group of equal values
-    return (ends - (counts - 1) / 2.0)[inverse]
+    x, y = (a.astype(np.float64) for a in _pair(predictions, labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(x, y)[0])
 
 
 def _pair(predictions: Sequence, labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -227,24 +212,26 @@ def entity_scores(
 ) -> dict[str, object]:
     """Micro precision/recall/F1 over exact chunks (fractions), and the same per entity type
     with its support (the number of gold chunks); 0.0 where a ratio is undefined."""
+    from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
+
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sequences but {len(predicted)} predicted ones")
-    gold_chunks, pred_chunks = set(), set()
     for n, (g, p) in enumerate(zip(gold, predicted, strict=True)):
         if len(g) != len(p):
             raise ValueError(f"sequence {n}: {len(g)} gold tags but {len(p)} predicted tags")
-        gold_chunks.update((n, *chunk) for chunk in entity_spans(g))
-        pred_chunks.update((n, *chunk) for chunk in entity_spans(p))
-    correct = gold_chunks & pred_chunks
-    per_type = {}
-    for kind in sorted({c[1] for c in gold_chunks | pred_chunks}):
-        counts = [sum(c[1] == kind for c in s) for s in (correct, pred_chunks, gold_chunks)]
-        per_type[kind] = {**_prf(*counts), "support": counts[2]}
-    return {**_prf(len(correct), len(pred_chunks), len(gold_chunks)), "per_type": per_type}
+    gold, predicted = [list(g) for g in gold], [list(p) for p in predicted]
+    micro = precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)
+    # average=None: one entry per type, in seqeval's order (sorted over gold and predicted types)
+    kinds = sorted({kind for kind, _, _ in get_entities(gold) + get_entities(predicted)})
+    per_type = precision_recall_fscore_support(gold, predicted, average=None, zero_division=0)
+    return {
+        **_prf(*micro[:3]),
+        "per_type": {
+            kind: {**_prf(p, r, f), "support": int(s)}
+            for kind, p, r, f, s in zip(kinds, *per_type, strict=True)
+        },
+    }
 
 
-def _prf(n_correct: int, n_predicted: int, n_gold: int) -> dict[str, float]:
-    precision = n_correct / n_predicted if n_predicted else 0.0
-    recall = n_correct / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+def _prf(precision: float, recall: float, f1: float) -> dict[str, float]:
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
