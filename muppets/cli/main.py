@@ -63,6 +63,30 @@ def _pretrain(config: Any) -> Any:
     return pretrain(config)
 
 
+def _fill_mask_config() -> type:
+    from muppets.training.inference import FillMaskConfig
+
+    return FillMaskConfig
+
+
+def _fill_mask(config: Any) -> Any:
+    from muppets.training.inference import run_fill_mask
+
+    return run_fill_mask(config)
+
+
+def _convert_config() -> type:
+    from muppets.training.inference import ConvertConfig
+
+    return ConvertConfig
+
+
+def _convert(config: Any) -> Any:
+    from muppets.training.inference import convert
+
+    return convert(config)
+
+
 def _quickstart_config() -> type:
     from muppets.training.quickstart import QuickstartConfig
 
@@ -93,6 +117,18 @@ COMMANDS = {
         "pretrain a BERT/RoBERTa encoder on prepared shards (works under torchrun)",
         _pretrain_config,
         _pretrain,
+    ),
+    "predict fill-mask": Command(
+        "fill-mask",
+        "print the top-k tokens for each [MASK] in a text",
+        _fill_mask_config,
+        _fill_mask,
+    ),
+    "convert": Command(
+        "convert",
+        "convert a checkpoint between muppets and Hugging Face transformers formats",
+        _convert_config,
+        _convert,
     ),
     "quickstart": Command(
         "quickstart",
