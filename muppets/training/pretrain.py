@@ -169,8 +169,12 @@ def pretrain(config: PretrainConfig) -> dict:
         vocab_size=tokenizer.vocab_size,
         pad_token_id=tokenizer.pad_id,
         pre_layer_norm=config.pre_layer_norm,
-        max_position_embeddings=max(512, config.max_seq_length),
     )
+    if model_config.max_sequence_length < config.max_seq_length:
+        raise ConfigError(
+            f"max_seq_length {config.max_seq_length} is longer than model {config.model!r} "
+            f"takes ({model_config.max_sequence_length} positions)"
+        )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_pretraining_model(model_config, with_pair_head=config.objective != "mlm")
     model.to(info.device)

@@ -1,0 +1,111 @@
+"""`muppets pretrain` end to end on the bundled sample: run, resume, presets, input errors."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from muppets.cli.args import add_config_flags, build_config
+from muppets.cli.main import main
+from muppets.training.checkpoint import checkpoints
+from muppets.training.pretrain import PretrainConfig, parse_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "muppets" / "samples"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A 2,000-token WordPiece vocabulary and train/valid shards of the bundled sample."""
+    root = tmp_path_factory.mktemp("pretrain")
+    tok = str(root / "tok")
+    assert main(["tokenizer", "train", "--inputs", str(SAMPLE / "wiki.train.txt")]
+                + ["--out", tok, "--vocab-size", "2000"]) == 0  # fmt: skip
+    for split in ("train", "valid"):
+        args = ["prepare", "--inputs", str(SAMPLE / f"wiki.{split}.txt"), "--tokenizer", tok]
+        assert main([*args, "--out", str(root / split)]) == 0
+    return root
+
+
+def pretrain_args(shards, out, *extra):
+    return [
+        "pretrain",
+        *("--train-data", str(shards / "train"), "--valid-data", str(shards / "valid")),
+        *("--out", str(out), "--model", "bert-tiny", "--max-seq-length", "64"),
+        *("--batch-size", "8", "--micro-batch-size", "4", "--partitions", "2"),
+        *("--warmup-steps", "2", "--log-every", "2", "--eval-every", "0", "--save-every", "3"),
+        *("--eval-instances", "16", "--learning-rate", "1e-3"),
+        *extra,
+    ]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(checkpoints(run / "checkpoints")[-1] / "model.safetensors")
+
+
+def test_interrupted_and_resumed_equals_straight_through(shards, tmp_path, capsys):
+    torch.set_num_threads(1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(pretrain_args(shards, straight, "--max-steps", "6")) == 0
+    assert main(pretrain_args(shards, resumed, "--max-steps", "3")) == 0
+    assert main(pretrain_args(shards, resumed, "--max-steps", "6", "--resume")) == 0
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    result = json.loads((straight / "result.json").read_text())
+    assert result["step"] == 6 and set(result["eval"]) >= {"mlm_accuracy", "nsp_accuracy"}
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["event"] == "train"] == [2, 4, 6]
+    assert (straight / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (straight / "pretrain.toml").exists()
+    # a checkpoint carries its tokenizer and loads for fill-mask
+    capsys.readouterr()
+    assert main(["predict", "fill-mask", "--model", str(straight), "the [MASK] of it"]) == 0
+    assert capsys.readouterr().out.count("[MASK] #1:") == 1
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("muppets: error: ")
+    return err[0]
+
+
+def test_resume_with_another_model_config_is_refused(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(pretrain_args(shards, run, "--max-steps", "3")) == 0
+    capsys.readouterr()
+    code = main(pretrain_args(shards, run, "--max-steps", "6", "--resume", "--pre-layer-norm"))
+    assert code == 2 and "pre_layer_norm" in one_error_line(capsys)
+
+
+def test_missing_shard_is_one_clear_line(shards, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "train"
+    shutil.copytree(shards / "train", broken)
+    (broken / "shard-00000-tokens.bin").unlink()
+    args = pretrain_args(shards, tmp_path / "run", "--max-steps", "2")
+    args[args.index(str(shards / "train"))] = str(broken)
+    assert main(args) == 2
+    assert "shard-00000-tokens.bin" in one_error_line(capsys)
+
+
+def test_unknown_preset_lists_the_valid_ones(shards, tmp_path, capsys):
+    assert main(pretrain_args(shards, tmp_path / "run", "--model", "bert-huge")) == 2
+    assert "bert-mini" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, PretrainConfig)
+    config = build_config(PretrainConfig, parser.parse_args(["--config", str(path)]))
+    config.train_config(config.data_config().accumulation_steps(1))  # raises on a bad value
+
+
+def test_durations():
+    assert parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90 and parse_duration("45s") == 45
