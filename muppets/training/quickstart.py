@@ -64,7 +64,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     print("\nquickstart outputs")
     print(f"  tokenizer   {tokenizer_dir}")
     for split, manifest in manifests.items():
-        counts = manifest["counts"]
+        counts = manifest
         print(
             f"  {split:<5} shards {out / 'shards' / split}: {counts['documents']:,} documents, "
             f"{counts['sentences']:,} sentences, {counts['tokens']:,} tokens"

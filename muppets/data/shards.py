@@ -1,0 +1,290 @@
+"""Tokenized, memory-mapped shards: a streaming writer and a `Sequence` reader.
+
+A shards directory holds `manifest.json`, the tokenizer files, and per shard `shard-NNNNN-*.bin`:
+
+    tokens     (T,)      uint16 if vocab_size <= 65536 else uint32: WordPiece ids, no special tokens
+    sentences  (S + 1,)  int64: sentence s is tokens[sentences[s]:sentences[s + 1]]
+    documents  (D + 1,)  int64: document d is sentences documents[d] .. documents[d + 1] - 1
+    sources    (D, 2)    int64: (index into manifest["sources"], 1-based line) of each document
+
+Offsets are local to their shard. Raw little-endian arrays (`<u2`, `<i8`), so any tool can
+np.memmap them; the manifest gives the dtype and the counts, and the reader checks every file's
+size against them.
+The writer appends to open files and rolls over to a new shard at a document boundary, so memory
+stays flat however large the corpus is.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from muppets.errors import InputError
+
+FORMAT_NAME = "muppets-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAYS = ("tokens", "sentences", "documents", "sources")
+OFFSET = np.dtype("<i8")  # offsets and sources; little-endian on disk whatever the machine
+_SHARD_FILE = re.compile(r"shard-\d{5}-(tokens|sentences|documents|sources)\.bin")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id: uint16 halves the disk and page cache."""
+    return np.dtype("<u2" if vocab_size <= 65536 else "<u4")  # .name: "uint16" / "uint32"
+
+
+def shard_file(directory: str | Path, index: int, array: str) -> Path:
+    return Path(directory) / f"shard-{index:05d}-{array}.bin"
+
+
+class ShardWriter:
+    """Appends batches of tokenized documents; closes a shard before it would pass `shard_tokens`.
+
+    A document longer than `shard_tokens` gets a shard of its own; documents are never split.
+    """
+
+    def __init__(self, directory: str | Path, vocab_size: int, shard_tokens: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dtype = token_dtype(vocab_size)
+        self.shard_tokens = shard_tokens
+        self.shards: list[dict[str, int | str]] = []  # closed shards, for the manifest
+        self._files: dict[str, Any] = {}
+
+    def _open(self) -> None:
+        index = len(self.shards)
+        self._files = {a: open(shard_file(self.directory, index, a), "wb") for a in ARRAYS}
+        zero = np.zeros(1, OFFSET)
+        self._files["sentences"].write(memoryview(zero))  # offsets start at 0
+        self._files["documents"].write(memoryview(zero))
+        self._counts = {"documents": 0, "sentences": 0, "tokens": 0}
+
+    def _close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        name = f"shard-{len(self.shards):05d}"
+        self.shards.append({"name": name, **self._counts})
+        self._files = {}
+
+    def write(
+        self,
+        tokens: np.ndarray,
+        sentence_lengths: np.ndarray,
+        document_sentences: np.ndarray,
+        sources: np.ndarray,
+    ) -> None:
+        """One batch of D documents: tokens (T,), sentence_lengths (S,), document_sentences (D,)
+        (sentences per document), sources (D, 2). Every document must have >= 1 sentence."""
+        sentence_ends = np.cumsum(sentence_lengths, dtype=np.int64)  # (S,) batch-local
+        document_ends = np.cumsum(document_sentences, dtype=np.int64)  # (D,)
+        document_token_ends = sentence_ends[document_ends - 1]  # (D,) tokens up to each doc
+        d = 0  # next document of the batch to write
+        while d < len(document_sentences):
+            if not self._files:
+                self._open()
+            # Take documents d..e-1: as many as fit; at least one if the shard is empty.
+            token_base = document_token_ends[d - 1] if d else 0
+            room = self.shard_tokens - self._counts["tokens"] + token_base
+            e = int(np.searchsorted(document_token_ends, room, side="right"))
+            if e <= d:
+                if self._counts["documents"]:
+                    self._close()  # the next document does not fit: start a new shard
+                    continue
+                e = d + 1
+            self._append(d, e, tokens, sentence_ends, document_ends, sources)
+            d = e
+            if self._counts["tokens"] >= self.shard_tokens:
+                self._close()
+
+    def _append(self, d, e, tokens, sentence_ends, document_ends, sources) -> None:
+        s0 = int(document_ends[d - 1]) if d else 0  # first sentence of document d
+        s1 = int(document_ends[e - 1])
+        t0 = int(sentence_ends[s0 - 1]) if s0 else 0
+        t1 = int(sentence_ends[s1 - 1])
+        c = self._counts
+        f = self._files
+        f["tokens"].write(memoryview(np.ascontiguousarray(tokens[t0:t1], dtype=self.dtype)))
+        sentences = (sentence_ends[s0:s1] - t0 + c["tokens"]).astype(OFFSET, copy=False)
+        documents = (document_ends[d:e] - s0 + c["sentences"]).astype(OFFSET, copy=False)
+        f["sentences"].write(memoryview(sentences))
+        f["documents"].write(memoryview(documents))
+        f["sources"].write(memoryview(np.ascontiguousarray(sources[d:e], dtype=OFFSET)))
+        c["documents"] += e - d
+        c["sentences"] += s1 - s0
+        c["tokens"] += t1 - t0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *error) -> None:
+        for f in self._files.values():  # after a failure: no manifest, so the run is unfinished
+            f.close()
+        self._files = {}
+
+    def close(self) -> list[dict[str, int | str]]:
+        """Close the last shard and remove stale shard files of an earlier, larger run."""
+        if self._files:
+            self._close()
+        keep = {f"{s['name']}-{a}.bin" for s in self.shards for a in ARRAYS}
+        for path in self.directory.iterdir():
+            if _SHARD_FILE.fullmatch(path.name) and path.name not in keep:
+                path.unlink()
+        return self.shards
+
+
+def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write manifest.json (last: a directory without one is an unfinished run); returns it."""
+    body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest}
+    text = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+    (Path(directory) / MANIFEST).write_text(text, encoding="utf-8")
+    return body
+
+
+class Shard:
+    """The four memory-mapped arrays of one shard (plain ndarray views of the maps)."""
+
+    def __init__(self, directory: Path, index: int, info: dict[str, Any], dtype: np.dtype):
+        self.name = str(info["name"])
+        self.num_documents = int(info["documents"])
+        self.num_sentences = int(info["sentences"])
+        self.num_tokens = int(info["tokens"])
+        shapes = {
+            "tokens": (dtype, (self.num_tokens,)),
+            "sentences": (OFFSET, (self.num_sentences + 1,)),
+            "documents": (OFFSET, (self.num_documents + 1,)),
+            "sources": (OFFSET, (self.num_documents, 2)),
+        }
+        arrays = {}
+        for array, (kind, shape) in shapes.items():
+            path = shard_file(directory, index, array)
+            expected = int(np.prod(shape)) * np.dtype(kind).itemsize
+            size = path.stat().st_size if path.is_file() else None
+            if size != expected:
+                found = "missing" if size is None else f"{size} bytes"
+                raise InputError(f"shard file is {found}, expected {expected} bytes", path)
+            # np.memmap cannot map an empty file; an empty array needs no map.
+            arrays[array] = np.asarray(
+                np.memmap(path, kind, "r", shape=shape) if expected else np.zeros(shape, kind)
+            )
+        self.tokens = arrays["tokens"]  # (T,)
+        self.sentence_offsets = arrays["sentences"]  # (S + 1,)
+        self.document_offsets = arrays["documents"]  # (D + 1,)
+        self.sources = arrays["sources"]  # (D, 2)
+
+    def document(self, index: int) -> list[np.ndarray]:
+        """Document `index` of this shard: one id array (a view, no copy) per sentence."""
+        s0, s1 = self.document_offsets[index : index + 2].tolist()
+        ends = self.sentence_offsets[s0 : s1 + 1].tolist()
+        tokens = self.tokens
+        return [tokens[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+class ShardedCorpus(Sequence):
+    """A shards directory as a `Sequence` of documents; a document is `list[np.ndarray]`.
+
+    Each array holds one sentence's WordPiece ids (no special tokens) in the stored dtype, as a
+    read-only view of the memory map. Pickles as its directory, so data-loader workers reopen the
+    maps instead of copying them.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        if not path.is_file():
+            raise InputError(f"no {MANIFEST}: not a finished `muppets prepare` output", directory)
+        try:
+            self.manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"unreadable manifest: {e}", path) from None
+        found = (self.manifest.get("format"), self.manifest.get("version"))
+        if found != (FORMAT_NAME, FORMAT_VERSION):
+            want = f"{FORMAT_NAME} version {FORMAT_VERSION}"
+            raise InputError(f"manifest is {found[0]} version {found[1]}, expected {want}", path)
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
+        self.tokenizer_fingerprint = str(self.manifest["tokenizer"]["fingerprint"])
+        self.source_paths = [str(s["path"]) for s in self.manifest["sources"]]
+        self.shards = [
+            Shard(self.directory, i, info, self.dtype)
+            for i, info in enumerate(self.manifest["shards"])
+        ]
+        # _starts[k] = global index of shard k's first document; _starts[-1] = len(self)
+        self._starts = np.cumsum([0] + [s.num_documents for s in self.shards]).tolist()
+        self.num_sentences = sum(s.num_sentences for s in self.shards)
+        self.num_tokens = sum(s.num_tokens for s in self.shards)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def locate(self, index: int) -> tuple[Shard, int]:
+        """(shard, index within the shard) of global document `index` (negative allowed)."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"document {index} out of range for {n} documents")
+        k = bisect.bisect_right(self._starts, index) - 1
+        return self.shards[k], index - self._starts[k]
+
+    def __getitem__(self, index):  # int -> list[np.ndarray]; slice -> list of documents
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        shard, local = self.locate(int(index))
+        return shard.document(local)
+
+    def __iter__(self) -> Iterator[list[np.ndarray]]:
+        for shard in self.shards:  # no bisect per document
+            for local in range(shard.num_documents):
+                yield shard.document(local)
+
+    def source(self, index: int) -> tuple[str, int]:
+        """(input path as given to prepare, 1-based line) where document `index` starts."""
+        shard, local = self.locate(index)
+        file_index, line = shard.sources[local].tolist()
+        return self.source_paths[file_index], line
+
+    def for_rank(self, rank: int, world_size: int) -> RankSplit:
+        """Every `world_size`-th document starting at `rank`: disjoint, together complete."""
+        return RankSplit(self, rank, world_size)
+
+    def check_tokenizer(self, fingerprint: str) -> None:
+        """Raise InputError if the shards were made with another tokenizer."""
+        if fingerprint != self.tokenizer_fingerprint:
+            raise InputError(
+                f"shards were made with tokenizer {self.tokenizer_fingerprint}, "
+                f"not {fingerprint}; run `muppets prepare` again",
+                self.directory / MANIFEST,
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": str(self.directory)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"])
+
+
+class RankSplit(Sequence):
+    """Documents rank, rank + world_size, ... of a corpus; `global_index(i)` maps back."""
+
+    def __init__(self, corpus: ShardedCorpus, rank: int, world_size: int):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.corpus, self.rank, self.world_size = corpus, rank, world_size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.corpus), self.world_size))
+
+    def global_index(self, index: int) -> int:
+        return range(self.rank, len(self.corpus), self.world_size)[index]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.corpus[self.global_index(index)]
