@@ -1,0 +1,70 @@
+"""Held-out MLM loss of a pretraining run next to the unigram-frequency baseline.
+
+The baseline predicts every masked token from the training corpus's token frequencies (add-one
+smoothed) whatever the context: the loss a model gets from learning nothing but the unigram
+distribution. It is measured on exactly the held-out instances the run evaluates on (the same
+config, seed and masks), so the two losses are directly comparable.
+
+    .venv/bin/python bench/mlm_baseline.py runs/bert-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from muppets.cli.args import load_toml
+from muppets.data.pretraining import SpecialIds, evaluation_batches
+from muppets.data.shards import ShardedCorpus
+from muppets.tokenization.wordpiece import load_tokenizer
+from muppets.training.pretrain import PretrainConfig
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path)
+    args = parser.parse_args()
+    config = PretrainConfig(**load_toml(args.run / "pretrain.toml"))
+    tokenizer = load_tokenizer(config.train_data)
+    t = tokenizer
+    ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
+
+    counts = np.ones(tokenizer.vocab_size, dtype=np.float64)  # add-one smoothing
+    for shard in ShardedCorpus(config.train_data).shards:
+        counts += np.bincount(shard.tokens, minlength=tokenizer.vocab_size)
+    log_p = np.log(counts / counts.sum())
+
+    batches = evaluation_batches(
+        ShardedCorpus(config.valid_data),
+        config.data_config(),
+        ids,
+        continuation=tokenizer.continuation_mask() if config.masking != "token" else None,
+        max_instances=config.eval_instances,
+    )
+    targets = np.concatenate([b["labels"][b["labels"] != -100].numpy() for b in batches])
+    baseline_loss = float(-log_p[targets].mean())
+    baseline_accuracy = float((targets == np.argmax(log_p)).mean())
+
+    records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["event"] == "eval"]
+    print(f"held-out: {len(targets):,} masked tokens of {config.valid_data}")
+    print("| | step | MLM loss | MLM perplexity | MLM accuracy | NSP accuracy |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| unigram baseline | - | {baseline_loss:.3f} | {math.exp(baseline_loss):.0f} | "
+        f"{baseline_accuracy:.3f} | 0.500 |"
+    )
+    for r in evals:
+        nsp = r.get("nsp_accuracy")
+        print(
+            f"| {config.model} | {r['step']} | {r['mlm_loss']:.3f} | {math.exp(r['mlm_loss']):.0f} "
+            f"| {r['mlm_accuracy']:.3f} | {'-' if nsp is None else f'{nsp:.3f}'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
