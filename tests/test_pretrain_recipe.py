@@ -67,6 +67,36 @@ def test_interrupted_and_resumed_equals_straight_through(shards, tmp_path, capsy
     assert capsys.readouterr().out.count("[MASK] #1:") == 1
 
 
+def test_two_processes_equal_one_with_the_same_global_batch(shards, tmp_path):
+    """torchrun, gloo: 2 ranks x 1 micro-batch of 4 == 1 rank x 2 micro-batches of 4."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--max-steps", "3", "--dropout", "0.0"]
+    assert main(pretrain_args(shards, one, *common)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    with socket.socket() as s:  # a free port on loopback
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    command = [*torchrun, "--master_addr", "127.0.0.1", "--master_port", port, "-m", "muppets"]
+    done = subprocess.run(
+        [*command, *pretrain_args(shards, two, *common)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = weights(one), weights(two)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("muppets: error: ")

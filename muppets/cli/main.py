@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from muppets.cli.args import add_config_flags, build_config, write_resolved_config
+from muppets.cli.args import add_config_flags, build_config, load_toml, write_resolved_config
 from muppets.errors import MuppetsError
 
 
@@ -25,6 +25,7 @@ class Command:
     help: str
     config_cls: Callable[[], type]  # imported on use, so `muppets --help` stays fast
     run: Callable[[Any], Any]
+    out_is_file: bool = False  # --out names a file: the command records its config in it
 
 
 def _tokenizer_train_config() -> type:
@@ -61,6 +62,66 @@ def _pretrain(config: Any) -> Any:
     from muppets.training.pretrain import pretrain
 
     return pretrain(config)
+
+
+def _pretrain_elmo_config() -> type:
+    from muppets.training.pretrain_elmo import ElmoPretrainConfig
+
+    return ElmoPretrainConfig
+
+
+def _pretrain_elmo(config: Any) -> Any:
+    from muppets.training.pretrain_elmo import pretrain_elmo
+
+    return pretrain_elmo(config)
+
+
+def _extract_config() -> type:
+    from muppets.training.extract import ExtractConfig
+
+    return ExtractConfig
+
+
+def _extract(config: Any) -> Any:
+    from muppets.training.extract import extract
+
+    return extract(config)
+
+
+def _finetune_config() -> type:
+    from muppets.training.finetune import FinetuneConfig
+
+    return FinetuneConfig
+
+
+def _finetune(config: Any) -> Any:
+    from muppets.training.finetune import finetune
+
+    return finetune(config)
+
+
+def _evaluate_config() -> type:
+    from muppets.training.evaluation import EvaluateConfig
+
+    return EvaluateConfig
+
+
+def _evaluate(config: Any) -> Any:
+    from muppets.training.evaluation import run_evaluate
+
+    return run_evaluate(config)
+
+
+def _predict_config() -> type:
+    from muppets.training.evaluation import PredictConfig
+
+    return PredictConfig
+
+
+def _predict(config: Any) -> Any:
+    from muppets.training.evaluation import run_predict
+
+    return run_predict(config)
 
 
 def _fill_mask_config() -> type:
@@ -114,9 +175,43 @@ COMMANDS = {
     ),
     "pretrain": Command(
         "pretrain",
-        "pretrain a BERT/RoBERTa encoder on prepared shards (works under torchrun)",
+        "pretrain a BERT/RoBERTa encoder on prepared shards (works under torchrun); "
+        "--model elmo-* runs pretrain-elmo",
         _pretrain_config,
         _pretrain,
+    ),
+    "pretrain-elmo": Command(
+        "pretrain-elmo",
+        "pretrain an ELMo biLM on text files (works under torchrun)",
+        _pretrain_elmo_config,
+        _pretrain_elmo,
+    ),
+    "extract": Command(
+        "extract",
+        "write per-token features of an ELMo or BERT checkpoint to .npz or .safetensors",
+        _extract_config,
+        _extract,
+        out_is_file=True,
+    ),
+    "finetune": Command(
+        "finetune",
+        "fine-tune on a task (GLUE, tsv/csv/jsonl, CoNLL NER, SQuAD); --task glue runs them all",
+        _finetune_config,
+        _finetune,
+    ),
+    "evaluate": Command(
+        "evaluate",
+        "score a fine-tuned model on a task's dev files",
+        _evaluate_config,
+        _evaluate,
+    ),
+    # Before `predict fill-mask`: `predict` is a command and also holds `predict fill-mask`.
+    "predict": Command(
+        "predict",
+        "write a fine-tuned model's predictions for a file (or: predict fill-mask)",
+        _predict_config,
+        _predict,
+        out_is_file=True,
     ),
     "predict fill-mask": Command(
         "fill-mask",
@@ -148,28 +243,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
+    firsts: dict[str, argparse.ArgumentParser] = {}  # the parser of each one-word command
     for words, command in COMMANDS.items():
         *group, leaf = words.split()
         subparsers = top
         if group:  # two-word commands such as `tokenizer train`
             if group[0] not in groups:
-                holder = top.add_parser(group[0], help=f"{group[0]} commands")
-                groups[group[0]] = holder.add_subparsers(metavar="ACTION", required=True)
+                holder = firsts.get(group[0])
+                if holder is None:
+                    holder = top.add_parser(group[0], help=f"{group[0]} commands")
+                # A word that is also a command (`predict`) runs itself when no action follows.
+                required = group[0] not in COMMANDS
+                groups[group[0]] = holder.add_subparsers(metavar="ACTION", required=required)
             subparsers = groups[group[0]]
         sub = subparsers.add_parser(leaf, help=command.help, description=command.help)
+        if not group:
+            firsts[leaf] = sub
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
         add_config_flags(sub, command.config_cls())
         sub.set_defaults(selected=command)
     return parser
 
 
+def _route_elmo(argv: list[str]) -> list[str]:
+    """`pretrain` with an ELMo preset (--model, --set model=, or model in --config, in that order
+    of precedence) becomes `pretrain-elmo`, whose options fit a biLM trained on text."""
+    words = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if not words or argv[words[0]] != "pretrain":
+        return argv
+    found: dict[str, str] = {}
+    for arg, value in zip(argv, [*argv[1:], ""], strict=True):
+        if arg == "--model" or arg.startswith("--model="):
+            found["flag"] = value if arg == "--model" else arg.partition("=")[2]
+        elif arg == "--set" and value.startswith("model="):
+            found["set"] = value.partition("=")[2]
+        elif arg == "--config" and value:
+            try:
+                found["toml"] = str(load_toml(value).get("model", ""))
+            except MuppetsError:
+                pass  # reported by the normal path
+    model = found.get("flag") or found.get("set") or found.get("toml") or ""
+    if not model.startswith("elmo"):
+        return argv
+    return [*argv[: words[0]], "pretrain-elmo", *argv[words[0] + 1 :]]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_route_elmo(sys.argv[1:] if argv is None else list(argv)))
     command: Command = args.selected
     try:
         config = build_config(command.config_cls(), args)
         out = getattr(config, "out", None)
-        if out:
+        if out and not command.out_is_file:
             write_resolved_config(config, Path(out), f"{command.name}.toml")
         command.run(config)
     except MuppetsError as error:

@@ -61,6 +61,7 @@ class PretrainConfig:
     model: str = _help("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
     objective: str = _help("mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa)", "mlm+nsp")
     pre_layer_norm: bool = _help("pre-LN Transformer layers instead of the paper's post-LN", False)
+    dropout: float | None = _help("hidden and attention dropout (default: the preset's)", None)
     # data
     max_seq_length: int = _help("tokens per instance, [CLS]/[SEP] included", 128)
     short_seq_prob: float = _help("share of shorter pairs (BERT)", 0.1)
@@ -164,11 +165,16 @@ def pretrain(config: PretrainConfig) -> dict:
         def eval_fn():
             return held_out
 
+    dropout = {}
+    if config.dropout is not None:
+        dropout = {"hidden_dropout_prob": config.dropout}
+        dropout["attention_probs_dropout_prob"] = config.dropout
     model_config = preset_config(
         config.model,
         vocab_size=tokenizer.vocab_size,
         pad_token_id=tokenizer.pad_id,
         pre_layer_norm=config.pre_layer_norm,
+        **dropout,
     )
     if model_config.max_sequence_length < config.max_seq_length:
         raise ConfigError(
