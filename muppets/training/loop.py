@@ -66,6 +66,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     time_budget_seconds: float | None = None
     seed: int = 0
+    # With evaluate_fn (fine-tuning): the score that selects the best model, saved to <out>/best.
+    best_metric: str | None = None
+    best_mode: str = "max"  # max | min: which way is better
+    early_stopping_patience: int = 0  # stop after this many evaluations without a best; 0: never
 
     def __post_init__(self):
         ratio, budget, norm = self.warmup_ratio, self.time_budget_seconds, self.max_grad_norm
@@ -86,6 +90,8 @@ class TrainConfig:
             ("save_every", self.save_every >= 0, ">= 0"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"),
             ("time_budget_seconds", budget is None or budget > 0, "> 0"),
+            ("best_mode", self.best_mode in ("max", "min"), "max or min"),
+            ("early_stopping_patience", self.early_stopping_patience >= 0, ">= 0"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -112,12 +118,17 @@ def train(
     eval_batches_fn=None,
     resume: bool = False,
     extra_files=(),
+    evaluate_fn=None,
 ) -> dict:
     """Train `model` in place; checkpoints, metrics.jsonl and loss.png go to `out_dir`.
 
     `config_dict`: the model config, saved as config.json and checked on resume. `eval_batches_fn`:
     returns a fresh iterable of this rank's eval batches. `extra_files`: copied into every
     checkpoint (tokenizer files). Call `distributed.init_distributed()` first under torchrun.
+    `evaluate_fn(model) -> {name: number}`: task scores (dev accuracy, F1, ...) added to each eval
+    record; it must give the same numbers on every rank. With `config.best_metric`, each new best
+    model is written to `out_dir/best` (model files only), and `early_stopping_patience`
+    evaluations without a new best end the run (stopped: "early_stopping").
     """
     out_dir, rank, world = Path(out_dir), dist.rank(), dist.world_size()
     roots, metrics_path = out_dir / "checkpoints", out_dir / "metrics.jsonl"
@@ -133,6 +144,7 @@ def train(
         model, config.learning_rate, betas, config.adam_epsilon, config.weight_decay
     )
     step, tokens_seen, elapsed_before = 0, 0, 0.0
+    best, bad_evals = None, 0  # {"step", "value"} of the best evaluation; evaluations since
     total_steps, measured = config.max_steps, budget is None
     saved = ckpt.checkpoints(roots)
     last_checkpoint = saved[-1] if saved else None
@@ -141,6 +153,7 @@ def train(
             raise InputError("nothing to resume: no checkpoint in this directory", roots)
         state = ckpt.load_checkpoint(last_checkpoint, model, optimizer, config_dict)
         step, tokens_seen = state["step"], state["tokens_seen"]
+        best, bad_evals = state.get("best"), state.get("bad_evals", 0)
         elapsed_before = state["elapsed_seconds"]
         if budget is not None and state["schedule"]["total_steps_measured"]:
             total_steps, measured = state["schedule"]["total_steps"], True
@@ -165,6 +178,7 @@ def train(
         state = {"step": step, "tokens_seen": tokens_seen, "schedule": schedule}
         state.update(elapsed_seconds=elapsed_before + time.perf_counter() - start_time)
         state.update(train_config=dataclasses.asdict(config), world_size=world)
+        state.update(best=best, bad_evals=bad_evals)
         state["ranks"] = dist.all_gather_objects(
             {"data": batches.state_dict(), "rng": ckpt.rng_state()}
         )
@@ -177,6 +191,34 @@ def train(
         dist.barrier()  # no rank reads or reports the checkpoint before it exists
         return target
 
+    def run_eval(step: int) -> dict:
+        """Objective metrics and/or evaluate_fn's scores, logged; keeps the best model."""
+        nonlocal best, bad_evals
+        scores = {}
+        if eval_batches_fn is not None:
+            scores.update(evaluate(model, objective, eval_batches_fn(), device))
+        if evaluate_fn is not None:
+            scores.update(evaluate_fn(model))
+        if config.best_metric is not None:
+            if config.best_metric not in scores:
+                valid = ", ".join(sorted(scores))
+                raise ConfigError(f"best_metric {config.best_metric!r} is not one of: {valid}")
+            value = float(scores[config.best_metric])
+            sign = 1.0 if config.best_mode == "max" else -1.0
+            # The first evaluation is a best; NaN never beats a number.
+            if best is None or math.isnan(best["value"]) or sign * (value - best["value"]) > 0:
+                best, bad_evals = {"step": step, "value": value}, 0
+                if rank == 0:
+                    ckpt.save_pretrained(out_dir / "best", model, config_dict, extra_files)
+                dist.barrier()
+            else:
+                bad_evals += 1
+        if rank == 0:
+            log.append_metrics(metrics_path, {"event": "eval", "step": step, **scores})
+        return scores
+
+    evaluating = eval_batches_fn is not None or evaluate_fn is not None
+    patience = config.early_stopping_patience
     ddp_model = dist.wrap_ddp(model)
     source = iter(batches)
     bar = log.progress_bar(total_steps, step, enabled=rank == 0)
@@ -261,18 +303,16 @@ def train(
                 log.append_metrics(metrics_path, record)
             log.show_progress(bar, step - bar.n, sum(mean), tokens_per_second)
             log_loss, log_steps, log_tokens, log_time = None, 0, 0, now
-        if eval_batches_fn is not None and config.eval_every and step % config.eval_every == 0:
-            eval_metrics, evaluated_at = evaluate(model, objective, eval_batches_fn(), device), step
-            if rank == 0:
-                log.append_metrics(metrics_path, {"event": "eval", "step": step, **eval_metrics})
+        if evaluating and config.eval_every and step % config.eval_every == 0:
+            eval_metrics, evaluated_at = run_eval(step), step
+            if patience and bad_evals >= patience:
+                total_steps, stop_reason = step, "early_stopping"
         if config.save_every and step % config.save_every == 0:
             last_checkpoint, saved_at = save(step, tokens_seen, total_steps, measured), step
 
     # 6. The end (max_steps, time budget or data exhausted): evaluate and save unless just done.
-    if eval_batches_fn is not None and evaluated_at != step:
-        eval_metrics = evaluate(model, objective, eval_batches_fn(), device)
-        if rank == 0:
-            log.append_metrics(metrics_path, {"event": "eval", "step": step, **eval_metrics})
+    if evaluating and evaluated_at != step:
+        eval_metrics = run_eval(step)
     if saved_at != step:
         last_checkpoint = save(step, tokens_seen, total_steps, measured)
     bar.close()
@@ -283,6 +323,7 @@ def train(
         "tokens_seen": tokens_seen,
         "train_loss": loss,
         "eval": eval_metrics,
+        "best": best,
         "checkpoint": str(last_checkpoint) if last_checkpoint else None,
         "stopped": stop_reason,
         "elapsed_seconds": elapsed_before + time.perf_counter() - start_time,
