@@ -1,0 +1,116 @@
+"""Pretraining heads and the encoder + heads composition.
+
+Devlin et al. 2019 (https://arxiv.org/abs/1810.04805) section 3.1: masked LM with a decoder tied to
+the input word embeddings (as in transformers' BertLMPredictionHead / RobertaLMHead), and the
+next-sentence classifier on the pooled [CLS] vector. ALBERT's sentence-order prediction (Lan et al.
+2020, section 4.1) uses the same 2-way head.
+
+The vocabulary projection runs only at masked positions: (N_masked, V) logits, never (B, T, V).
+
+Shapes:
+    B  batch size      T  sequence length      H  hidden size      V  vocabulary size
+    M  masked positions in the batch (labels != -100)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from muppets.models.layers import ACTIVATIONS, initialize
+
+
+class MaskedLMHead(nn.Module):
+    """dense + activation + LayerNorm, then the tied decoder (weight passed in) + own bias."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        activation: str,
+        layer_norm_eps: float,
+        initializer_range: float,
+    ):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = ACTIVATIONS[activation]
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))  # (V,) the decoder's own bias
+        initialize(self, initializer_range)
+
+    def forward(self, hidden: Tensor, decoder_weight: Tensor) -> Tensor:
+        """(M, H) hidden states at masked positions, (V, H) word embeddings -> (M, V) logits."""
+        x = self.norm(self.activation(self.dense(hidden)))
+        return F.linear(x, decoder_weight, self.bias)
+
+
+class SentencePairHead(nn.Module):
+    """NSP / SOP: a 2-way linear classifier on the pooled first-token vector."""
+
+    def __init__(self, hidden_size: int, initializer_range: float, num_labels: int = 2):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, num_labels)
+        initialize(self, initializer_range)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.linear(pooled)  # (B, 2)
+
+
+class PretrainingOutput(NamedTuple):
+    mlm_logits: Tensor  # (M, V) at masked positions in row-major (B, T) order; (B, T, V) if all
+    pair_logits: Tensor | None  # (B, 2) NSP / SOP logits; None without a pair head
+
+
+class PretrainingModel(nn.Module):
+    """An encoder with its pretraining heads. Beyond the encoder protocol the encoder has
+    `embeddings.word_embeddings` (the tied decoder) and `forward_at` (the last layer at chosen
+    positions only).
+
+    State-dict names: `encoder.*`, `mlm_head.*`, `pair_head.*` (see hf.py for the mapping).
+    """
+
+    def __init__(self, encoder: nn.Module, mlm_head: MaskedLMHead, pair_head: nn.Module | None):
+        super().__init__()
+        self.encoder = encoder
+        self.mlm_head = mlm_head
+        self.pair_head = pair_head
+        if pair_head is None:
+            # The pooler only feeds the pair head. Left trainable it would never get a gradient,
+            # which DistributedDataParallel rejects; it is kept (checkpoints carry it) but frozen.
+            encoder.pooler.requires_grad_(False)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        masked_positions: Tensor | None = None,
+    ) -> PretrainingOutput:
+        """masked_positions: (B, T) bool, real tokens to predict; None = every position."""
+        decoder_weight = self.encoder.embeddings.word_embeddings.weight  # (V, H), tied
+        if masked_positions is None:
+            hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+            pair_logits = (
+                None if self.pair_head is None else self.pair_head(self.encoder.pooled(hidden))
+            )
+            return PretrainingOutput(self.mlm_head(hidden, decoder_weight), pair_logits)
+        # The loss reads the last layer only at masked tokens (and [CLS] for the pair head).
+        wanted = masked_positions.clone()  # (B, T)
+        if self.pair_head is not None:
+            wanted[:, 0] = True
+        hidden = self.encoder.forward_at(
+            input_ids, attention_mask, token_type_ids, wanted
+        )  # (R, H)
+        if hidden.shape[0] != int(wanted.sum()):
+            raise ValueError("masked positions (and the first token) must be real tokens")
+        mlm_logits = self.mlm_head(hidden[masked_positions[wanted]], decoder_weight)  # (M, V)
+        pair_logits = None
+        if self.pair_head is not None:
+            first = torch.zeros_like(wanted)
+            first[:, 0] = True
+            pooled = self.encoder.pooled(hidden[first[wanted]].unsqueeze(1))  # (B, 1, H) -> (B, H)
+            pair_logits = self.pair_head(pooled)
+        return PretrainingOutput(mlm_logits, pair_logits)

@@ -1,0 +1,275 @@
+"""Hugging Face transformers <-> muppets conversion for BERT and RoBERTa, as key tables.
+
+Our names (heads.py, bert.py, layers.py) against transformers' modeling_bert.py /
+modeling_roberta.py. One row maps our tensor to one HF tensor, or to several concatenated along
+dim 0 (our fused QKV projection = HF's query, key, value). A checkpoint directory is config.json +
+model.safetensors (or pytorch_model.bin, read with weights_only=True). transformers itself is
+never imported: conversion is a table over state dicts and config dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from muppets.errors import ConfigError, InputError
+from muppets.models.bert import MODEL_TYPES, BertConfig
+from muppets.models.heads import PretrainingModel
+
+# "{wb}" stands for both ".weight" and ".bias"; "{i}" for the layer index; "{base}" for the HF
+# encoder prefix ("bert" / "roberta").
+_EMBEDDINGS = [
+    ("encoder.embeddings.word_embeddings.weight", "{base}.embeddings.word_embeddings.weight"),
+    (
+        "encoder.embeddings.position_embeddings.weight",
+        "{base}.embeddings.position_embeddings.weight",
+    ),
+    (
+        "encoder.embeddings.token_type_embeddings.weight",
+        "{base}.embeddings.token_type_embeddings.weight",
+    ),
+    ("encoder.embeddings.norm.{wb}", "{base}.embeddings.LayerNorm.{wb}"),
+]
+_LAYER = [
+    (
+        "encoder.layers.{i}.attention.qkv.{wb}",
+        "{base}.encoder.layer.{i}.attention.self.query.{wb}",
+        "{base}.encoder.layer.{i}.attention.self.key.{wb}",
+        "{base}.encoder.layer.{i}.attention.self.value.{wb}",
+    ),
+    (
+        "encoder.layers.{i}.attention.out.{wb}",
+        "{base}.encoder.layer.{i}.attention.output.dense.{wb}",
+    ),
+    (
+        "encoder.layers.{i}.attention_norm.{wb}",
+        "{base}.encoder.layer.{i}.attention.output.LayerNorm.{wb}",
+    ),
+    ("encoder.layers.{i}.feed_forward.up.{wb}", "{base}.encoder.layer.{i}.intermediate.dense.{wb}"),
+    ("encoder.layers.{i}.feed_forward.down.{wb}", "{base}.encoder.layer.{i}.output.dense.{wb}"),
+    ("encoder.layers.{i}.feed_forward_norm.{wb}", "{base}.encoder.layer.{i}.output.LayerNorm.{wb}"),
+]
+_POOLER = [("encoder.pooler.dense.{wb}", "{base}.pooler.dense.{wb}")]
+# The decoder weight is tied to the word embeddings and its bias to the head's bias, so neither
+# is stored: transformers' save_pretrained leaves tied copies out too.
+_MLM_HEAD = {
+    "bert": [
+        ("mlm_head.dense.{wb}", "cls.predictions.transform.dense.{wb}"),
+        ("mlm_head.norm.{wb}", "cls.predictions.transform.LayerNorm.{wb}"),
+        ("mlm_head.bias", "cls.predictions.bias"),
+    ],
+    "roberta": [
+        ("mlm_head.dense.{wb}", "lm_head.dense.{wb}"),
+        ("mlm_head.norm.{wb}", "lm_head.layer_norm.{wb}"),
+        ("mlm_head.bias", "lm_head.bias"),
+    ],
+}
+_PAIR_HEAD = [("pair_head.linear.{wb}", "cls.seq_relationship.{wb}")]
+# HF tied copies of tensors we store once: dropped on load after checking they are the same.
+_TIED = {"bert": "cls.predictions.decoder", "roberta": "lm_head.decoder"}
+ARCHITECTURES = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM"}
+
+
+def _require_post_ln(config: BertConfig) -> None:
+    if config.pre_layer_norm:
+        raise ConfigError(
+            "config field pre_layer_norm=True: transformers' BERT and RoBERTa are "
+            "post-LN, so there is no Hugging Face equivalent"
+        )
+
+
+def key_table(config: BertConfig, with_pair_head: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """Rows (our key, (HF keys...)) for a model with this config."""
+    _require_post_ln(config)
+    t = config.model_type
+    rows = [(r, 0) for r in _EMBEDDINGS]
+    rows += [(r, i) for i in range(config.num_hidden_layers) for r in _LAYER]
+    rows += [(r, 0) for r in _POOLER + _MLM_HEAD[t] + (_PAIR_HEAD if with_pair_head else [])]
+    table = []
+    for row, i in rows:
+        for wb in ("weight", "bias") if "{wb}" in row[0] else ("",):
+            ours, *theirs = (name.format(base=t, i=i, wb=wb) for name in row)
+            table.append((ours, tuple(theirs)))
+    return table
+
+
+def _check_keys(have: set[str], want: set[str], path: object, what: str) -> None:
+    missing, unexpected = sorted(want - have), sorted(have - want)
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing ({', '.join(missing[:4])})"] if missing else []
+        parts += (
+            [f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])})"] if unexpected else []
+        )
+        raise InputError(f"{what} does not match the config: " + "; ".join(parts), path)
+
+
+def bert_state_dict_to_hf(state_dict: dict[str, Tensor], config: BertConfig) -> dict[str, Tensor]:
+    """PretrainingModel state dict -> transformers BertForPreTraining / RobertaForMaskedLM one."""
+    table = key_table(config, with_pair_head="pair_head.linear.weight" in state_dict)
+    _check_keys(set(state_dict), {ours for ours, _ in table}, None, "muppets state dict")
+    out = {}
+    for ours, theirs in table:
+        if len(theirs) == 1:
+            out[theirs[0]] = state_dict[ours]
+        else:  # chunk() gives views of one storage; clone so each HF tensor owns its memory
+            parts = state_dict[ours].chunk(len(theirs))
+            out.update({name: part.clone() for name, part in zip(theirs, parts, strict=True)})
+    return out
+
+
+def _normalise_hf_keys(
+    sd: dict[str, Tensor], config: BertConfig, path: object
+) -> dict[str, Tensor]:
+    """Old spellings (TF-era gamma/beta, headless BertModel files, stored buffers, tied copies)."""
+    base = config.model_type
+    respell = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+    for old, new in respell.items():
+        sd = {k.replace(old, new): v for k, v in sd.items()}
+    if not any(k.startswith(base + ".") for k in sd):
+        sd = {f"{base}.{k}": v for k, v in sd.items()}  # saved from BertModel / RobertaModel
+    sd = {k: v for k, v in sd.items() if not k.endswith((".position_ids", ".token_type_ids"))}
+    tied, head_bias = _TIED[base], _MLM_HEAD[base][-1][1]
+    decoder = sd.pop(f"{tied}.weight", None)
+    words = sd.get(f"{base}.embeddings.word_embeddings.weight")
+    if decoder is not None and words is not None and not torch.equal(decoder, words):
+        raise InputError(
+            f"{tied}.weight differs from the word embeddings: untied decoders are not supported",
+            path,
+        )
+    decoder_bias = sd.pop(f"{tied}.bias", None)
+    if decoder_bias is not None:
+        sd.setdefault(head_bias, decoder_bias)
+    return sd
+
+
+def bert_state_dict_from_hf(
+    state_dict: dict[str, Tensor], config: BertConfig, path: object = None
+) -> dict[str, Tensor]:
+    """transformers state dict -> ours. RoBERTa files without a pooler (RobertaForMaskedLM)
+    leave `encoder.pooler.*` out; the model keeps its initial pooler."""
+    sd = _normalise_hf_keys(state_dict, config, path)
+    table = key_table(config, with_pair_head="cls.seq_relationship.weight" in sd)
+    if config.model_type == "roberta" and "roberta.pooler.dense.weight" not in sd:
+        table = [row for row in table if not row[0].startswith("encoder.pooler.")]
+    _check_keys(set(sd), {name for _, theirs in table for name in theirs}, path, "checkpoint keys")
+    return {
+        ours: torch.cat([sd[n] for n in theirs]) if len(theirs) > 1 else sd[theirs[0]]
+        for ours, theirs in table
+    }
+
+
+def config_to_hf(config: BertConfig, with_pair_head: bool = True) -> dict[str, Any]:
+    """Our config -> a transformers config.json dict."""
+    _require_post_ln(config)
+    d = config.to_dict()
+    del d["pre_layer_norm"]
+    arch = ARCHITECTURES[config.model_type]
+    if config.model_type == "bert" and not with_pair_head:
+        arch = "BertForMaskedLM"
+    return {"architectures": [arch], **d, "tie_word_embeddings": True}
+
+
+def config_from_hf(d: dict[str, Any]) -> BertConfig:
+    """A transformers config.json dict -> our config; refuses what our encoder cannot be."""
+    for field, bad in (
+        ("is_decoder", True),
+        ("add_cross_attention", True),
+        ("tie_word_embeddings", False),
+    ):
+        if d.get(field) is bad:
+            raise ConfigError(
+                f"config field {field}={bad}: not supported (a tied bidirectional encoder)"
+            )
+    return BertConfig.from_dict(d)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg}", path, e.lineno) from None
+    if not isinstance(d, dict):
+        raise InputError("expected a JSON object", path)
+    return d
+
+
+def _read_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:
+    """model.safetensors, its sharded form (.index.json), or pytorch_model.bin (weights only)."""
+    single, index, pickle = (
+        directory / n
+        for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    )
+    if single.exists() or index.exists():
+        files = [single]
+        if not single.exists():
+            files = [directory / f for f in sorted(set(_read_json(index)["weight_map"].values()))]
+        sd = {}
+        for f in files:
+            try:
+                sd.update(load_file(f))
+            except (SafetensorError, OSError) as e:
+                raise InputError(
+                    f"cannot read safetensors weights (truncated or corrupted?): {e}", f
+                ) from None
+        return sd, files[0]
+    if pickle.exists():
+        try:
+            return torch.load(pickle, map_location="cpu", weights_only=True), pickle
+        except Exception as e:  # an unpickling error of any kind: the file is the problem
+            raise InputError(f"cannot read PyTorch weights: {e}", pickle) from None
+    raise InputError(
+        "no model.safetensors or pytorch_model.bin in the checkpoint directory", directory
+    )
+
+
+def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingModel]:
+    """A transformers BERT/RoBERTa directory -> (config, encoder + heads), in eval mode."""
+    from muppets.models.registry import build_pretraining_model
+
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise InputError(
+            "missing config.json (expected a Hugging Face checkpoint directory)", config_path
+        )
+    d = _read_json(config_path)
+    if d.get("model_type", "bert") not in MODEL_TYPES:
+        raise InputError(
+            f"unsupported model_type {d.get('model_type')!r}; supported: " + ", ".join(MODEL_TYPES),
+            config_path,
+        )
+    try:
+        config = config_from_hf(d)
+    except ConfigError as e:
+        raise ConfigError(e.message, config_path) from None
+    weights, weights_path = _read_weights(directory)
+    ours = bert_state_dict_from_hf(weights, config, weights_path)
+    model = build_pretraining_model(config, with_pair_head="pair_head.linear.weight" in ours)
+    expected = model.state_dict()
+    for key, tensor in ours.items():
+        if tensor.shape != expected[key].shape:
+            raise InputError(
+                f"{key} has shape {tuple(tensor.shape)} but config.json implies "
+                f"{tuple(expected[key].shape)}",
+                weights_path,
+            )
+    missing, unexpected = model.load_state_dict(ours, strict=False)
+    assert not unexpected and all(k.startswith("encoder.pooler.") for k in missing)
+    return config, model.eval()
+
+
+def save_hf_checkpoint(model: PretrainingModel, config: BertConfig, directory: str | Path) -> None:
+    """Write config.json + model.safetensors that transformers' from_pretrained loads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sd = bert_state_dict_to_hf(model.state_dict(), config)
+    hf_config = config_to_hf(config, with_pair_head=model.pair_head is not None)
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
