@@ -131,6 +131,24 @@ def test_a_sequence_alone_equals_the_same_sequence_in_a_padded_batch(model_type)
             assert torch.allclose(alone[0], batched[i, :n], atol=ATOL)
 
 
+@pytest.mark.parametrize("pre_layer_norm", [False, True])
+def test_forward_at_equals_forward_at_those_positions(pre_layer_norm):
+    torch.manual_seed(5)
+    config = tiny_config(pre_layer_norm=pre_layer_norm)
+    encoder = BertModel(config).eval()
+    ids, mask, segments, masked = padded_batch(config, lengths=(9, 4, 12))
+    positions = masked.clone()
+    positions[:, 0] = True
+    positions[1, 7] = True  # padding: not a real token, so not returned
+    with torch.no_grad():
+        rows = encoder.forward_at(ids, mask, segments, positions)
+        full = encoder(ids, mask, segments)
+    assert torch.allclose(rows, full[positions & mask.bool()], atol=ATOL)
+    model = build_pretraining_model(config).eval()
+    with pytest.raises(ValueError, match="real tokens"):
+        model(ids, mask, segments, masked_positions=positions)
+
+
 def test_pre_layer_norm_matches_a_hand_written_pre_ln_layer():
     torch.manual_seed(4)
     post = BertModel(tiny_config(num_hidden_layers=1)).eval()

@@ -5,7 +5,8 @@ the input word embeddings (as in transformers' BertLMPredictionHead / RobertaLMH
 next-sentence classifier on the pooled [CLS] vector. ALBERT's sentence-order prediction (Lan et al.
 2020, section 4.1) uses the same 2-way head.
 
-The vocabulary projection runs only at masked positions: (N_masked, V) logits, never (B, T, V).
+The vocabulary projection runs only at masked positions: (M, V) logits, never (B, T, V); the
+encoder's last layer itself is finished only at those positions (and [CLS]), see forward_at.
 
 Shapes:
     B  batch size      T  sequence length      H  hidden size      V  vocabulary size
@@ -66,8 +67,8 @@ class PretrainingOutput(NamedTuple):
 
 class PretrainingModel(nn.Module):
     """An encoder with its pretraining heads. Beyond the encoder protocol the encoder has
-    `embeddings.word_embeddings` (the tied decoder) and `forward_at` (the last layer at chosen
-    positions only).
+    `embeddings.word_embeddings` (the tied decoder) and may have `forward_at` (the last layer
+    computed at chosen positions only).
 
     State-dict names: `encoder.*`, `mlm_head.*`, `pair_head.*` (see hf.py for the mapping).
     """
@@ -93,24 +94,31 @@ class PretrainingModel(nn.Module):
         decoder_weight = self.encoder.embeddings.word_embeddings.weight  # (V, H), tied
         if masked_positions is None:
             hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-            pair_logits = (
-                None if self.pair_head is None else self.pair_head(self.encoder.pooled(hidden))
+            mlm_logits = self.mlm_head(hidden, decoder_weight)  # (B, T, V)
+            first = hidden[:, 0]  # (B, H)
+        else:
+            hidden, is_masked, first = self._rows(
+                input_ids, attention_mask, token_type_ids, masked_positions
             )
-            return PretrainingOutput(self.mlm_head(hidden, decoder_weight), pair_logits)
-        # The loss reads the last layer only at masked tokens (and [CLS] for the pair head).
+            mlm_logits = self.mlm_head(hidden[is_masked], decoder_weight)  # (M, V)
+        pair_logits = None
+        if self.pair_head is not None:
+            pair_logits = self.pair_head(self.encoder.pooled(first.unsqueeze(1)))  # (B, 2)
+        return PretrainingOutput(mlm_logits, pair_logits)
+
+    def _rows(self, input_ids, attention_mask, token_type_ids, masked_positions):
+        """The loss reads the last layer only at masked tokens (and [CLS] for the pair head):
+        (R, H) hidden rows in row-major order, (R,) which are masked, (B, H) first tokens."""
         wanted = masked_positions.clone()  # (B, T)
         if self.pair_head is not None:
             wanted[:, 0] = True
-        hidden = self.encoder.forward_at(
-            input_ids, attention_mask, token_type_ids, wanted
-        )  # (R, H)
+        if hasattr(self.encoder, "forward_at"):
+            hidden = self.encoder.forward_at(input_ids, attention_mask, token_type_ids, wanted)
+        else:  # an encoder without the shortcut: the same rows, the whole last layer computed
+            hidden = self.encoder(input_ids, attention_mask, token_type_ids)[wanted]  # (R, H)
         if hidden.shape[0] != int(wanted.sum()):
             raise ValueError("masked positions (and the first token) must be real tokens")
-        mlm_logits = self.mlm_head(hidden[masked_positions[wanted]], decoder_weight)  # (M, V)
-        pair_logits = None
-        if self.pair_head is not None:
-            first = torch.zeros_like(wanted)
-            first[:, 0] = True
-            pooled = self.encoder.pooled(hidden[first[wanted]].unsqueeze(1))  # (B, 1, H) -> (B, H)
-            pair_logits = self.pair_head(pooled)
-        return PretrainingOutput(mlm_logits, pair_logits)
+        first_column = torch.zeros_like(wanted)
+        first_column[:, 0] = True
+        first = hidden[first_column[wanted]] if self.pair_head is not None else None  # (B, H)
+        return hidden, masked_positions[wanted], first

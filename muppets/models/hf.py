@@ -21,6 +21,7 @@ from torch import Tensor
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import MODEL_TYPES, BertConfig
 from muppets.models.heads import PretrainingModel
+from muppets.models.registry import build_pretraining_model
 
 # "{wb}" stands for both ".weight" and ".bias"; "{i}" for the layer index; "{base}" for the HF
 # encoder prefix ("bert" / "roberta").
@@ -230,8 +231,6 @@ def _read_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:
 
 def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingModel]:
     """A transformers BERT/RoBERTa directory -> (config, encoder + heads), in eval mode."""
-    from muppets.models.registry import build_pretraining_model
-
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():

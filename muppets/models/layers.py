@@ -6,11 +6,14 @@ pre-LN (Xiong et al. 2020, https://arxiv.org/abs/2002.04745).
 
 Padding is never computed: a batch is packed once into its real tokens, every Linear, LayerNorm
 and activation runs on the packed (N, H) rows, and only the attention core sees the (B, T) layout
-(the scheme of flash-attn's bert_padding.py, done with index_select / index_copy).
+(the scheme of flash-attn's bert_padding.py, done with index_select / index_copy). A layer can
+also be asked for its output at a few rows only (R of N): pretraining reads the last layer at
+masked tokens alone, so the rest of that layer's output projection and feed-forward is skipped.
 
 Shapes:
     B  batch size            T  padded sequence length      N  real (non-padding) tokens in batch
     H  hidden size           I  intermediate size           nh attention heads, D = H // nh
+    R  rows asked for (R <= N)
 """
 
 from __future__ import annotations
