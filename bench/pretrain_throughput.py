@@ -148,7 +148,7 @@ def main():
     check = make_batches(1, 4, config.vocab_size, "16..128", seed=1)[0]
     with torch.no_grad():  # the same model: the same loss on the same batch
         ours_loss = objective_for("mlm")(ours, check)["mlm"] / (check["labels"] != -100).sum()
-        assert torch.allclose(ours_loss, hf(**check).loss, atol=1e-4), (ours_loss, hf(**check).loss)
+        assert torch.allclose(ours_loss, hf(**check).loss, rtol=1e-3), (ours_loss, hf(**check).loss)
     steps = {
         "muppets": ours_step(ours, build_optimizer(ours), objective_for("mlm")),
         "transformers": hf_step(hf, build_optimizer(hf)),
