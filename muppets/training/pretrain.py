@@ -28,15 +28,10 @@ from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
+from muppets.training.inference import TOKENIZER_FILES
 from muppets.training.loop import TrainConfig, train
 
 INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
 def parse_duration(text: str) -> float:
@@ -47,6 +42,26 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
         raise ConfigError(f"time_budget {text!r} is not a duration such as 90s, 30m, 1h or 1h30m")
     return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def recipe_train_config(recipe, accumulation: int) -> TrainConfig:
+    """The loop's TrainConfig from a recipe config's optimisation fields (BERT and ELMo alike)."""
+    budget = None if recipe.time_budget is None else parse_duration(recipe.time_budget)
+    return TrainConfig(
+        max_steps=recipe.max_steps,
+        learning_rate=recipe.learning_rate,
+        schedule=recipe.schedule,
+        warmup_steps=recipe.warmup_steps,
+        warmup_ratio=recipe.warmup_ratio,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        gradient_accumulation_steps=accumulation,
+        log_every=recipe.log_every,
+        eval_every=recipe.eval_every,
+        save_every=recipe.save_every,
+        time_budget_seconds=budget,
+        seed=recipe.seed,
+    )
 
 
 def _help(text: str, default):
@@ -117,22 +132,7 @@ class PretrainConfig:
         )
 
     def train_config(self, accumulation: int) -> TrainConfig:
-        budget = None if self.time_budget is None else parse_duration(self.time_budget)
-        return TrainConfig(
-            max_steps=self.max_steps,
-            learning_rate=self.learning_rate,
-            schedule=self.schedule,
-            warmup_steps=self.warmup_steps,
-            warmup_ratio=self.warmup_ratio,
-            weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm,
-            gradient_accumulation_steps=accumulation,
-            log_every=self.log_every,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-            time_budget_seconds=budget,
-            seed=self.seed,
-        )
+        return recipe_train_config(self, accumulation)
 
 
 def pretrain(config: PretrainConfig) -> dict:

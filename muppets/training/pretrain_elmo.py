@@ -38,7 +38,7 @@ from muppets.training import distributed as dist
 from muppets.training.checkpoint import CONFIG, load_weights, read_config
 from muppets.training.inference import resolve_checkpoint
 from muppets.training.loop import TrainConfig, train
-from muppets.training.pretrain import parse_duration
+from muppets.training.pretrain import parse_duration, recipe_train_config
 
 VOCABULARY_FILE = "word_vocab.txt"
 
@@ -185,22 +185,7 @@ class ElmoPretrainConfig:
         return self.batch_size // per_step
 
     def train_config(self, accumulation: int) -> TrainConfig:
-        budget = None if self.time_budget is None else parse_duration(self.time_budget)
-        return TrainConfig(
-            max_steps=self.max_steps,
-            learning_rate=self.learning_rate,
-            schedule=self.schedule,
-            warmup_steps=self.warmup_steps,
-            warmup_ratio=self.warmup_ratio,
-            weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm,
-            gradient_accumulation_steps=accumulation,
-            log_every=self.log_every,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-            time_budget_seconds=budget,
-            seed=self.seed,
-        )
+        return recipe_train_config(self, accumulation)
 
     def model_config(self, vocab_size: int) -> ElmoConfig:
         values = {**PRESETS[self.model], "vocab_size": vocab_size}
