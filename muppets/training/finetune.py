@@ -10,7 +10,8 @@ BERT-large "with random restarts"). `--freeze` trains only the head on frozen en
 Every run directory `<out>/seed-<s>/` is a fine-tuned checkpoint (see evaluation.py) plus
 metrics.json, metrics.jsonl, loss.png and dev_metric.png, and the dev predictions of the best
 model. `--task glue` runs every GLUE task found under --data into `<out>/<task>/` and prints the
-standard table (glue.json beside it).
+standard table (glue.json beside it). `--downstream bilstm|bag-of-embeddings` trains a small task
+model over frozen ELMo features (or `--model random-embeddings`) instead: finetune_features.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import shutil
 import statistics
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -52,6 +54,11 @@ from muppets.training.evaluation import (
     save_task,
     write_predictions,
 )
+from muppets.training.finetune_features import (
+    check_downstream,
+    downstream_seed,
+    prepare_downstream,
+)
 from muppets.training.inference import load_pretrained, resolve_checkpoint
 from muppets.training.loop import TrainConfig, train
 
@@ -75,7 +82,7 @@ class FinetuneConfig:
     data: str | None = _help("data directory (GLUE: holding SST-2/...; CoNLL: train.txt...)", None)
     train_file: str | None = _help("training file (instead of the one under --data)", None)
     dev_file: str | None = _help("dev file (instead of the one under --data)", None)
-    model: str = _help("pretrained checkpoint directory, or a preset trained from scratch", "")
+    model: str = _help("checkpoint directory, or a preset from scratch (or random-embeddings)", "")
     tokenizer: str | None = _help("tokenizer directory (default: the checkpoint's)", None)
     out: str = _help("output directory (one seed-<s>/ per seed)", "runs/finetune")
     seeds: str = _help("comma-separated seeds; each is run and the median reported", "1")
@@ -106,6 +113,15 @@ class FinetuneConfig:
     max_query_length: int = _help("QA: question tokens kept", 64)
     max_answer_length: int = _help("QA: longest answer in tokens", 30)
     null_threshold: float = _help("SQuAD v2.0: answer '' when null - best > this", 0.0)
+    # frozen features under a small task model (finetune_features.py)
+    downstream: str | None = _help("bilstm or bag-of-embeddings over frozen ELMo features", None)
+    downstream_learning_rate: float = _help("--downstream: peak Adam learning rate", 1e-3)
+    downstream_hidden_size: int = _help("--downstream bilstm: LSTM size per direction", 256)
+    downstream_dropout: float = _help("--downstream: dropout on features and states", 0.5)
+    embedding_dim: int = _help("--model random-embeddings: word embedding size", 300)
+    min_count: int = _help("--model random-embeddings: rarer training words are <UNK>", 2)
+    whitespace_tokens: bool = _help("--downstream: words split on whitespace only (SST-2)", False)
+    feature_cache_mb: int = _help("ELMo: cache all layers if they fit (0: biLM every batch)", 2048)
 
     def __post_init__(self):
         if not self.task or not self.model:
@@ -121,6 +137,7 @@ class FinetuneConfig:
             if not ok:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         self.seed_list()
+        check_downstream(self)
 
     def seed_list(self) -> list[int]:
         try:
@@ -174,6 +191,29 @@ def finetune_task(config: FinetuneConfig, name: str, out: Path) -> dict:
     else:
         dev_paths = {split: split_path(spec, config.data, split) for split in spec.dev_splits}
     labels = list(config.labels or []) or training_labels(spec, train_path, columns)
+    if config.downstream:  # frozen ELMo features (or the random-embeddings baseline)
+        data = prepare_downstream(config, name, train_path, dev_paths, labels)
+        run_seed = partial(downstream_seed, config, data)
+    else:
+        data = _prepare(config, name, train_path, dev_paths, labels)
+        run_seed = partial(finetune_seed, config, data)
+    runs = {seed: run_seed(seed, out / f"seed-{seed}") for seed in config.seed_list()}
+    scores = {seed: run["score"] for seed, run in runs.items()}
+    best_seed = max(scores, key=lambda s: -math.inf if math.isnan(scores[s]) else scores[s])
+    summary = {"task": name, "metric": spec.metric, "scores": scores,
+               "median": statistics.median(scores.values()), "best_seed": best_seed,
+               "runs": runs}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shown = _shown(spec, summary["median"])
+    print(f"{name}: median dev {spec.metric} over {len(scores)} seed(s): {shown}")
+    return summary
+
+
+def _prepare(config: FinetuneConfig, name: str, train_path: Path, dev_paths: dict,
+             labels: list[str]) -> Prepared:  # fmt: skip
+    """The task tokenized and featurized once, for every seed of an encoder run."""
+    spec, columns = task_spec(name), config.columns()
     tokenizer = _tokenizer(config)
     setup = TaskSetup(
         task=name, head=spec.head, labels=labels, pooling=config.pooling,
@@ -193,19 +233,7 @@ def finetune_task(config: FinetuneConfig, name: str, out: Path) -> dict:
     skipped = len({f.example for f in featurized}) - len({f.example for f in train_features})
     if skipped:
         print(f"{name}: {skipped} training questions without a usable answer are not trained on")
-    data = Prepared(setup, tokenizer, train_examples, train_features, dev, dev_features)
-    runs = {seed: finetune_seed(config, data, seed, out / f"seed-{seed}") for seed in
-            config.seed_list()}  # fmt: skip
-    scores = {seed: run["score"] for seed, run in runs.items()}
-    best_seed = max(scores, key=lambda s: -math.inf if math.isnan(scores[s]) else scores[s])
-    summary = {"task": name, "metric": spec.metric, "scores": scores,
-               "median": statistics.median(scores.values()), "best_seed": best_seed,
-               "runs": runs}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shown = _shown(spec, summary["median"])
-    print(f"{name}: median dev {spec.metric} over {len(scores)} seed(s): {shown}")
-    return summary
+    return Prepared(setup, tokenizer, train_examples, train_features, dev, dev_features)
 
 
 def _shown(spec, value: float) -> str:
