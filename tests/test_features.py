@@ -12,6 +12,7 @@ from muppets.tasks.features import (
     EmbeddingFeatures,
     FrozenFeatures,
     ScalarMix,
+    TokenSoftmaxTagger,
     masked_layer_norm,
 )
 from muppets.tokenization.characters import batch_to_char_ids
@@ -155,3 +156,13 @@ def test_tagger_batched_equals_one_at_a_time():
     for b, row in enumerate(ROWS):
         alone = model(*word_batch([row]))[0]
         torch.testing.assert_close(logits[b, : len(row)], alone, atol=1e-6, rtol=0)
+
+
+def test_token_softmax_tagger_sees_only_each_words_own_features():
+    model = TokenSoftmaxTagger(embedding_source(), 5).eval()
+    ids, mask = word_batch(ROWS)
+    logits = model(ids, mask)  # (3, 5, 5)
+    # by hand: one linear map of each word's embedding, whatever its neighbours
+    expected = model.output(model.features.embedding.weight[ids])
+    torch.testing.assert_close(logits[mask], expected[mask], atol=1e-6, rtol=0)
+    assert not any("lstm" in name for name in model.state_dict())

@@ -1,6 +1,6 @@
 """`muppets finetune --downstream`: frozen ELMo features and the random-embeddings baseline under
-the biLSTM / bag-of-embeddings classifiers and the biLSTM tagger, on tiny hand-written tasks whose
-label is one word: 100% dev accuracy / entity F1, a biLM left bit-identical while the mix trains,
+the biLSTM / bag-of-embeddings classifiers and taggers, on tiny hand-written tasks whose label is
+one word: 100% dev accuracy / entity F1, a biLM left bit-identical while the mix trains,
 cached == uncached features, the word-level batches, and bad input as one line with exit 2."""
 
 import contextlib
@@ -264,15 +264,48 @@ def test_conll_tagger_over_elmo_scores_dev_and_test(workspace, tmp_path):
     assert code == 0
     assert "conll2003 seed 1: test f1 100.00" in lines
     assert lines[-1] == "conll2003: median dev f1 over 1 seed(s): 100.00"
-    metrics = json.loads((tmp_path / "seed-1" / "metrics.json").read_text())
+    assert_conll_run_is_gold(tmp_path / "seed-1", root / "conll")
+    weights = load_file(tmp_path / "seed-1" / "model.safetensors")
+    assert {k.split(".")[0] for k in weights} == {"features", "bilstm", "output"}
+
+
+def assert_conll_run_is_gold(run, conll):
+    """F1 1.0 on dev and test, and every dev word predicted with its gold tag."""
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dev"]["dev"]["f1"] == 1.0 and metrics["test"]["f1"] == 1.0
     assert metrics["dev"]["dev"]["per_type"]["PER"]["support"] == 8
-    predicted = (tmp_path / "seed-1" / "dev_predictions.txt").read_text().splitlines()
-    gold = (root / "conll" / "valid.txt").read_text().splitlines()[2:] + [""]
+    predicted = (run / "dev_predictions.txt").read_text().splitlines()
+    gold = (conll / "valid.txt").read_text().splitlines()[2:] + [""]
     assert len(predicted) == len(gold) == 8 * 6  # a blank line after each sentence
     for got, want in zip(predicted, gold, strict=True):
         w = want.split()
         assert got.split() == ([w[0], w[-1], w[-1]] if w else [])
+
+
+@pytest.mark.parametrize("features", ["elmo", "random-embeddings"])
+def test_bag_of_embeddings_tagger_is_a_softmax_per_word(workspace, tmp_path, features):
+    """Each CoNLL tag is its word's own (a person's name B-PER, a city B-LOC, the rest O), so a
+    softmax over a word's features alone, with no biLSTM, tags dev and test perfectly."""
+    root, elmo = workspace
+    model = str(elmo) if features == "elmo" else features
+    # one linear map over the mix of a random biLM learns slower than the biLSTM: a higher rate
+    # (100% dev F1 from epoch 7-9 over ELMo, 1-2 over embeddings, across seeds 1-5)
+    code, lines = finetune(["--task", "conll2003", "--data", str(root / "conll"), "--model",
+                            model, "--downstream", "bag-of-embeddings", "--out", str(tmp_path),
+                            "--epochs", "16", *TINY,
+                            "--downstream-learning-rate", "1e-1"])  # fmt: skip
+    assert code == 0
+    assert "conll2003 seed 1: test f1 100.00" in lines
+    assert lines[-1] == "conll2003: median dev f1 over 1 seed(s): 100.00"
+    assert_conll_run_is_gold(tmp_path / "seed-1", root / "conll")
+    config = json.loads((tmp_path / "seed-1" / "config.json").read_text())
+    assert config["downstream"] == "bag-of-embeddings" and config["head"] == "tagging"
+    weights = load_file(tmp_path / "seed-1" / "model.safetensors")
+    own = {"elmo": ["features.mix.gamma", "features.mix.scalar_parameters"],
+           "random-embeddings": ["features.embedding.weight"]}[features]  # fmt: skip
+    assert sorted(weights) == sorted([*own, "output.bias", "output.weight"])  # no LSTM
+    dim = {"elmo": 64, "random-embeddings": 16}[features]
+    assert weights["output.weight"].shape == (len(config["labels"]), dim)
 
 
 def test_words_ids_and_targets():
@@ -308,9 +341,6 @@ def test_bad_input_is_one_line_with_exit_status_2(workspace, tmp_path, capsys):
     message = run_error([*base, "--model", str(elmo), "--downstream", "bilstm",
                          "--learning-rate", "1e-3"], capsys)  # fmt: skip
     assert "with --downstream set --downstream-learning-rate" in message
-    conll = ["--task", "conll2003", "--data", str(root / "conll"), "--model", str(elmo)]
-    message = run_error([*conll, "--downstream", "bag-of-embeddings"], capsys)
-    assert "conll2003 is tagging: use --downstream bilstm" in message
     with pytest.raises(ConfigError, match="no model for squad"):
         FinetuneConfig(task="squad", model=str(elmo), downstream="bilstm")
     with pytest.raises(ConfigError, match="downstream_dropout must be in"):

@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
-from muppets.tasks.features import BagOfEmbeddingsClassifier, BiLSTMClassifier, BiLSTMTagger
+from muppets.tasks.features import (
+    BagOfEmbeddingsClassifier,
+    BiLSTMClassifier,
+    BiLSTMTagger,
+    TokenSoftmaxTagger,
+)
 from muppets.tasks.objectives import IGNORE
 
 DOWNSTREAM = ("bilstm", "bag-of-embeddings")
@@ -53,13 +58,13 @@ def build_downstream(
     pairs: bool = False,
 ) -> nn.Module:
     """The `kind` model of DOWNSTREAM for a head: a classifier (one output for regression) or,
-    tagging, the biLSTM tagger (a bag of embeddings has no per-word states: refused)."""
+    tagging, a tagger (bag-of-embeddings: a softmax over each word's own features)."""
     if kind not in DOWNSTREAM:
         raise ConfigError(f"unknown downstream {kind!r}; valid: {', '.join(DOWNSTREAM)}")
     if head == "tagging":
-        if kind != "bilstm":
-            raise ConfigError(f"tagging needs --downstream bilstm (the tagger), not {kind!r}")
-        return BiLSTMTagger(features, hidden_size, num_labels, dropout)
+        if kind == "bilstm":
+            return BiLSTMTagger(features, hidden_size, num_labels, dropout)
+        return TokenSoftmaxTagger(features, num_labels, dropout)
     if head not in ("classification", "regression"):
         raise ConfigError(f"--downstream has no model for {head!r} tasks")
     outputs = 1 if head == "regression" else num_labels

@@ -10,7 +10,9 @@ depend on the rest of its batch, exactly as in AllenNLP.
 A feature source is any module `(inputs, mask) -> (features (B, T, D), mask (B, T))` with an
 `output_dim`: FrozenFeatures (frozen encoder + ScalarMix; ELMo, or BERT through the same
 forward_all_layers) or EmbeddingFeatures (a trainable word embedding: the non-contextual
-baseline). The task models take a source and train everything in it that requires a gradient.
+baseline). The task models take a source and train everything in it that requires a gradient:
+a biLSTM or a bag of embeddings under a classifier, and for tagging a biLSTM tagger or its
+context-free counterpart, a softmax over each word's own features.
 
 Shapes:
     B  batch size     T  tokens     D  feature dim     H  LSTM hidden size     K  labels
@@ -250,3 +252,22 @@ class BiLSTMTagger(nn.Module):
         x, mask = self.features(inputs, mask)
         states, _ = self.bilstm(self.dropout(x), mask)  # (B, T, 2H)
         return self.output(self.dropout(states))  # (B, T, K)
+
+
+class TokenSoftmaxTagger(nn.Module):
+    """features -> dropout -> per-word (B, T, K) logits: the bag-of-embeddings tagger.
+
+    BiLSTMTagger without its biLSTM: a word's logits depend on its own features only, so over
+    ELMo all context is ELMo's (the comparison with the biLSTM tagger measures what the task
+    model adds), and over random embeddings it is a word -> tag lookup. T as in BiLSTMTagger.
+    """
+
+    def __init__(self, features: nn.Module, num_labels: int, dropout: float = 0.0):
+        super().__init__()
+        self.features = features
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(features.output_dim, num_labels)
+
+    def forward(self, inputs: Tensor, mask: Tensor) -> Tensor:
+        x, _ = self.features(inputs, mask)  # (B, T, D), zero at padding
+        return self.output(self.dropout(x))  # (B, T, K)

@@ -5,10 +5,11 @@ Peters et al. 2018 (https://arxiv.org/abs/1802.05365) section 3.3: the biLM is f
 learns ELMo = gamma * sum_j softmax(s)_j * h_j (one ScalarMix, s and gamma trained) as the input of
 its own model; here ELMo is the whole input (no GloVe vectors beside it). The models
 (tasks/features.py): a biLSTM whose final states feed a softmax, or an averaged-embedding "neural
-bag of words", for single texts and pairs ([u; v; |u - v|; u * v]), and a biLSTM tagger for NER
-(bag-of-embeddings has no per-word states, so tagging tasks refuse it). `--model
-random-embeddings` swaps the biLM for an embedding table over the training split's words (<UNK>
-below --min-count), trained from a random start: the non-contextual baseline of the same models.
+bag of words", for single texts and pairs ([u; v; |u - v|; u * v]); for NER a biLSTM tagger, or
+(bag-of-embeddings) a softmax over each word's own features, so that all its context is ELMo's.
+`--model random-embeddings` swaps the biLM for an embedding table over the training split's
+words (<UNK> below --min-count), trained from a random start: the non-contextual baseline of the
+same models.
 
 The biLM never enters the task model: it runs under no_grad on <S> words </S>, and its L + 1
 layers reach FrozenFeatures through PrecomputedLayers. When the layers of every train and dev
@@ -97,9 +98,6 @@ def check_downstream(config) -> None:
         head = task_spec(name).head
         if head == "span_qa":
             raise ConfigError(f"--downstream has no model for {name} (extractive QA)")
-        if head == "tagging" and config.downstream != "bilstm":
-            raise ConfigError(f"{name} is tagging: use --downstream bilstm (the biLSTM tagger); "
-                              f"{config.downstream} has no per-word states")  # fmt: skip
     default = {f.name: f.default for f in dataclasses.fields(config)}["learning_rate"]
     if config.learning_rate != default:
         raise ConfigError("learning_rate is the encoder fine-tuning rate; with --downstream set "
