@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The real fine-tuning runs recorded in bench/RESULTS.md, one track per CPU core.
 #
-#   bash bench/real_runs.sh bert   BERT_CHECKPOINT TOKENIZER   # GLUE x 3 seeds, CoNLL, QA: pretrained and scratch
-#   bash bench/real_runs.sh elmo   ELMO_CHECKPOINT             # SST-2 and CoNLL: random/ELMo x biLSTM/bag-of-embeddings
+#   bash bench/real_runs.sh bert-pretrained CHECKPOINT TOKENIZER  # GLUE x 3 seeds, CoNLL, QA
+#   bash bench/real_runs.sh bert-scratch TOKENIZER                # the same, bert-mini from scratch
+#   bash bench/real_runs.sh elmo ELMO_CHECKPOINT   # SST-2 and CoNLL: random embeddings / ELMo
 #
 # Data: bench/budget_data.py writes runs/data (SST-2 and SQuAD training subsets, whole dev sets).
-# Every run uses one thread, so the two tracks can share the 2-core machine.
+# Every run uses one thread, so the tracks can share the 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -18,33 +19,30 @@ OUT=${OUT:-runs/real}
 bert_track() {
     local name=$1 model=$2 tokenizer=$3
     $M finetune --task glue --data runs/data/glue --model "$model" --tokenizer "$tokenizer" \
-        --out "$OUT/$name/glue" --seeds 1,2,3 --epochs 3 --learning-rate 1e-4
+        --out "$OUT/$name/glue" --seeds 1,2,3 --epochs 2 --learning-rate 1e-4
     $M finetune --task conll2003 --data $CONLL --model "$model" --tokenizer "$tokenizer" \
-        --out "$OUT/$name/conll2003" --epochs 3 --learning-rate 1e-4
+        --out "$OUT/$name/conll2003" --epochs 2 --learning-rate 1e-4
     $M evaluate --model "$OUT/$name/conll2003/seed-1" --file $CONLL/test.txt \
         --out "$OUT/$name/conll2003/test"
     $M finetune --task squad --data runs/data/squad --model "$model" --tokenizer "$tokenizer" \
-        --out "$OUT/$name/squad" --epochs 2 --learning-rate 1e-4
+        --out "$OUT/$name/squad" --epochs 2 --learning-rate 1e-4 --max-seq-length 256
 }
 
 elmo_track() {
     local elmo=$1
-    for model in random-embeddings "$elmo"; do
-        local tag; tag=$([ "$model" = random-embeddings ] && echo random || echo elmo)
-        for downstream in bilstm bag-of-embeddings; do
-            $M finetune --task sst2 --data runs/data/glue --model "$model" --downstream $downstream \
-                --whitespace-tokens --epochs 10 --seeds 1,2,3 --out "$OUT/elmo/sst2-$tag-$downstream"
-            $M finetune --task conll2003 --data $CONLL --model "$model" --downstream $downstream \
-                --epochs 10 --out "$OUT/elmo/conll2003-$tag-$downstream"
-        done
+    # (a) random embeddings + biLSTM, (b) ELMo + biLSTM, (c) ELMo + bag-of-embeddings
+    for run in "random-embeddings bilstm random" "$elmo bilstm elmo" "$elmo bag-of-embeddings elmo"; do
+        set -- $run
+        $M finetune --task sst2 --data runs/data/glue --model "$1" --downstream "$2" \
+            --whitespace-tokens --epochs 5 --seeds 1,2,3 --out "$OUT/elmo/sst2-$3-$2"
+        $M finetune --task conll2003 --data $CONLL --model "$1" --downstream "$2" \
+            --epochs 5 --out "$OUT/elmo/conll2003-$3-$2"
     done
 }
 
 case ${1:-} in
-    bert)
-        bert_track pretrained "$2" "$3"
-        bert_track scratch bert-mini "$3"
-        ;;
+    bert-pretrained) bert_track pretrained "$2" "$3" ;;
+    bert-scratch) bert_track scratch bert-mini "$2" ;;
     elmo) elmo_track "$2" ;;
-    *) echo "usage: $0 bert CHECKPOINT TOKENIZER | elmo ELMO_CHECKPOINT" >&2; exit 2 ;;
+    *) echo "usage: $0 bert-pretrained CHECKPOINT TOKENIZER | bert-scratch TOKENIZER | elmo ELMO_CHECKPOINT" >&2; exit 2 ;;
 esac
