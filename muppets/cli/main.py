@@ -227,7 +227,8 @@ COMMANDS = {
     ),
     "quickstart": Command(
         "quickstart",
-        "run the whole pipeline on the bundled sample",
+        "the main job under one budget: tokenizer, BERT and ELMo pretraining, six SST-2 models "
+        "compared, report.html (bundled sample, or --data-dir); rerun to resume",
         _quickstart_config,
         _quickstart,
     ),
