@@ -18,6 +18,7 @@ from muppets.data.readers.tabular import Example
 from muppets.data.word_features import target_batch, word_features, word_id_batch
 from muppets.errors import ConfigError
 from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
+from muppets.tasks.registry import CONLL2003_TAGS
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.checkpoint import save_pretrained
@@ -169,6 +170,55 @@ def test_the_bilm_stays_bit_identical_while_the_mix_trains(sst2_elmo, workspace)
     after, saved = bilm.state_dict(), load_elmo(elmo)[0].state_dict()
     assert all(torch.equal(after[k], before[k]) and torch.equal(after[k], saved[k]) for k in saved)
     assert not any(p.requires_grad for p in bilm.parameters()) and not bilm.training
+
+
+@pytest.mark.parametrize("head", ["classification", "tagging"])
+def test_elmo_beside_word_embeddings(workspace, tmp_path, head):
+    """--elmo-word-embeddings: [x_k; ELMo_k] (section 3.3), the embedding and the mix trained, the
+    biLM bit-identical and outside the saved model, the baseline's vocabulary saved."""
+    root, elmo = workspace
+    task, data_dir = (
+        ("sst2", root / "glue") if head == "classification" else ("conll2003", root / "conll")
+    )
+    config = FinetuneConfig(task=task, data=str(data_dir), model=str(elmo), downstream="bilstm",
+                            elmo_word_embeddings=True, epochs=6 if head == "classification" else 1,
+                            batch_size=8, downstream_learning_rate=1e-2, downstream_dropout=0.0,
+                            downstream_hidden_size=16, embedding_dim=16, device="cpu",
+                            early_stopping_patience=0)  # fmt: skip
+    if head == "classification":
+        paths = (
+            data_dir / "SST-2" / "train.tsv",
+            {"dev": data_dir / "SST-2" / "dev.tsv"},
+            ["0", "1"],
+        )
+    else:
+        paths = (data_dir / "train.txt", {"dev": data_dir / "valid.txt"}, list(CONLL2003_TAGS))
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = prepare_downstream(config, task, *paths)
+        bilm = data.source.elmo.bilm
+        before = {k: v.clone() for k, v in bilm.state_dict().items()}
+        result = downstream_seed(config, data, 1, tmp_path / "run")
+    if head == "classification":
+        assert result["score"] == 1.0 and result["dev"] == {"dev": {"accuracy": 1.0}}
+    after = bilm.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    sentences = [f.words for f in data.train_features[:5]]
+    inputs, _ = data.source.batch(sentences)  # (B, J + 1, T, D): the ids ride in the last layer
+    ids, _ = word_id_batch(sentences, data.source.vocabulary)
+    assert inputs.shape[1] == 4 and torch.equal(inputs[:, -1, 1 : 1 + ids.shape[1], 0].long(), ids)
+    run = tmp_path / "run"
+    vocabulary = (run / "word_vocab.txt").read_text().split()
+    weights = load_file(run / "model.safetensors")
+    assert sorted(k for k in weights if k.startswith("features.")) == [
+        "features.elmo.mix.gamma", "features.elmo.mix.scalar_parameters",
+        "features.words.embedding.weight"]  # fmt: skip
+    assert weights["features.words.embedding.weight"].shape == (len(vocabulary), 16)
+    assert weights["bilstm.lstm.weight_ih_l0"].shape[1] == 16 + 64  # [x_k; ELMo_k]
+    assert weights["features.elmo.mix.gamma"].item() != 1.0
+    config_json = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert config_json["features"] == metrics["features"] == "elmo+embeddings"
+    assert config_json["feature_dim"] == 80 and config_json["vocab_size"] == len(vocabulary)
 
 
 def test_cached_layers_are_the_bilms_and_train_as_the_uncached(workspace, tmp_path):
@@ -338,6 +388,9 @@ def test_bad_input_is_one_line_with_exit_status_2(workspace, tmp_path, capsys):
     assert "unknown downstream 'lstm'; valid: bilstm, bag-of-embeddings" in message
     message = run_error([*base, "--model", "random-embeddings"], capsys)
     assert "random-embeddings is the baseline of --downstream" in message
+    message = run_error([*base, "--model", "random-embeddings", "--downstream", "bilstm",
+                         "--elmo-word-embeddings"], capsys)  # fmt: skip
+    assert "--model must be an ELMo checkpoint, not random-embeddings" in message
     message = run_error([*base, "--model", str(elmo), "--downstream", "bilstm",
                          "--learning-rate", "1e-3"], capsys)  # fmt: skip
     assert "with --downstream set --downstream-learning-rate" in message

@@ -10,6 +10,8 @@ layers to FrozenFeatures, so the mix, its boundary removal and its state-dict na
 Batch keys: inputs and attention_mask (B, T) of the first text; inputs_b and attention_mask_b of
 the second (pairs only); labels (B,) label ids or float scores, or (B, T) tag ids (tagging), -100
 wherever nothing is predicted. inputs are word ids (B, T) or ELMo layers (B, J, T, D).
+With --elmo-word-embeddings, inputs (B, J + 1, T, D) are the layers and, in channel 0 of an extra
+layer, each word's id at its own position between <S> and </S> (ElmoWordFeatures).
 
 Shapes:
     B  batch size    J  layers (L + 1)    T  tokens    D  feature dim    K  labels
@@ -46,6 +48,24 @@ class PrecomputedLayers(nn.Module):
     def forward_all_layers(self, inputs: Tensor, attention_mask: Tensor | None = None,
                            token_type_ids: Tensor | None = None) -> list[Tensor]:  # fmt: skip
         return list(inputs.unbind(1))
+
+
+class ElmoWordFeatures(nn.Module):
+    """[x_k; ELMo_k] (Peters et al. 2018 section 3.3): a trainable word embedding beside the ELMo
+    mix, (B, T - 2, E + D). inputs (B, J + 1, T, D): J layers, then the word ids at [:, J, :, 0]
+    (float32 holds ids below 2**24 exactly), aligned with the layers' <S> words </S>."""
+
+    def __init__(self, elmo: nn.Module, words: nn.Module):
+        super().__init__()
+        self.elmo = elmo  # FrozenFeatures over PrecomputedLayers, boundaries removed
+        self.words = words  # EmbeddingFeatures
+        self.output_dim = words.output_dim + elmo.output_dim
+
+    def forward(self, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        ids = inputs[:, -1, 1:-1, 0].long()  # (B, T - 2), the words between <S> and </S>
+        elmo, mask = self.elmo(inputs[:, :-1], mask)  # (B, T - 2, D), (B, T - 2)
+        words, _ = self.words(ids, mask)  # (B, T - 2, E), zero at padding
+        return torch.cat([words, elmo], dim=-1), mask
 
 
 def build_downstream(

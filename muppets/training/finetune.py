@@ -120,6 +120,12 @@ class FinetuneConfig:
     downstream_dropout: float = _help("--downstream: dropout on features and states", 0.5)
     embedding_dim: int = _help("--model random-embeddings: word embedding size", 300)
     min_count: int = _help("--model random-embeddings: rarer training words are <UNK>", 2)
+    elmo_word_embeddings: bool = _help(
+        "--model ELMO: concatenate trainable word embeddings (--embedding-dim, vocabulary of the "
+        "training split as for random-embeddings) with the ELMo mix, as Peters et al. 2018 "
+        "section 3.3",
+        False,
+    )
     whitespace_tokens: bool = _help("--downstream: words split on whitespace only (SST-2)", False)
     feature_cache_mb: int = _help("ELMo: cache all layers if they fit (0: biLM every batch)", 2048)
 

@@ -3,13 +3,14 @@ random word embeddings (the baseline), under a small task model -> train() -> th
 
 Peters et al. 2018 (https://arxiv.org/abs/1802.05365) section 3.3: the biLM is frozen and a task
 learns ELMo = gamma * sum_j softmax(s)_j * h_j (one ScalarMix, s and gamma trained) as the input of
-its own model; here ELMo is the whole input (no GloVe vectors beside it). The models
+its own model; by default ELMo is the whole input (no word vectors beside it). The models
 (tasks/features.py): a biLSTM whose final states feed a softmax, or an averaged-embedding "neural
 bag of words", for single texts and pairs ([u; v; |u - v|; u * v]); for NER a biLSTM tagger, or
 (bag-of-embeddings) a softmax over each word's own features, so that all its context is ELMo's.
 `--model random-embeddings` swaps the biLM for an embedding table over the training split's
 words (<UNK> below --min-count), trained from a random start: the non-contextual baseline of the
-same models.
+same models. --elmo-word-embeddings feeds [x_k; ELMo_k] instead (section 3.3): that baseline's
+embedding (vocabulary, --embedding-dim) trained beside the mix of the frozen biLM.
 
 The biLM never enters the task model: it runs under no_grad on <S> words </S>, and its L + 1
 layers reach FrozenFeatures through PrecomputedLayers. When the layers of every train and dev
@@ -28,7 +29,7 @@ metric), metrics.jsonl, loss.png, dev_metric.png, the dev predictions, and summa
 median over seeds. CoNLL runs read from --data also score the best model on the test file
 (metrics.json "test"). config.json describes the model ("model_type": "downstream") and
 model.safetensors holds the mix and the task model only (the biLM stays in --model);
-word_vocab.txt is the baseline's vocabulary. `muppets evaluate` / `predict` do not load them.
+word_vocab.txt is the word embedding's vocabulary. `muppets evaluate` / `predict` do not load them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from muppets.tasks.classification import class_predictions
 from muppets.tasks.downstream import (
     DOWNSTREAM,
     DownstreamObjective,
+    ElmoWordFeatures,
     PrecomputedLayers,
     build_downstream,
     forward_batch,
@@ -80,6 +82,7 @@ from muppets.training.loop import TrainConfig, train
 from muppets.training.pretrain_elmo import load_elmo
 
 RANDOM_EMBEDDINGS = "random-embeddings"  # --model value of the baseline
+ELMO_AND_EMBEDDINGS = "elmo+embeddings"  # "features" of --elmo-word-embeddings
 VOCABULARY_FILE = "word_vocab.txt"
 
 
@@ -89,7 +92,12 @@ def check_downstream(config) -> None:
         if config.model == RANDOM_EMBEDDINGS:
             raise ConfigError("--model random-embeddings is the baseline of --downstream: add "
                               f"--downstream {' or '.join(DOWNSTREAM)}")  # fmt: skip
+        if config.elmo_word_embeddings:
+            raise ConfigError("elmo_word_embeddings needs --downstream")
         return
+    if config.elmo_word_embeddings and config.model == RANDOM_EMBEDDINGS:
+        raise ConfigError("elmo_word_embeddings adds word embeddings to ELMo: --model must be an "
+                          "ELMo checkpoint, not random-embeddings")  # fmt: skip
     if config.downstream not in DOWNSTREAM:
         raise ConfigError(
             f"unknown downstream {config.downstream!r}; valid: {', '.join(DOWNSTREAM)}"
@@ -197,11 +205,35 @@ class ElmoLayers:
                 "feature_cache": self.cache is not None}  # fmt: skip
 
 
+class ElmoWithWords:
+    """[x_k; ELMo_k]: the biLM's layers with each word's id of the baseline's vocabulary packed
+    in one extra layer (B, J + 1, T, D), as ElmoWordFeatures reads them; the mask is ELMo's."""
+
+    kind = ELMO_AND_EMBEDDINGS
+
+    def __init__(self, elmo: ElmoLayers, words: WordEmbeddings):
+        self.elmo, self.words, self.vocabulary = elmo, words, words.vocabulary
+
+    def features(self) -> nn.Module:
+        return ElmoWordFeatures(self.elmo.features(), self.words.features())
+
+    def batch(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        layers, mask = self.elmo.batch(sentences)  # (B, J, T, D), T = max(3, n + 2)
+        ids, _ = self.words.batch(sentences)  # (B, max(1, n)), <PAD> after each sentence
+        channel = torch.full_like(layers[:, 0], float(self.vocabulary.pad_id))  # (B, T, D)
+        channel[:, 1 : 1 + ids.shape[1], 0] = ids.to(channel)  # word k sits at <S> + k
+        return torch.cat([layers, channel.unsqueeze(1)], dim=1), mask  # (B, J + 1, T, D)
+
+    def describe(self) -> dict:
+        return {**self.elmo.describe(), **self.words.describe(),
+                "feature_dim": self.words.dim + self.elmo.config.hidden_size}  # fmt: skip
+
+
 class DownstreamData(NamedTuple):
     """A task read, turned into words and (ELMo) cached once, shared by its seeds."""
 
     setup: TaskSetup
-    source: WordEmbeddings | ElmoLayers
+    source: WordEmbeddings | ElmoLayers | ElmoWithWords
     train_examples: list
     train_features: list[WordFeature]
     evals: dict[str, tuple[list, list[WordFeature]]]  # dev splits (then "test") -> examples, words
@@ -243,15 +275,17 @@ def prepare_downstream(
         examples = setup.read(path, spec.dev_splits[0] if split == "test" else split)
         evals[split] = (examples, words(examples))
     pairs = any(f.words_b is not None for f in train_features)
-    if config.model == RANDOM_EMBEDDINGS:
+    source: WordEmbeddings | ElmoLayers | ElmoWithWords
+    if config.model == RANDOM_EMBEDDINGS or config.elmo_word_embeddings:
         counts = Counter(w for s in sentences_of(train_features) for w in s)
         vocabulary = build_word_vocabulary(counts, config.min_count)
         source = WordEmbeddings(vocabulary, config.embedding_dim, config.min_count)
-    else:
-        source = ElmoLayers(config.model, pick_device(config.device), config.eval_batch_size)
+    if config.model != RANDOM_EMBEDDINGS:
+        elmo = ElmoLayers(config.model, pick_device(config.device), config.eval_batch_size)
         everything = [train_features, *(f for _, f in evals.values())]
         distinct = list(dict.fromkeys(s for f in everything for s in sentences_of(f)))
-        print(f"{name}: " + source.fill_cache(distinct, config.feature_cache_mb))
+        print(f"{name}: " + elmo.fill_cache(distinct, config.feature_cache_mb))
+        source = ElmoWithWords(elmo, source) if config.elmo_word_embeddings else elmo
     return DownstreamData(setup, source, train_examples, train_features, evals, pairs)
 
 
@@ -323,7 +357,7 @@ def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> d
         (run_dir / "best" / name).replace(run_dir / name)
     shutil.rmtree(run_dir / "best")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    if isinstance(data.source, WordEmbeddings):
+    if isinstance(data.source, (WordEmbeddings, ElmoWithWords)):
         data.source.vocabulary.save(run_dir / VOCABULARY_FILE)
 
     final = {}
