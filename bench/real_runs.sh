@@ -30,13 +30,17 @@ bert_track() {
 
 elmo_track() {
     local elmo=$1
-    # (a) random embeddings + biLSTM, (b) ELMo + biLSTM, (c) ELMo + bag-of-embeddings
-    for run in "random-embeddings bilstm random" "$elmo bilstm elmo" "$elmo bag-of-embeddings elmo"; do
+    # (a) random embeddings + biLSTM, (b) ELMo + biLSTM, (c) ELMo + bag-of-embeddings,
+    # (d) [word embeddings; ELMo] + biLSTM (Peters et al. 2018, section 3.3)
+    for run in "random-embeddings bilstm random" "$elmo bilstm elmo" \
+        "$elmo bag-of-embeddings elmo" "$elmo bilstm elmo+words --elmo-word-embeddings"; do
         set -- $run
-        $M finetune --task sst2 --data runs/data/glue --model "$1" --downstream "$2" \
-            --whitespace-tokens --epochs 5 --seeds 1,2,3 --out "$OUT/elmo/sst2-$3-$2"
-        $M finetune --task conll2003 --data $CONLL --model "$1" --downstream "$2" \
-            --epochs 5 --out "$OUT/elmo/conll2003-$3-$2"
+        [ -e "$OUT/elmo/sst2-$3-$2/summary.json" ] ||  # finished runs are kept
+            $M finetune --task sst2 --data runs/data/glue --model "$1" --downstream "$2" ${4:-} \
+                --whitespace-tokens --epochs 5 --seeds 1,2,3 --out "$OUT/elmo/sst2-$3-$2"
+        [ -e "$OUT/elmo/conll2003-$3-$2/summary.json" ] ||
+            $M finetune --task conll2003 --data $CONLL --model "$1" --downstream "$2" ${4:-} \
+                --epochs 5 --out "$OUT/elmo/conll2003-$3-$2"
     done
 }
 
