@@ -94,12 +94,16 @@ def test_epoch_batches_resume_where_they_stopped(tokenizer):
     examples = [Example(" ".join(WORDS[: 1 + n % 9]), None, n % 2, f"t-{n}", "f", n)
                 for n in range(30)]  # fmt: skip
     features = classification_features(examples, tokenizer, 32)
-    whole = [b["input_ids"] for b in EpochBatches(features, 4, tokenizer.pad_id, 7, epochs=2)]
+
+    def collate(batch):
+        return collate_features(batch, tokenizer.pad_id)
+
+    whole = [b["input_ids"] for b in EpochBatches(features, 4, collate, 7, epochs=2)]
     assert len(whole) == 2 * 8
-    source = EpochBatches(features, 4, tokenizer.pad_id, 7, epochs=2)
+    source = EpochBatches(features, 4, collate, 7, epochs=2)
     it = iter(source)
     head = [next(it)["input_ids"] for _ in range(11)]
-    again = EpochBatches(features, 4, tokenizer.pad_id, 7, epochs=2)
+    again = EpochBatches(features, 4, collate, 7, epochs=2)
     again.load_state_dict(source.state_dict())
     rest = [b["input_ids"] for b in again]
     assert source.state_dict() == {"epoch": 1, "position": 3}

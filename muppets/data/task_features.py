@@ -25,7 +25,7 @@ Shapes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -309,14 +309,21 @@ def bucketed_batches(
 
 class EpochBatches:
     """Training batches for `epochs` epochs, a new sortish order each epoch (seeded by
-    (seed, epoch)). Resumable: state_dict() is the (epoch, position) of the next batch."""
+    (seed, epoch)), each made by `collate` from a list of features (anything with a len(): the
+    WordPiece features here, data/word_features.py's words). Resumable: state_dict() is the
+    (epoch, position) of the next batch."""
 
     def __init__(
-        self, features: Sequence[Feature], batch_size: int, pad_id: int, seed: int, epochs: int
+        self,
+        features: Sequence,
+        batch_size: int,
+        collate: Callable[[list], dict[str, torch.Tensor]],
+        seed: int,
+        epochs: int,
     ):
         if not features:
-            raise InputError("no training features (is the training file empty?)")
-        self.features, self.batch_size, self.pad_id = features, batch_size, pad_id
+            raise InputError("no training examples (is the training file empty?)")
+        self.features, self.batch_size, self.collate = features, batch_size, collate
         self.seed, self.epochs = seed, epochs
         self.lengths = [len(f) for f in features]
         self.steps_per_epoch = -(-len(features) // batch_size)
@@ -329,7 +336,7 @@ class EpochBatches:
             while self.position < len(order):
                 indices = order[self.position]
                 self.position += 1
-                yield collate_features([self.features[i] for i in indices], self.pad_id)
+                yield self.collate([self.features[i] for i in indices])
             self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict:

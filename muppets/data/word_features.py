@@ -17,7 +17,7 @@ Shapes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from muppets.data.masking import IGNORE_INDEX
 from muppets.data.readers.conll import Sentence
 from muppets.data.readers.tabular import Example
 from muppets.data.streams import tokenize_words
-from muppets.data.task_features import bucketed_batches, tag_ids
+from muppets.data.task_features import tag_ids
 from muppets.errors import InputError
 from muppets.tokenization.words import WordVocabulary
 
@@ -110,44 +110,3 @@ def target_batch(features: Sequence[WordFeature]) -> dict[str, torch.Tensor]:
     if any(isinstance(v, float) for v in values):
         return {"labels": torch.tensor(values, dtype=torch.float32)}
     return {"labels": torch.tensor(values, dtype=torch.long)}
-
-
-Collate = Callable[[Sequence[WordFeature]], dict[str, torch.Tensor]]
-
-
-class WordBatches:
-    """Training batches for `epochs` epochs, a new sortish order each epoch (seeded by
-    (seed, epoch)), each made by `collate`. Resumable: state_dict() is the (epoch, position) of
-    the next batch, as task_features.EpochBatches."""
-
-    def __init__(
-        self,
-        features: Sequence[WordFeature],
-        batch_size: int,
-        collate: Collate,
-        seed: int,
-        epochs: int,
-    ):
-        if not features:
-            raise InputError("no training examples (is the training file empty?)")
-        self.features, self.batch_size, self.collate = features, batch_size, collate
-        self.seed, self.epochs = seed, epochs
-        self.lengths = [len(f) for f in features]
-        self.steps_per_epoch = -(-len(features) // batch_size)
-        self.epoch, self.position = 0, 0
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while self.epoch < self.epochs:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            order = bucketed_batches(self.lengths, self.batch_size, rng)
-            while self.position < len(order):
-                indices = order[self.position]
-                self.position += 1
-                yield self.collate([self.features[i] for i in indices])
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])

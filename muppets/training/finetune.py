@@ -16,6 +16,7 @@ model over frozen ELMo features (or `--model random-embeddings`) instead: finetu
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from muppets.data.task_features import EpochBatches
+from muppets.data.task_features import EpochBatches, collate_features
 from muppets.errors import ConfigError, InputError
 from muppets.models.registry import PRESETS, build_encoder, preset_config
 from muppets.tasks.registry import (
@@ -315,7 +316,8 @@ def finetune_seed(config: FinetuneConfig, data: Prepared, seed: int, run_dir: Pa
     if config.freeze:
         freeze_encoder(encoder)
     model.to(device)
-    batches = EpochBatches(train_features, config.batch_size, tokenizer.pad_id, seed, config.epochs)
+    collate = functools.partial(collate_features, pad_id=tokenizer.pad_id)
+    batches = EpochBatches(train_features, config.batch_size, collate, seed, config.epochs)
     per_epoch = batches.steps_per_epoch
     train_config = TrainConfig(
         max_steps=config.epochs * per_epoch, learning_rate=config.learning_rate,

@@ -46,9 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from muppets.data.task_features import bucketed_batches
+from muppets.data.task_features import EpochBatches, bucketed_batches
 from muppets.data.word_features import (
-    WordBatches,
     WordFeature,
     sentences_of,
     target_batch,
@@ -327,7 +326,9 @@ def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> d
     model = build_downstream(config.downstream, spec.head, data.source.features(),
                              len(setup.labels), config.downstream_hidden_size,
                              config.downstream_dropout, data.pairs).to(device)  # fmt: skip
-    batches = WordBatches(data.train_features, config.batch_size, data.collate, seed, config.epochs)
+    batches = EpochBatches(
+        data.train_features, config.batch_size, data.collate, seed, config.epochs
+    )
     per_epoch = batches.steps_per_epoch
     train_config = TrainConfig(
         max_steps=config.epochs * per_epoch, learning_rate=config.downstream_learning_rate,
