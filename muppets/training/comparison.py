@@ -119,7 +119,9 @@ def row_options(row: str, out: Path, bert_model: str) -> dict:
     """FinetuneConfig fields of each row. BERT: lr 2e-4 (small BERTs take larger rates than
     BERT-base's 2e-5..5e-5, Turc et al. 2019); a frozen BERT's [CLS] pooler only learnt NSP, so
     its head reads the mean of the last layer. The ELMo and embedding rows read SST-2's own words
-    (the file is already tokenized) and keep finetune's defaults for their task models."""
+    (the file is already tokenized) and keep finetune's defaults for their task models; the ELMo
+    row feeds the biLSTM [word vectors; ELMo], as Peters et al. 2018 (section 3.3) add ELMo to a
+    task model: ELMo alone from a biLM this small loses to plain word vectors (bench/RESULTS.md)."""
     if row == "bert-finetuned":
         return {"model": str(out / "bert"), "learning_rate": 2e-4}
     if row == "bert-frozen":
@@ -129,7 +131,8 @@ def row_options(row: str, out: Path, bert_model: str) -> dict:
         return {"model": bert_model, "tokenizer": str(out / "tokenizer"), "learning_rate": 2e-4}
     words = {"whitespace_tokens": True}
     if row == "elmo-bilstm":
-        return {"model": str(out / "elmo"), "downstream": "bilstm", **words}
+        return {"model": str(out / "elmo"), "downstream": "bilstm", "elmo_word_embeddings": True,
+                **words}  # fmt: skip
     if row == "random-bilstm":
         return {"model": "random-embeddings", "downstream": "bilstm", **words}
     return {"model": "random-embeddings", "downstream": "bag-of-embeddings", **words}
