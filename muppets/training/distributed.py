@@ -103,6 +103,9 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group (call at the end of a `torchrun` script)."""
+    """Leave the process group (call at the end of a `torchrun` script). The barrier first: a
+    rank that tears gloo down while a peer (rank 0 still writing its checkpoint and summary)
+    holds the connection can abort with "terminate called without an active exception"."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
