@@ -354,11 +354,7 @@ def finetune_seed(config: FinetuneConfig, data: Prepared, seed: int, run_dir: Pa
         if split == first:
             name = PREDICTION_FILES.get(setup.head, "dev_predictions.tsv")
             write_predictions(setup, examples, predictions, run_dir / name)
-    history = [
-        {"epoch": r["step"] / per_epoch, "step": r["step"],
-         **{k: v for k, v in r.items() if k not in ("event", "step")}}
-        for r in log.read_metrics(run_dir / "metrics.jsonl") if r["event"] == "eval"
-    ]  # fmt: skip
+    history = log.eval_history(run_dir / "metrics.jsonl", per_epoch)
     best = result["best"]
     metrics = {
         "task": setup.task, "seed": seed, "metric": spec.metric,

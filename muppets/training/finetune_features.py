@@ -368,11 +368,7 @@ def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> d
             name = "dev_predictions.txt" if spec.head == "tagging" else "dev_predictions.tsv"
             write_predictions(setup, data.evals[split][0], predictions, run_dir / name)
     test = final.pop("test", None)
-    history = [
-        {"epoch": r["step"] / per_epoch, "step": r["step"],
-         **{k: v for k, v in r.items() if k not in ("event", "step")}}
-        for r in log.read_metrics(run_dir / "metrics.jsonl") if r["event"] == "eval"
-    ]  # fmt: skip
+    history = log.eval_history(run_dir / "metrics.jsonl", per_epoch)
     best = result["best"]
     metrics = {
         "task": setup.task, "seed": seed, "metric": spec.metric,

@@ -48,6 +48,29 @@ def truncate_metrics(path: str | Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 
+def eval_history(metrics_jsonl: str | Path, steps_per_epoch: int) -> list[dict]:
+    """The eval records of a run, each with its epoch: what metrics.json keeps as "history"."""
+    return [
+        {"epoch": r["step"] / steps_per_epoch, "step": r["step"],
+         **{k: v for k, v in r.items() if k not in ("event", "step")}}
+        for r in read_metrics(metrics_jsonl) if r["event"] == "eval"
+    ]  # fmt: skip
+
+
+def draw_losses(ax, records: list[dict], eval_label: str = "eval") -> None:
+    """Train loss and eval loss against the step on a matplotlib axis."""
+    for event, style, label in (("train", "-", "train"), ("eval", "o-", eval_label)):
+        points = [(r["step"], r["loss"]) for r in records if r["event"] == event and "loss" in r]
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, style, label=f"{label} loss", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
 def plot_losses(metrics_jsonl: str | Path, png_path: str | Path) -> Path:
     """Train loss and eval loss against the step, as a PNG."""
     import matplotlib
@@ -55,18 +78,8 @@ def plot_losses(metrics_jsonl: str | Path, png_path: str | Path) -> Path:
     matplotlib.use("Agg")  # no display needed; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_jsonl)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for event, style in (("train", "-"), ("eval", "o-")):
-        points = [(r["step"], r["loss"]) for r in records if r["event"] == event and "loss" in r]
-        if points:
-            steps, losses = zip(*points, strict=True)
-            ax.plot(steps, losses, style, label=f"{event} loss", markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    draw_losses(ax, read_metrics(metrics_jsonl))
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

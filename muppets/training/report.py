@@ -11,7 +11,7 @@ import html
 import json
 from pathlib import Path
 
-from muppets.training.logging import read_metrics
+from muppets.training.logging import draw_losses, read_metrics
 
 ROWS = {
     "bert-finetuned": "BERT fine-tuned",
@@ -58,19 +58,8 @@ def plot_pretraining(runs: dict[str, Path], png: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), dpi=100, squeeze=False)
     for ax, (title, run) in zip(axes[0], runs.items(), strict=True):
-        records = read_metrics(run / "metrics.jsonl")
-        for event, style, label in (("train", "-", "train"), ("eval", "o-", "held-out")):
-            points = [(r["step"], r["loss"]) for r in records
-                      if r["event"] == event and "loss" in r]  # fmt: skip
-            if points:
-                steps, losses = zip(*points, strict=True)
-                ax.plot(steps, losses, style, label=f"{label} loss", markersize=3)
+        draw_losses(ax, read_metrics(run / "metrics.jsonl"), eval_label="held-out")
         ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
