@@ -40,7 +40,7 @@ def main():
 
     batches = evaluation_batches(
         ShardedCorpus(config.valid_data),
-        config.data_config(),
+        config.eval_data_config(),
         ids,
         continuation=tokenizer.continuation_mask() if config.masking != "token" else None,
         max_instances=config.eval_instances,

@@ -139,3 +139,26 @@ def test_shipped_configs_are_valid(path):
 def test_durations():
     assert parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400
     assert parse_duration("90") == 90 and parse_duration("45s") == 45
+
+
+def test_held_out_masking_rate_can_differ_from_training(shards):
+    from muppets.data.pretraining import SpecialIds, evaluation_batches
+    from muppets.data.shards import ShardedCorpus
+    from muppets.tokenization.wordpiece import load_tokenizer
+
+    base = dict(train_data=str(shards / "train"), max_seq_length=64)
+    trained_high = PretrainConfig(**base, masked_lm_prob=0.4, max_predictions_per_seq=26)
+    assert trained_high.eval_data_config() == trained_high.data_config()
+    judged_at_bert = PretrainConfig(**base, masked_lm_prob=0.4, eval_masked_lm_prob=0.15)
+    held_out = judged_at_bert.eval_data_config()
+    assert (held_out.masked_lm_prob, held_out.max_predictions_per_seq) == (0.15, 10)  # ceil(9.6)
+    assert judged_at_bert.data_config().masked_lm_prob == 0.4
+
+    t = load_tokenizer(shards / "train")
+    ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
+    valid = ShardedCorpus(shards / "valid")
+    for config, prob, cap in ((trained_high, 0.4, 26), (judged_at_bert, 0.15, 10)):
+        batch = evaluation_batches(valid, config.eval_data_config(), ids, max_instances=8)[0]
+        lengths = batch["attention_mask"].sum(1).tolist()
+        expected = [min(cap, max(1, round(n * prob))) for n in lengths]  # google's rule
+        assert batch["labels"].ne(-100).sum(1).tolist() == expected

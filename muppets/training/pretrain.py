@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,9 @@ class PretrainConfig:
     short_seq_prob: float = _help("share of shorter pairs (BERT)", 0.1)
     masked_lm_prob: float = _help("share of tokens predicted", 0.15)
     max_predictions_per_seq: int = _help("cap on predicted tokens per instance", 20)
+    eval_masked_lm_prob: float | None = _help(
+        "share of held-out tokens predicted (default: masked_lm_prob)", None
+    )
     masking: str = _help("token, whole_word or span (SpanBERT)", "token")
     dynamic_masking: bool | None = _help("new masks every epoch (default: only for mlm)", None)
     dupe_factor: int = _help("static masking: epochs before masks repeat", 10)
@@ -131,6 +135,20 @@ class PretrainConfig:
             seed=self.seed,
         )
 
+    def eval_data_config(self) -> PretrainingDataConfig:
+        """The held-out instances' config: training's, at eval_masked_lm_prob when it is set.
+
+        A run trained at a higher masking rate (Wettig et al. 2022) is still judged at the same
+        rate as any other, with the cap scaled as BERT's (0.15 of 128 tokens -> 20).
+        """
+        data = self.data_config()
+        if self.eval_masked_lm_prob is None:
+            return data
+        cap = math.ceil(self.eval_masked_lm_prob * self.max_seq_length)
+        return dataclasses.replace(
+            data, masked_lm_prob=self.eval_masked_lm_prob, max_predictions_per_seq=cap
+        )
+
     def train_config(self, accumulation: int) -> TrainConfig:
         return recipe_train_config(self, accumulation)
 
@@ -154,7 +172,7 @@ def pretrain(config: PretrainConfig) -> dict:
         valid_corpus.check_tokenizer(tokenizer.fingerprint())
         held_out = evaluation_batches(
             valid_corpus,
-            data,
+            config.eval_data_config(),
             ids,
             continuation=continuation,
             max_instances=config.eval_instances,
