@@ -162,3 +162,24 @@ def test_held_out_masking_rate_can_differ_from_training(shards):
         lengths = batch["attention_mask"].sum(1).tolist()
         expected = [min(cap, max(1, round(n * prob))) for n in lengths]  # google's rule
         assert batch["labels"].ne(-100).sum(1).tolist() == expected
+
+
+def test_second_phase_starts_from_the_first_phases_weights(shards, tmp_path, capsys):
+    """BERT's two phases: short sequences, then longer ones from those weights (fresh optimizer).
+    Adam's first step moves no weight by more than the learning rate (|g| / (|g| + eps) < 1, plus
+    a weight decay of lr * 0.01 * |w|), so one step after loading every weight is within 1e-3 of the
+    first phase's; a fresh start is not."""
+    torch.set_num_threads(1)
+    first, second, fresh = tmp_path / "first", tmp_path / "second", tmp_path / "fresh"
+    assert main(pretrain_args(shards, first, "--max-steps", "3", "--max-seq-length", "32")) == 0
+    one_step = ("--max-steps", "1", "--warmup-steps", "0")
+    assert main(pretrain_args(shards, second, *one_step, "--init-from", str(first))) == 0
+    assert main(pretrain_args(shards, fresh, *one_step, "--seed", "1")) == 0
+    a, b, c = weights(first), weights(second), weights(fresh)
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-3 * (1 + 1e-3)
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-2
+    capsys.readouterr()
+    other = pretrain_args(shards, tmp_path / "other", *one_step, "--init-from", str(first))
+    assert main([*other, "--pre-layer-norm"]) == 2
+    assert "differs in pre_layer_norm" in one_error_line(capsys)

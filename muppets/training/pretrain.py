@@ -24,12 +24,14 @@ from muppets.data.pretraining import (
     evaluation_batches,
 )
 from muppets.data.shards import ShardedCorpus
-from muppets.errors import ConfigError
+from muppets.errors import ConfigError, InputError
+from muppets.models.bert import BertConfig
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
-from muppets.training.inference import TOKENIZER_FILES
+from muppets.training.checkpoint import load_weights
+from muppets.training.inference import TOKENIZER_FILES, resolve_checkpoint
 from muppets.training.loop import TrainConfig, train
 
 INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
@@ -107,6 +109,9 @@ class PretrainConfig:
     save_every: int = _help("steps between checkpoints (0: at the end)", 500)
     seed: int = _help("seed of weights, data order and masks", 0)
     resume: bool = _help("continue the run in --out from its last checkpoint", False)
+    init_from: str | None = _help(
+        "start from these weights with a fresh optimizer and schedule (BERT's second phase)", None
+    )
     device: str = _help("cpu, cuda or auto", "auto")
 
     def __post_init__(self):
@@ -201,6 +206,8 @@ def pretrain(config: PretrainConfig) -> dict:
         )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_pretraining_model(model_config, with_pair_head=config.objective != "mlm")
+    if config.init_from and not config.resume:
+        _load_initial_weights(model, model_config, tokenizer, config.init_from)
     model.to(info.device)
     extra = [Path(config.train_data) / name for name in TOKENIZER_FILES]
     result = train(
@@ -220,6 +227,28 @@ def pretrain(config: PretrainConfig) -> dict:
         print(_summary_line(result))
     dist.cleanup()
     return result
+
+
+_MAY_DIFFER = {"hidden_dropout_prob", "attention_probs_dropout_prob"}
+
+
+def _load_initial_weights(model, model_config, tokenizer, init_from: str) -> None:
+    """The weights of a finished run or checkpoint, for a run that goes on from it under other data
+    settings (Devlin et al. A.2: 90% of the steps at 128 tokens, then 512 from those weights)."""
+    directory = resolve_checkpoint(init_from)
+    if load_tokenizer(directory).fingerprint() != tokenizer.fingerprint():
+        raise InputError("init_from: the checkpoint has another vocabulary", directory)
+    theirs = BertConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    differ = [
+        f.name
+        for f in dataclasses.fields(theirs)
+        if f.name not in _MAY_DIFFER and getattr(theirs, f.name) != getattr(model_config, f.name)
+    ]
+    if differ:
+        raise ConfigError(
+            f"init_from: the checkpoint's model differs in {', '.join(differ)}", directory
+        )
+    load_weights(model, directory)
 
 
 def _summary_line(result: dict) -> str:
