@@ -20,21 +20,16 @@ import numpy as np
 import torch
 
 from muppets.cli.args import load_toml
-from muppets.data.pretraining import SpecialIds, evaluation_batches
-from muppets.data.shards import ShardedCorpus
 from muppets.models.layers import SelfAttention, pad
 from muppets.tasks.objectives import objective_for
 from muppets.training.inference import load_pretrained
-from muppets.training.pretrain import PretrainConfig
+from muppets.training.pretrain import PretrainConfig, held_out_batches
 
 
 def held_out(run: Path, instances: int):
-    config = PretrainConfig(**load_toml(run / "pretrain.toml"))
+    config = PretrainConfig(**{**load_toml(run / "pretrain.toml"), "eval_instances": instances})
     model, _, t = load_pretrained(run)
-    ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
-    corpus = ShardedCorpus(config.valid_data)
-    batches = evaluation_batches(corpus, config.eval_data_config(), ids, max_instances=instances)
-    return model, config.objective, batches, (t.cls_id, t.sep_id)
+    return model, config.objective, held_out_batches(config, t), (t.cls_id, t.sep_id)
 
 
 def shuffle_segments(batch: dict, special: tuple[int, int], seed: int = 0) -> dict:
@@ -52,13 +47,9 @@ def shuffle_segments(batch: dict, special: tuple[int, int], seed: int = 0) -> di
     return {**batch, "input_ids": ids, "labels": labels}
 
 
-@torch.no_grad()
 def mlm_loss(model, objective, batches) -> float:
-    total, count = 0.0, 0
-    for batch in batches:
-        total += float(objective(model, batch)["mlm"])
-        count += objective.count_targets(batch)["mlm"]
-    return total / count
+    sums = [objective.metrics(model, batch) for batch in batches]
+    return sum(m["mlm_loss_sum"] for m in sums) / sum(m["mlm_count"] for m in sums)
 
 
 @torch.no_grad()
@@ -103,7 +94,7 @@ def attention_shape(model, batches) -> list[tuple[list[float], list[float]]]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--instances", type=int, default=1024)
+    parser.add_argument("--instances", type=int, default=1024, help="held-out instances")
     args = parser.parse_args()
     print("| run | MLM loss | word order shuffled | difference |")
     print("| --- | --- | --- | --- |")

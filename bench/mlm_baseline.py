@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from muppets.cli.args import load_toml
-from muppets.data.pretraining import SpecialIds, evaluation_batches
 from muppets.data.shards import ShardedCorpus
 from muppets.tokenization.wordpiece import load_tokenizer
-from muppets.training.pretrain import PretrainConfig
+from muppets.training.pretrain import PretrainConfig, held_out_batches
 
 
 def main():
@@ -30,21 +29,13 @@ def main():
     args = parser.parse_args()
     config = PretrainConfig(**load_toml(args.run / "pretrain.toml"))
     tokenizer = load_tokenizer(config.train_data)
-    t = tokenizer
-    ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
 
     counts = np.ones(tokenizer.vocab_size, dtype=np.float64)  # add-one smoothing
     for shard in ShardedCorpus(config.train_data).shards:
         counts += np.bincount(shard.tokens, minlength=tokenizer.vocab_size)
     log_p = np.log(counts / counts.sum())
 
-    batches = evaluation_batches(
-        ShardedCorpus(config.valid_data),
-        config.eval_data_config(),
-        ids,
-        continuation=tokenizer.continuation_mask() if config.masking != "token" else None,
-        max_instances=config.eval_instances,
-    )
+    batches = held_out_batches(config, tokenizer)
     targets = np.concatenate([b["labels"][b["labels"] != -100].numpy() for b in batches])
     baseline_loss = float(-log_p[targets].mean())
     baseline_accuracy = float((targets == np.argmax(log_p)).mean())

@@ -182,4 +182,4 @@ def test_second_phase_starts_from_the_first_phases_weights(shards, tmp_path, cap
     capsys.readouterr()
     other = pretrain_args(shards, tmp_path / "other", *one_step, "--init-from", str(first))
     assert main([*other, "--pre-layer-norm"]) == 2
-    assert "differs in pre_layer_norm" in one_error_line(capsys)
+    assert "pre_layer_norm (checkpoint False, now True)" in one_error_line(capsys)

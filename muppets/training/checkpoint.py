@@ -124,13 +124,14 @@ def read_config(directory: str | Path) -> dict:
         raise InputError(f"invalid JSON: {error.msg}", path, error.lineno) from error
 
 
-def check_config(directory: str | Path, config_dict: dict) -> None:
-    """Refuse to resume a checkpoint into a model built from a different config; name the fields."""
+def check_config(directory: str | Path, config_dict: dict, may_differ: Iterable[str] = ()) -> None:
+    """Refuse to load a checkpoint into a model built from a different config; name the fields.
+    `may_differ`: fields that do not change the weights' meaning (dropout, for --init-from)."""
     saved = read_config(directory)
     now = json.loads(json.dumps(config_dict))  # tuples -> lists, as they were saved
     differ = [
         f"{key} (checkpoint {saved.get(key)!r}, now {now.get(key)!r})"
-        for key in sorted(saved.keys() | now.keys())
+        for key in sorted((saved.keys() | now.keys()) - set(may_differ))
         if saved.get(key) != now.get(key)
     ]
     if differ:

@@ -25,12 +25,11 @@ from muppets.data.pretraining import (
 )
 from muppets.data.shards import ShardedCorpus
 from muppets.errors import ConfigError, InputError
-from muppets.models.bert import BertConfig
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
-from muppets.training.checkpoint import load_weights
+from muppets.training.checkpoint import check_config, load_weights
 from muppets.training.inference import TOKENIZER_FILES, resolve_checkpoint
 from muppets.training.loop import TrainConfig, train
 
@@ -158,6 +157,23 @@ class PretrainConfig:
         return recipe_train_config(self, accumulation)
 
 
+def held_out_batches(config: PretrainConfig, tokenizer, rank: int = 0, world_size: int = 1):
+    """The fixed, masked held-out micro-batches a run evaluates on (rank r keeps its share): the
+    same for the run, its unigram baseline and any later look at it (bench/)."""
+    valid_corpus = ShardedCorpus(config.valid_data)
+    valid_corpus.check_tokenizer(tokenizer.fingerprint())
+    t = tokenizer
+    return evaluation_batches(
+        valid_corpus,
+        config.eval_data_config(),
+        SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size),
+        continuation=t.continuation_mask() if config.masking != "token" else None,
+        max_instances=config.eval_instances,
+        rank=rank,
+        world_size=world_size,
+    )
+
+
 def pretrain(config: PretrainConfig) -> dict:
     info = dist.init_distributed(None if config.device == "auto" else config.device)
     rank, world = dist.rank(), dist.world_size()
@@ -173,17 +189,7 @@ def pretrain(config: PretrainConfig) -> dict:
     )
     eval_fn = None
     if config.valid_data:
-        valid_corpus = ShardedCorpus(config.valid_data)
-        valid_corpus.check_tokenizer(tokenizer.fingerprint())
-        held_out = evaluation_batches(
-            valid_corpus,
-            config.eval_data_config(),
-            ids,
-            continuation=continuation,
-            max_instances=config.eval_instances,
-            rank=rank,
-            world_size=world,
-        )
+        held_out = held_out_batches(config, tokenizer, rank=rank, world_size=world)
 
         def eval_fn():
             return held_out
@@ -238,16 +244,7 @@ def _load_initial_weights(model, model_config, tokenizer, init_from: str) -> Non
     directory = resolve_checkpoint(init_from)
     if load_tokenizer(directory).fingerprint() != tokenizer.fingerprint():
         raise InputError("init_from: the checkpoint has another vocabulary", directory)
-    theirs = BertConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    differ = [
-        f.name
-        for f in dataclasses.fields(theirs)
-        if f.name not in _MAY_DIFFER and getattr(theirs, f.name) != getattr(model_config, f.name)
-    ]
-    if differ:
-        raise ConfigError(
-            f"init_from: the checkpoint's model differs in {', '.join(differ)}", directory
-        )
+    check_config(directory, model_config.to_dict(), may_differ=_MAY_DIFFER)
     load_weights(model, directory)
 
 
