@@ -166,3 +166,18 @@ def test_rank_states_follow_the_world_size(tmp_path):
         ckpt.rank_state(state, 0, 1, tmp_path)
     shared = {"ranks": [{"data": {"step": 5}, "rng": "r0"}, {"data": {"step": 5}, "rng": "r1"}]}
     assert ckpt.rank_state(shared, 0, 4, tmp_path) == {"data": {"step": 5}, "rng": None}
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"step": 3}, 'no "ranks" list'),
+        ({"ranks": []}, 'no "ranks" list'),
+        ({"ranks": [{"data": {}}]}, '"ranks"\\[0\\] must be an object with "data" and "rng"'),
+    ],
+)
+def test_a_trainer_state_without_ranks_names_the_file(tmp_path, state, message):
+    with pytest.raises(InputError, match=message) as error:
+        ckpt.rank_state(state, 0, 1, tmp_path)
+    assert error.value.path == str(tmp_path / "trainer_state.json")
+    assert str(error.value).startswith(f"{tmp_path / 'trainer_state.json'}: ")

@@ -325,6 +325,8 @@ def load_checkpoint(
         raise InputError("missing trainer_state.json (not a training checkpoint)", path) from None
     except json.JSONDecodeError as error:
         raise InputError(f"invalid JSON: {error.msg}", path, error.lineno) from error
+    if not isinstance(state, dict) or not isinstance(state.get("optimizer"), dict):
+        raise InputError('no "optimizer" object: not a trainer state written by muppets', path)
     load_optimizer(optimizer, model, directory / OPTIMIZER, state["optimizer"])
     return state
 
@@ -335,7 +337,7 @@ def rank_state(state: dict, rank: int, world_size: int, directory: str | Path) -
     Same world size: its own entry (bitwise resume). Another world size works only when every
     rank saved the same data position (a global one); RNG states are then not restored.
     """
-    entries = state["ranks"]
+    entries = _rank_entries(state, Path(directory) / TRAINER_STATE)
     if len(entries) == world_size:
         return entries[rank]
     if all(entry["data"] == entries[0]["data"] for entry in entries):
@@ -345,3 +347,14 @@ def rank_state(state: dict, rank: int, world_size: int, directory: str | Path) -
         f"resume with {len(entries)} processes, not {world_size}",
         Path(directory) / TRAINER_STATE,
     )
+
+
+def _rank_entries(state: dict, path: Path) -> list[dict]:
+    """state["ranks"], checked: a hand-edited or truncated file must name itself, not KeyError."""
+    entries = state.get("ranks") if isinstance(state, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InputError('no "ranks" list (one {"data", "rng"} entry per process)', path)
+    for r, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"data", "rng"} <= entry.keys():
+            raise InputError(f'"ranks"[{r}] must be an object with "data" and "rng"', path)
+    return entries
