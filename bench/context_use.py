@@ -21,9 +21,9 @@ import torch
 
 from muppets.cli.args import load_toml
 from muppets.models.layers import SelfAttention, pad
+from muppets.recipes.pretrain import PretrainConfig, held_out_batches
 from muppets.tasks.objectives import objective_for
-from muppets.training.inference import load_pretrained
-from muppets.training.pretrain import PretrainConfig, held_out_batches
+from muppets.training.pretrained import load_pretrained
 
 
 def held_out(run: Path, instances: int):

@@ -29,8 +29,8 @@ from torch import nn
 
 from muppets.data.streams import WindowBatches, corpus_sentences, count_words
 from muppets.models.elmo import ACTIVATIONS, IGNORE, PRESETS, ElmoBiLM, ElmoConfig
+from muppets.tasks.objectives import BiLMLoss
 from muppets.tokenization.words import build_word_vocabulary
-from muppets.training.pretrain_elmo import BiLMLoss
 
 SAMPLE = Path(__file__).resolve().parents[1] / "muppets" / "samples" / "wiki.train.txt"
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from muppets.cli.args import load_toml
 from muppets.data.shards import ShardedCorpus
+from muppets.recipes.pretrain import PretrainConfig, held_out_batches
 from muppets.tokenization.wordpiece import load_tokenizer
-from muppets.training.pretrain import PretrainConfig, held_out_batches
 
 
 def main():

@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 
 from muppets.cli.main import main
 from muppets.models.registry import build_encoder, build_pretraining_model, preset_config
+from muppets.tasks.prediction import predict
 from muppets.tasks.registry import build_head, task_spec
+from muppets.tasks.setup import TaskSetup
 from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.training.checkpoint import save_pretrained
-from muppets.training.evaluation import TaskSetup, predict
 from muppets.training.logging import read_metrics
 from muppets.training.loop import TrainConfig, train
 

@@ -18,13 +18,13 @@ from muppets.data.readers.tabular import Example
 from muppets.data.word_features import target_batch, word_features, word_id_batch
 from muppets.errors import ConfigError
 from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
+from muppets.recipes.finetune.features import downstream_seed, prepare_downstream
+from muppets.recipes.finetune.run import FinetuneConfig
 from muppets.tasks.registry import CONLL2003_TAGS
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.checkpoint import save_pretrained
-from muppets.training.finetune import FinetuneConfig
-from muppets.training.finetune_features import downstream_seed, prepare_downstream
-from muppets.training.pretrain_elmo import load_elmo
+from muppets.training.pretrained import load_elmo
 
 FILLER = ["the", "a", "this", "really", "quite", "very", "was", "is", "and", "so"]
 PEOPLE, CITIES = ["john", "mary", "ada", "bob"], ["paris", "london", "rome", "oslo"]

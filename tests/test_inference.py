@@ -7,9 +7,10 @@ import torch
 
 from muppets.cli.main import main
 from muppets.models.registry import build_pretraining_model, preset_config
+from muppets.recipes.fill_mask import fill_mask
 from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.training.checkpoint import save_pretrained
-from muppets.training.inference import fill_mask, load_pretrained
+from muppets.training.pretrained import load_pretrained
 
 TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the sun is hot ."] * 20
 

@@ -5,7 +5,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "muppets"
 # Top to bottom: a module may import its own layer and the layers listed before it.
-LAYERS = ["errors", "tokenization", "data", "models", "tasks", "training", "cli"]
+LAYERS = [
+    "errors",
+    "tokenization",
+    "data",
+    "models",
+    "tasks",
+    "training",
+    "recipes",
+    "quickstart",
+    "cli",
+]
 # Package-level modules that sit outside the pipeline.
 TOP = {"__init__": len(LAYERS), "__main__": len(LAYERS)}
 
@@ -46,6 +56,30 @@ def test_every_import_points_up_the_layers():
     assert not wrong, "imports against the layer direction:\n" + "\n".join(wrong)
 
 
+def recipe_of(module: str) -> str | None:
+    """`muppets.recipes.<recipe>...` -> the recipe's name (a module or a package)."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["muppets", "recipes"] and len(parts) > 2 else None
+
+
+def test_no_recipe_imports_another_recipe():
+    wrong = []
+    for path in sorted((PACKAGE / "recipes").rglob("*.py")):
+        module = ".".join(("muppets",) + path.relative_to(PACKAGE).with_suffix("").parts)
+        own = recipe_of(module)
+        for lineno, target in imports_of(path):
+            other = recipe_of(target)
+            if other is not None and other != own:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{lineno} imports {target}")
+    assert not wrong, "recipes importing other recipes:\n" + "\n".join(wrong)
+
+
+def test_the_layers_are_the_package_tree():
+    """Every sub-package of muppets has its place in LAYERS: a new one cannot slip past the check."""
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")} - {"samples"}
+    assert packages == set(LAYERS) - {"errors"}
+
+
 def test_errors_imports_nothing_from_muppets():
     assert not [t for _, t in imports_of(PACKAGE / "errors.py") if t.startswith("muppets")]
 
@@ -54,3 +88,5 @@ def test_the_checker_catches_a_wrong_way_edge(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from muppets.training.loop import train\n")
     assert layer_of("muppets.data.text") < layer_of(imports_of(bad)[0][1])
+    assert recipe_of("muppets.recipes.finetune.features") == "finetune"
+    assert recipe_of("muppets.recipes.pretrain") != recipe_of("muppets.recipes.pretrain_elmo")

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from muppets.cli.main import _route_elmo, main
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
+from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
 from muppets.training.logging import read_metrics
-from muppets.training.pretrain_elmo import ElmoPretrainConfig, load_elmo, pretrain_elmo
+from muppets.training.pretrained import load_elmo
 
 SAMPLES = Path(__file__).resolve().parents[1] / "muppets" / "samples"
 REPEATED = "the cat sat on the mat . the dog ate the bone .\n" * 40  # 11 words, 13 with <S> </S>

@@ -9,8 +9,9 @@ import torch
 
 from muppets.cli.args import add_config_flags, build_config
 from muppets.cli.main import main
+from muppets.recipes.pretrain import PretrainConfig
+from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import checkpoints
-from muppets.training.pretrain import PretrainConfig, parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "muppets" / "samples"

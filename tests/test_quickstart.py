@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from muppets.cli.main import main
-from muppets.training.comparison import Plan, plan_finetune
-from muppets.training.quickstart import SHARES
-from muppets.training.report import ROWS
-from muppets.training.stages import Stage, run_stages
+from muppets.quickstart.comparison import Plan, plan_finetune
+from muppets.quickstart.report import ROWS
+from muppets.quickstart.run import SHARES
+from muppets.quickstart.stages import Stage, run_stages
 
 REDUCED = ["--budget", "30s", "--elmo-model", "elmo-tiny", "--max-pretrain-steps", "4",
            "--max-epochs", "1", "--max-train-examples", "300", "--threads", "1"]  # fmt: skip

@@ -53,109 +53,109 @@ def _prepare(config: Any) -> Any:
 
 
 def _pretrain_config() -> type:
-    from muppets.training.pretrain import PretrainConfig
+    from muppets.recipes.pretrain import PretrainConfig
 
     return PretrainConfig
 
 
 def _pretrain(config: Any) -> Any:
-    from muppets.training.pretrain import pretrain
+    from muppets.recipes.pretrain import pretrain
 
     return pretrain(config)
 
 
 def _pretrain_elmo_config() -> type:
-    from muppets.training.pretrain_elmo import ElmoPretrainConfig
+    from muppets.recipes.pretrain_elmo import ElmoPretrainConfig
 
     return ElmoPretrainConfig
 
 
 def _pretrain_elmo(config: Any) -> Any:
-    from muppets.training.pretrain_elmo import pretrain_elmo
+    from muppets.recipes.pretrain_elmo import pretrain_elmo
 
     return pretrain_elmo(config)
 
 
 def _extract_config() -> type:
-    from muppets.training.extract import ExtractConfig
+    from muppets.recipes.extract import ExtractConfig
 
     return ExtractConfig
 
 
 def _extract(config: Any) -> Any:
-    from muppets.training.extract import extract
+    from muppets.recipes.extract import extract
 
     return extract(config)
 
 
 def _finetune_config() -> type:
-    from muppets.training.finetune import FinetuneConfig
+    from muppets.recipes.finetune.run import FinetuneConfig
 
     return FinetuneConfig
 
 
 def _finetune(config: Any) -> Any:
-    from muppets.training.finetune import finetune
+    from muppets.recipes.finetune.run import finetune
 
     return finetune(config)
 
 
 def _evaluate_config() -> type:
-    from muppets.training.evaluation import EvaluateConfig
+    from muppets.recipes.evaluate import EvaluateConfig
 
     return EvaluateConfig
 
 
 def _evaluate(config: Any) -> Any:
-    from muppets.training.evaluation import run_evaluate
+    from muppets.recipes.evaluate import run_evaluate
 
     return run_evaluate(config)
 
 
 def _predict_config() -> type:
-    from muppets.training.evaluation import PredictConfig
+    from muppets.recipes.evaluate import PredictConfig
 
     return PredictConfig
 
 
 def _predict(config: Any) -> Any:
-    from muppets.training.evaluation import run_predict
+    from muppets.recipes.evaluate import run_predict
 
     return run_predict(config)
 
 
 def _fill_mask_config() -> type:
-    from muppets.training.inference import FillMaskConfig
+    from muppets.recipes.fill_mask import FillMaskConfig
 
     return FillMaskConfig
 
 
 def _fill_mask(config: Any) -> Any:
-    from muppets.training.inference import run_fill_mask
+    from muppets.recipes.fill_mask import run_fill_mask
 
     return run_fill_mask(config)
 
 
 def _convert_config() -> type:
-    from muppets.training.inference import ConvertConfig
+    from muppets.recipes.convert import ConvertConfig
 
     return ConvertConfig
 
 
 def _convert(config: Any) -> Any:
-    from muppets.training.inference import convert
+    from muppets.recipes.convert import convert
 
     return convert(config)
 
 
 def _quickstart_config() -> type:
-    from muppets.training.quickstart import QuickstartConfig
+    from muppets.quickstart.run import QuickstartConfig
 
     return QuickstartConfig
 
 
 def _quickstart(config: Any) -> Any:
-    from muppets.training.quickstart import run_quickstart
+    from muppets.quickstart.run import run_quickstart
 
     return run_quickstart(config)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from muppets.training.finetune import FinetuneConfig, finetune
-from muppets.training.inference import resolve_checkpoint
+from muppets.recipes.finetune.run import FinetuneConfig, finetune
+from muppets.training.pretrained import resolve_checkpoint
 
 # Row -> the quickstart stages it reads (stages.py redoes it when one of them is redone).
 NEEDS = {"bert-finetuned": ("bert",), "bert-frozen": ("bert",), "bert-scratch": ("tokenizer",),

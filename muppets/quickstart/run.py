@@ -36,12 +36,14 @@ from muppets.data.prepare import train_tokenizer as train_wordpiece
 from muppets.errors import ConfigError, InputError
 from muppets.models.elmo import PRESETS as ELMO_PRESETS
 from muppets.models.registry import PRESETS as BERT_PRESETS
-from muppets.training import comparison, report
+from muppets.quickstart import comparison, report
+from muppets.quickstart.stages import Stage, StageContext, run_stages
+from muppets.recipes.fill_mask import fill_mask
+from muppets.recipes.pretrain import PretrainConfig, pretrain
+from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
+from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import checkpoints
-from muppets.training.inference import fill_mask, load_pretrained
-from muppets.training.pretrain import PretrainConfig, parse_duration, pretrain
-from muppets.training.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
-from muppets.training.stages import Stage, StageContext, run_stages
+from muppets.training.pretrained import load_pretrained
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # Shares of the budget; they add up to 1.

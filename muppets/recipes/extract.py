@@ -45,8 +45,7 @@ from muppets.errors import ConfigError, InputError
 from muppets.tasks.features import ScalarMix, remove_sentence_boundaries
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.training.checkpoint import read_config
-from muppets.training.inference import load_pretrained, resolve_checkpoint
-from muppets.training.pretrain_elmo import load_elmo
+from muppets.training.pretrained import load_elmo, load_pretrained, resolve_checkpoint
 
 LAYER_CHOICES = ("all", "mean", "top")
 FORMATS = (".npz", ".safetensors")

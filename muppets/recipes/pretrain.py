@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,41 +28,13 @@ from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
+from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import check_config, load_weights
-from muppets.training.inference import TOKENIZER_FILES, resolve_checkpoint
 from muppets.training.loop import TrainConfig, train
+from muppets.training.options import recipe_train_config
+from muppets.training.pretrained import TOKENIZER_FILES, resolve_checkpoint
 
 INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '30m', '1h', '1h30m' or plain seconds -> seconds."""
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise ConfigError(f"time_budget {text!r} is not a duration such as 90s, 30m, 1h or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-
-
-def recipe_train_config(recipe, accumulation: int) -> TrainConfig:
-    """The loop's TrainConfig from a recipe config's optimisation fields (BERT and ELMo alike)."""
-    budget = None if recipe.time_budget is None else parse_duration(recipe.time_budget)
-    return TrainConfig(
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        schedule=recipe.schedule,
-        warmup_steps=recipe.warmup_steps,
-        warmup_ratio=recipe.warmup_ratio,
-        weight_decay=recipe.weight_decay,
-        max_grad_norm=recipe.max_grad_norm,
-        gradient_accumulation_steps=accumulation,
-        log_every=recipe.log_every,
-        eval_every=recipe.eval_every,
-        save_every=recipe.save_every,
-        time_budget_seconds=budget,
-        seed=recipe.seed,
-    )
 
 
 def _help(text: str, default):

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
 
 from muppets.data.streams import (
-    IGNORE,
     StreamStats,
     WindowBatches,
     corpus_sentences,
@@ -33,79 +31,13 @@ from muppets.data.streams import (
 )
 from muppets.errors import ConfigError, InputError
 from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
+from muppets.tasks.objectives import BiLMLoss, BiLMObjective, count_bilm_targets
 from muppets.tokenization.words import WordVocabulary, build_word_vocabulary
 from muppets.training import distributed as dist
-from muppets.training.checkpoint import CONFIG, load_weights, read_config
-from muppets.training.inference import resolve_checkpoint
+from muppets.training.budget import parse_duration
 from muppets.training.loop import TrainConfig, train
-from muppets.training.pretrain import parse_duration, recipe_train_config
-
-VOCABULARY_FILE = "word_vocab.txt"
-
-
-class BiLMLoss(nn.Module):
-    """ElmoBiLM with `lm_loss` as its forward. The loop's objective must *call* the model, so that
-    DistributedDataParallel's hooks see the forward pass; this module shares the biLM's
-    sub-modules under the same names (no prefix), so its state dict is ElmoBiLM's."""
-
-    def __init__(self, bilm: ElmoBiLM):
-        super().__init__()
-        for name, child in bilm.named_children():
-            self.add_module(name, child)
-        self.__dict__["bilm"] = bilm  # not registered: its parameters are the children above
-
-    def forward(self, char_ids, mask, forward_targets, backward_targets) -> tuple[Tensor, int]:
-        return self.bilm.lm_loss(char_ids, mask, forward_targets, backward_targets)
-
-
-class BiLMObjective:
-    """One component, "lm": NLL summed over the forward and backward targets of the batch."""
-
-    def _loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        return model(
-            batch["char_ids"],
-            batch["attention_mask"],
-            batch["forward_targets"],
-            batch["backward_targets"],
-        )
-
-    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"lm": self._loss(model, batch)[0]}
-
-    def count_targets(self, batch: dict[str, Tensor]) -> dict[str, int]:
-        return {"lm": count_targets(batch)}
-
-    def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
-        loss, n = self._loss(model, batch)
-        return {"lm_loss_sum": float(loss), "lm_count": n}
-
-
-def count_targets(batch: dict[str, Tensor]) -> int:
-    return int(
-        batch["forward_targets"].ne(IGNORE).sum() + batch["backward_targets"].ne(IGNORE).sum()
-    )
-
-
-def load_elmo(path: str | Path) -> tuple[ElmoBiLM, ElmoConfig, WordVocabulary | None]:
-    """(biLM in eval mode, config, word vocabulary or None) of a checkpoint or run directory.
-    Anything but an ELMo checkpoint is an InputError naming its config.json."""
-    directory = resolve_checkpoint(path)
-    values = read_config(directory)
-    kind = values.get("model_type")
-    if kind != "elmo":
-        what = f"model_type {kind!r}" if kind is not None else "no model_type"
-        raise InputError(
-            f"has {what}, not 'elmo': an ELMo checkpoint is needed", directory / CONFIG
-        )
-    try:
-        config = ElmoConfig.from_dict(values)
-    except ConfigError as error:
-        raise ConfigError(error.message, directory / CONFIG) from None
-    model = ElmoBiLM(config)
-    load_weights(model, directory)
-    vocabulary_file = directory / VOCABULARY_FILE
-    vocabulary = WordVocabulary.load(vocabulary_file) if vocabulary_file.is_file() else None
-    return model.eval(), config, vocabulary
+from muppets.training.options import recipe_train_config
+from muppets.training.pretrained import WORD_VOCABULARY_FILE
 
 
 def _help(text: str, default, **more):
@@ -223,7 +155,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
     out = Path(config.out)
     stats = StreamStats()
     vocabulary, unknown_words = build_vocabulary(config, stats)
-    saved_vocabulary = out / VOCABULARY_FILE
+    saved_vocabulary = out / WORD_VOCABULARY_FILE
     if config.resume and saved_vocabulary.is_file():
         if WordVocabulary.load(saved_vocabulary).tokens != vocabulary.tokens:
             raise InputError(
@@ -276,14 +208,14 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         extra_files=[saved_vocabulary],
     )
     lm_loss = (result.get("eval") or {}).get("lm_loss")
-    valid_targets = sum(count_targets(b) for b in held_out)
+    valid_targets = sum(count_bilm_targets(b) for b in held_out)
     result["perplexity"] = math.exp(lm_loss) if lm_loss is not None else None
     total = dist.all_reduce_sum(torch.tensor([valid_targets], device=info.device))
     result["valid_targets"] = int(total.item())
     result["corpus"] = stats.as_dict()
     result["vocabulary"] = {
         "size": len(vocabulary),
-        "file": VOCABULARY_FILE,
+        "file": WORD_VOCABULARY_FILE,
         "unknown_words": unknown_words,
     }
     if rank == 0:

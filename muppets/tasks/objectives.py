@@ -1,6 +1,6 @@
 """Pretraining objectives: masked LM (Devlin et al. 2019 section 3.1, task 1), next-sentence
 prediction (task 2), sentence-order prediction (ALBERT, Lan et al. 2020 section 4.1) and RoBERTa's
-MLM alone (Liu et al. 2019 section 4.2).
+MLM alone (Liu et al. 2019 section 4.2); and ELMo's biLM loss (Peters et al. 2018 section 3.1).
 
 The contract with the training loop: an objective returns loss SUMS per component and counts its
 targets; the loop divides each component's sum by its count over the whole accumulated batch and
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
+from muppets.models.elmo import ElmoBiLM
 
 IGNORE = -100  # label of positions (and pairs) that are not predicted, as in transformers
 
@@ -133,3 +134,49 @@ def objective_for(name: str) -> MaskedLMObjective:
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]
+
+
+# ----------------------------------------------------------------------------- ELMo biLM
+
+
+class BiLMLoss(nn.Module):
+    """ElmoBiLM with `lm_loss` as its forward. The loop's objective must *call* the model, so that
+    DistributedDataParallel's hooks see the forward pass; this module shares the biLM's
+    sub-modules under the same names (no prefix), so its state dict is ElmoBiLM's."""
+
+    def __init__(self, bilm: ElmoBiLM):
+        super().__init__()
+        for name, child in bilm.named_children():
+            self.add_module(name, child)
+        self.__dict__["bilm"] = bilm  # not registered: its parameters are the children above
+
+    def forward(self, char_ids, mask, forward_targets, backward_targets) -> tuple[Tensor, int]:
+        return self.bilm.lm_loss(char_ids, mask, forward_targets, backward_targets)
+
+
+class BiLMObjective:
+    """One component, "lm": NLL summed over the forward and backward targets of the batch."""
+
+    def _loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+        return model(
+            batch["char_ids"],
+            batch["attention_mask"],
+            batch["forward_targets"],
+            batch["backward_targets"],
+        )
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"lm": self._loss(model, batch)[0]}
+
+    def count_targets(self, batch: dict[str, Tensor]) -> dict[str, int]:
+        return {"lm": count_bilm_targets(batch)}
+
+    def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
+        loss, n = self._loss(model, batch)
+        return {"lm_loss_sum": float(loss), "lm_count": n}
+
+
+def count_bilm_targets(batch: dict[str, Tensor]) -> int:
+    return int(
+        batch["forward_targets"].ne(IGNORE).sum() + batch["backward_targets"].ne(IGNORE).sum()
+    )

@@ -11,6 +11,7 @@ Only rank 0 calls these. matplotlib is imported inside `plot_losses` so `import 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -80,6 +81,26 @@ def plot_losses(metrics_jsonl: str | Path, png_path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     draw_losses(ax, read_metrics(metrics_jsonl))
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def plot_dev_scores(history: list[dict], metric: str, png_path: str | Path) -> Path:
+    """The dev metric against the epoch, as a PNG (matplotlib imported here: it is slow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    points = [(h["epoch"], h[metric]) for h in history if not math.isnan(h.get(metric, math.nan))]
+    if points:
+        ax.plot(*zip(*points, strict=True), "o-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"dev {metric}")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

@@ -65,24 +65,20 @@ from muppets.tasks.downstream import (
     forward_batch,
 )
 from muppets.tasks.features import EmbeddingFeatures, FrozenFeatures
+from muppets.tasks.prediction import numbers, write_predictions
 from muppets.tasks.registry import GLUE, score, split_path, task_spec
+from muppets.tasks.setup import TaskSetup
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.tokenization.words import WordVocabulary, build_word_vocabulary
 from muppets.training import logging as log
 from muppets.training.checkpoint import load_weights
-from muppets.training.evaluation import (
-    TaskSetup,
-    numbers,
-    pick_device,
-    plot_dev_scores,
-    write_predictions,
-)
+from muppets.training.device import pick_device
+from muppets.training.logging import plot_dev_scores
 from muppets.training.loop import TrainConfig, train
-from muppets.training.pretrain_elmo import load_elmo
+from muppets.training.pretrained import WORD_VOCABULARY_FILE, load_elmo
 
 RANDOM_EMBEDDINGS = "random-embeddings"  # --model value of the baseline
 ELMO_AND_EMBEDDINGS = "elmo+embeddings"  # "features" of --elmo-word-embeddings
-VOCABULARY_FILE = "word_vocab.txt"
 
 
 def check_downstream(config) -> None:
@@ -141,7 +137,7 @@ class WordEmbeddings:
 
     def describe(self) -> dict:
         return {"vocab_size": len(self.vocabulary), "embedding_dim": self.dim,
-                "min_count": self.min_count, "vocabulary": VOCABULARY_FILE}  # fmt: skip
+                "min_count": self.min_count, "vocabulary": WORD_VOCABULARY_FILE}  # fmt: skip
 
 
 class ElmoLayers:
@@ -359,7 +355,7 @@ def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> d
     shutil.rmtree(run_dir / "best")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     if isinstance(data.source, (WordEmbeddings, ElmoWithWords)):
-        data.source.vocabulary.save(run_dir / VOCABULARY_FILE)
+        data.source.vocabulary.save(run_dir / WORD_VOCABULARY_FILE)
 
     final = {}
     for split in data.evals:

@@ -32,6 +32,8 @@ from torch import nn
 from muppets.data.task_features import EpochBatches, collate_features
 from muppets.errors import ConfigError, InputError
 from muppets.models.registry import PRESETS, build_encoder, preset_config
+from muppets.recipes.finetune.features import check_downstream, downstream_seed, prepare_downstream
+from muppets.tasks.prediction import evaluate_examples, numbers, write_predictions
 from muppets.tasks.registry import (
     GLUE,
     TASKS,
@@ -42,26 +44,14 @@ from muppets.tasks.registry import (
     task_spec,
     training_labels,
 )
+from muppets.tasks.setup import TaskSetup, save_task
 from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
 from muppets.training import logging as log
 from muppets.training.checkpoint import load_weights
-from muppets.training.evaluation import (
-    TaskSetup,
-    check_vocabulary,
-    evaluate_examples,
-    numbers,
-    pick_device,
-    plot_dev_scores,
-    save_task,
-    write_predictions,
-)
-from muppets.training.finetune_features import (
-    check_downstream,
-    downstream_seed,
-    prepare_downstream,
-)
-from muppets.training.inference import load_pretrained, resolve_checkpoint
+from muppets.training.device import pick_device
+from muppets.training.logging import plot_dev_scores
 from muppets.training.loop import TrainConfig, train
+from muppets.training.pretrained import check_vocabulary, load_pretrained, resolve_checkpoint
 
 PREDICTION_FILES = {"span_qa": "dev_predictions.json", "tagging": "dev_predictions.txt"}
 

@@ -1,0 +1,58 @@
+"""`muppets predict fill-mask`: the top-k tokens a pretrained encoder puts at each [MASK]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from muppets.errors import ConfigError, InputError
+from muppets.models.heads import PretrainingModel
+from muppets.tokenization.wordpiece import WordPieceTokenizer
+from muppets.training.pretrained import load_pretrained
+
+
+@torch.no_grad()
+def fill_mask(
+    model: PretrainingModel, tokenizer: WordPieceTokenizer, text: str, top_k: int = 5
+) -> list[list[tuple[str, float]]]:
+    """For every [MASK] in `text`, the top_k (token, probability) predictions."""
+    ids, types = tokenizer.encode_pair(text)
+    input_ids = torch.tensor([ids])  # (1, T)
+    masked = input_ids.eq(tokenizer.mask_id)
+    if not masked.any():
+        raise InputError(f"the text has no [MASK] token: {text!r}")
+    logits = model(input_ids, torch.ones_like(input_ids), torch.tensor([types]), masked)
+    probs = logits.mlm_logits.float().softmax(-1)  # (M, V)
+    top = probs.topk(top_k, dim=-1)
+    return [
+        [(tokenizer.id_to_token(int(i)), float(p)) for p, i in zip(ps, idx, strict=True)]
+        for ps, idx in zip(top.values, top.indices, strict=True)
+    ]
+
+
+def _help(text: str, default, **more):
+    return field(default=default, metadata={"help": text, **more})
+
+
+@dataclass
+class FillMaskConfig:
+    text: str = _help("text with one or more [MASK] tokens", "", positional=True)
+    model: str = _help("checkpoint or run directory (ours or Hugging Face's)", "")
+    top_k: int = _help("predictions to show per mask", 5)
+
+    def __post_init__(self):
+        if not self.model:
+            raise ConfigError("model is required (a checkpoint directory)")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+
+
+def run_fill_mask(config: FillMaskConfig) -> list[list[tuple[str, float]]]:
+    model, _, tokenizer = load_pretrained(config.model)
+    predictions = fill_mask(model, tokenizer, config.text, config.top_k)
+    print(config.text)
+    for n, options in enumerate(predictions, start=1):
+        shown = "  ".join(f"{token} {p:.3f}" for token, p in options)
+        print(f"  [MASK] #{n}: {shown}")
+    return predictions

@@ -1,0 +1,127 @@
+"""Fine-tuned models' predictions: length-sorted batches, exact decoding, scores and the files
+that hold them.
+
+Decoding is exact and batch-independent: a QA question's answer is span_decoding.best_span over ALL
+its windows, a word's tag is its first sub-token's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from muppets.data.task_features import inference_batches
+from muppets.tasks.classification import class_predictions
+from muppets.tasks.registry import score
+from muppets.tasks.setup import TaskSetup
+from muppets.tasks.span_decoding import best_span
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, setup: TaskSetup, examples: list, features: list, pad_id: int,
+    batch_size: int = 128,
+) -> tuple[object, dict]:  # fmt: skip
+    """Predictions of every example, and decoding notes.
+
+    Returns label ids / floats (classification, regression), tag lists (tagging) or
+    {question id: text} (QA); notes: {"null_odds": {...}} for SQuAD v2.0, {"words_unpredicted":
+    n} for tagging (words without a sub-token, tagged "O").
+    """
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    outputs: list = [None] * len(features)  # per feature, trimmed to its own length
+    for indices, batch in inference_batches(features, batch_size, pad_id):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        if setup.head == "span_qa":
+            rows = torch.stack([out.start, out.end], -1).float().cpu().numpy()  # (B, T, 2)
+        elif setup.head == "tagging":
+            rows = out.argmax(-1).cpu().numpy()  # (B, T)
+        else:
+            rows = class_predictions(out.float()).cpu().numpy()  # (B,)
+        for i, row in zip(indices, rows, strict=True):
+            outputs[i] = row[: len(features[i])] if setup.head in ("span_qa", "tagging") else row
+    model.train(was_training)
+    if setup.head == "span_qa":
+        return _decode_spans(setup, examples, features, outputs)
+    if setup.head == "tagging":
+        return _decode_tags(setup, examples, features, outputs)
+    values = np.array(outputs)
+    return (values.astype(float) if setup.head == "regression" else values.astype(int)), {}
+
+
+def _decode_tags(setup, sentences, features, outputs):
+    fill = "O" if "O" in setup.labels else setup.labels[0]
+    words = [[None] * len(s.words) for s in sentences]
+    for feature, tags in zip(features, outputs, strict=True):
+        for word, tag in zip(feature.word_ids, tags, strict=True):
+            if word >= 0 and words[feature.example][word] is None:  # the first sub-token
+                words[feature.example][word] = setup.labels[int(tag)]
+    missing = sum(w is None for sentence in words for w in sentence)
+    tags = [[fill if w is None else w for w in sentence] for sentence in words]
+    return tags, {"words_unpredicted": missing}
+
+
+def _decode_spans(setup, examples, features, outputs):
+    windows: list[list[int]] = [[] for _ in examples]
+    for i, feature in enumerate(features):
+        windows[feature.example].append(i)
+    answers, null_odds = {}, {}
+    threshold = setup.null_threshold if setup.squad_v2 else None
+    for example, mine in zip(examples, windows, strict=True):
+        T = max(len(features[i]) for i in mine)
+        scores = np.full((len(mine), T, 2), -np.inf)  # (W, T, [start, end])
+        mask = np.zeros((len(mine), T), dtype=bool)
+        offsets = np.zeros((len(mine), T, 2), dtype=np.int64)
+        for w, i in enumerate(mine):
+            n = len(features[i])
+            scores[w, :n], mask[w, :n] = outputs[i], features[i].context_mask
+            offsets[w, :n] = features[i].token_offsets
+        span = best_span(scores[..., 0], scores[..., 1], mask, offsets, example.context,
+                         setup.max_answer_length, threshold)  # fmt: skip
+        answers[example.id] = span.text
+        if setup.squad_v2:
+            null_odds[example.id] = span.null_odds
+    return answers, ({"null_odds": null_odds} if setup.squad_v2 else {})
+
+
+def evaluate_examples(model, setup: TaskSetup, examples, features, pad_id, batch_size=128):
+    """(scores, predictions, notes) on labelled examples."""
+    predictions, notes = predict(model, setup, examples, features, pad_id, batch_size)
+    scores = score(setup.spec, examples, predictions, setup.squad_v2, notes.get("null_odds"))
+    return {**scores, **{k: v for k, v in notes.items() if not isinstance(v, dict)}}, predictions
+
+
+def numbers(scores: dict) -> dict[str, float]:
+    """The numeric entries of a scores dict (drops per-type breakdowns)."""
+    return {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
+
+
+def write_predictions(setup: TaskSetup, examples: list, predictions, path: str | Path) -> Path:
+    """GLUE/tabular: `index<TAB>prediction` (GLUE's submission format); QA: {id: text} JSON;
+    tagging: `word gold pred` per line, a blank line after each sentence (conlleval's input)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if setup.head == "span_qa":
+        text = json.dumps(predictions, indent=2, ensure_ascii=False) + "\n"
+    elif setup.head == "tagging":
+        lines = []
+        for sentence, tags in zip(examples, predictions, strict=True):
+            lines += [f"{w} {g} {p}" for w, g, p in zip(sentence.words, sentence.tags, tags,
+                                                       strict=True)]  # fmt: skip
+            lines.append("")
+        text = "\n".join(lines) + "\n"
+    else:
+        lines = ["index\tprediction"]
+        for example, value in zip(examples, predictions, strict=True):
+            index = example.guid.rsplit("-", 1)[-1]  # the example's number = GLUE's index column
+            shown = f"{value:.3f}" if setup.head == "regression" else setup.labels[int(value)]
+            lines.append(f"{index}\t{shown}")
+        text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,131 @@
+"""Checkpoint directories -> models of any family, for every recipe that starts from one.
+
+A muppets checkpoint directory holds config.json (a family's config fields, named as Hugging Face
+names them), model.safetensors with our state-dict names, and the family's vocabulary files:
+the WordPiece tokenizer files for BERT-family encoders, word_vocab.txt for ELMo. A fine-tuned
+directory adds task.json (tasks/setup.py). A Hugging Face directory is told apart by the
+"architectures" key that transformers writes in config.json. A run directory stands for its
+newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+from torch import nn
+
+from muppets.errors import ConfigError, InputError
+from muppets.models.bert import BertConfig
+from muppets.models.elmo import ElmoBiLM, ElmoConfig
+from muppets.models.heads import PretrainingModel
+from muppets.models.hf import load_hf_checkpoint
+from muppets.models.registry import build_encoder, build_pretraining_model
+from muppets.tasks.registry import build_head
+from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
+from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
+from muppets.tokenization.words import WordVocabulary
+from muppets.training.checkpoint import CONFIG, checkpoints, load_weights, read_config
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+WORD_VOCABULARY_FILE = "word_vocab.txt"  # ELMo's words, bilm-tf's vocabulary format
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its newest checkpoint)."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    saved = checkpoints(path / "checkpoints")
+    if saved:
+        return saved[-1]
+    raise InputError("not a checkpoint (no config.json) nor a run with checkpoints", path)
+
+
+def bert_config(directory: Path) -> BertConfig:
+    """The BertConfig of a checkpoint; a bad field names its config.json."""
+    try:
+        return BertConfig.from_dict(read_config(directory))
+    except ConfigError as e:
+        raise ConfigError(e.message, directory / CONFIG) from None
+
+
+def check_vocabulary(tokenizer: WordPieceTokenizer, config: BertConfig, where: object) -> None:
+    if tokenizer.vocab_size != config.vocab_size:
+        raise InputError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{config.vocab_size}: they come from different vocabularies",
+            where,
+        )
+
+
+def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, WordPieceTokenizer]:
+    """(model in eval mode, config, tokenizer); model and tokenizer vocabularies must agree."""
+    directory = resolve_checkpoint(path)
+    config = bert_config(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocabulary(tokenizer, config, directory)  # checked first: the clearest message
+    if "architectures" in read_config(directory):
+        config, model = load_hf_checkpoint(directory)
+    else:
+        weights = directory / "model.safetensors"
+        try:
+            with safe_open(weights, framework="pt") as f:
+                has_pair_head = any(k.startswith("pair_head.") for k in f.keys())
+        except Exception as e:  # safetensors raises several types for a bad header
+            raise InputError(f"cannot read safetensors weights: {e}", weights) from None
+        model = build_pretraining_model(config, with_pair_head=has_pair_head)
+        load_weights(model, directory)
+    return model.eval(), config, tokenizer
+
+
+def load_elmo(path: str | Path) -> tuple[ElmoBiLM, ElmoConfig, WordVocabulary | None]:
+    """(biLM in eval mode, config, word vocabulary or None) of a checkpoint or run directory.
+    Anything but an ELMo checkpoint is an InputError naming its config.json."""
+    directory = resolve_checkpoint(path)
+    values = read_config(directory)
+    kind = values.get("model_type")
+    if kind != "elmo":
+        what = f"model_type {kind!r}" if kind is not None else "no model_type"
+        raise InputError(
+            f"has {what}, not 'elmo': an ELMo checkpoint is needed", directory / CONFIG
+        )
+    try:
+        config = ElmoConfig.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(error.message, directory / CONFIG) from None
+    model = ElmoBiLM(config)
+    load_weights(model, directory)
+    vocabulary_file = directory / WORD_VOCABULARY_FILE
+    vocabulary = WordVocabulary.load(vocabulary_file) if vocabulary_file.is_file() else None
+    return model.eval(), config, vocabulary
+
+
+def resolve_finetuned(path: str | Path) -> Path:
+    """A fine-tuned directory, or a multi-seed run (its best seed, from summary.json)."""
+    path = Path(path)
+    if (path / TASK_FILE).is_file():
+        return path
+    summary = path / "summary.json"
+    if summary.is_file():
+        best = json.loads(summary.read_text(encoding="utf-8"))["best_seed"]
+        return path / f"seed-{best}"
+    raise InputError(f"not a fine-tuned model: no {TASK_FILE} (run `muppets finetune`)", path)
+
+
+def load_finetuned(path: str | Path) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
+    """(head model in eval mode, its task setup, tokenizer); vocabularies must agree."""
+    directory = resolve_finetuned(path)
+    setup = load_task(directory)
+    config = bert_config(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocabulary(tokenizer, config, directory)
+    model = build_head(setup.spec, build_encoder(config), len(setup.labels), pooling=setup.pooling)
+    load_weights(model, directory)
+    return model.eval(), setup, tokenizer
