@@ -36,7 +36,7 @@ from muppets.data.instances import (
     pack_full_sentences,
 )
 from muppets.data.masking import MaskingConfig, mask_spans, mask_tokens, mask_whole_words
-from muppets.errors import ConfigError
+from muppets.errors import ConfigError, InputError
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences")
 MASKINGS = ("token", "whole_word", "span")
@@ -171,7 +171,18 @@ def part_instances(
                 for k in rng.permutation(len(chunk)):  # neighbours are not from one document
                     yield epoch, index, chunk[k]
                     index += 1
+        if index == 0:  # every pass is like this one: looping on would spin without an end
+            raise _no_instances(corpus, part, len(members), config)
         epoch += 1
+
+
+def _no_instances(corpus: Sequence, part: int, documents: int, config) -> InputError:
+    why = "documents without tokens" if config.kind != "sop" else "each one sentence of one token"
+    return InputError(
+        f"part {part} of {config.partitions}: a pass over its {documents} documents gave no "
+        f"{config.kind} instance ({why}?); check the corpus or use fewer partitions",
+        getattr(corpus, "directory", None),  # a ShardedCorpus names its directory
+    )
 
 
 def mask_instance(

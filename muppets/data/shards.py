@@ -147,14 +147,38 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> dict[str,
     return body
 
 
-class Shard:
-    """The four memory-mapped arrays of one shard (plain ndarray views of the maps)."""
+def _field_error(error: Exception) -> str:
+    return f"no {error.args[0]!r} field" if isinstance(error, KeyError) else f"bad field ({error})"
 
-    def __init__(self, directory: Path, index: int, info: dict[str, Any], dtype: np.dtype):
-        self.name = str(info["name"])
-        self.num_documents = int(info["documents"])
-        self.num_sentences = int(info["sentences"])
-        self.num_tokens = int(info["tokens"])
+
+class Shard:
+    """The four memory-mapped arrays of one shard (plain ndarray views of the maps).
+
+    With `vocab_size` and `num_sources` given, the contents are checked once (`check_shard`).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        index: int,
+        info: dict[str, Any],
+        dtype: np.dtype,
+        vocab_size: int | None = None,
+        num_sources: int | None = None,
+    ):
+        try:
+            self.name = str(info["name"])
+            self.num_documents = int(info["documents"])
+            self.num_sentences = int(info["sentences"])
+            self.num_tokens = int(info["tokens"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(
+                f"manifest entry of shard {index}: {_field_error(e)}", directory / MANIFEST
+            ) from None
+        if min(self.num_documents, self.num_sentences, self.num_tokens) < 0:
+            raise InputError(
+                f"manifest entry of shard {index} has a negative count", directory / MANIFEST
+            )
         shapes = {
             "tokens": (dtype, (self.num_tokens,)),
             "sentences": (OFFSET, (self.num_sentences + 1,)),
@@ -177,6 +201,8 @@ class Shard:
         self.sentence_offsets = arrays["sentences"]  # (S + 1,)
         self.document_offsets = arrays["documents"]  # (D + 1,)
         self.sources = arrays["sources"]  # (D, 2)
+        if vocab_size is not None and num_sources is not None:
+            check_shard(self, directory, index, vocab_size, num_sources)
 
     def document(self, index: int) -> list[np.ndarray]:
         """Document `index` of this shard: one id array (a view, no copy) per sentence."""
@@ -184,6 +210,68 @@ class Shard:
         ends = self.sentence_offsets[s0 : s1 + 1].tolist()
         tokens = self.tokens
         return [tokens[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+# ----------------------------------------------------------------------------- content checks
+# Sizes alone let a shard whose documents.bin was zeroed through: every document then has no
+# sentence and pretraining looked for instances forever. One vectorised pass per shard at open
+# (a max over the tokens, a diff over the offsets) turns any such file into one line naming it.
+_REDO = "the file is corrupt; run `muppets prepare` again"
+
+
+def check_offsets(offsets: np.ndarray, total: int, item: str, unit: str, path: Path) -> None:
+    """offsets (N + 1,) must run from 0 to `total`, strictly rising: every item has >= 1 unit
+    (prepare drops empty sentences and documents, so an empty one means a damaged file)."""
+    if offsets[0] != 0:
+        raise InputError(f"{item} offsets start at {offsets[0]}, not 0; {_REDO}", path)
+    bad = np.flatnonzero(np.diff(offsets) <= 0)  # (k,) items that are empty or run backwards
+    if len(bad):
+        k = int(bad[0])
+        found = f"{offsets[k]} -> {offsets[k + 1]}"
+        message = f"{item} {k} has no {unit}s (offsets {found}; {len(bad)} such {item}s)"
+        raise InputError(f"{message}; {_REDO}", path)
+    if offsets[-1] != total:
+        message = f"{item} offsets end at {offsets[-1]}, not at the shard's {total} {unit}s"
+        raise InputError(f"{message}; {_REDO}", path)
+
+
+def check_tokens(tokens: np.ndarray, vocab_size: int, path: Path) -> None:
+    """Every id below `vocab_size` (an id past it would fail later as an IndexError)."""
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        k = int(np.flatnonzero(tokens >= vocab_size)[0])
+        message = f"token {k} has id {tokens[k]}, not below the vocabulary size {vocab_size}"
+        raise InputError(f"{message}; {_REDO} (with this tokenizer)", path)
+
+
+def check_sources(sources: np.ndarray, num_sources: int, path: Path) -> None:
+    """(D, 2) rows of (source file index < num_sources, line >= 1)."""
+    bad = np.flatnonzero((sources[:, 0] < 0) | (sources[:, 0] >= num_sources) | (sources[:, 1] < 1))
+    if len(bad):
+        k = int(bad[0])
+        found = f"file {sources[k, 0]}, line {sources[k, 1]}"
+        message = (
+            f"document {k} comes from {found}: not a line of the manifest's {num_sources} files"
+        )
+        raise InputError(f"{message}; {_REDO}", path)
+
+
+def check_shard(shard: Shard, directory: Path, index: int, vocab_size: int, num_sources: int):
+    check_offsets(
+        shard.document_offsets,
+        shard.num_sentences,
+        "document",
+        "sentence",
+        shard_file(directory, index, "documents"),
+    )
+    check_offsets(
+        shard.sentence_offsets,
+        shard.num_tokens,
+        "sentence",
+        "token",
+        shard_file(directory, index, "sentences"),
+    )
+    check_tokens(shard.tokens, vocab_size, shard_file(directory, index, "tokens"))
+    check_sources(shard.sources, num_sources, shard_file(directory, index, "sources"))
 
 
 class ShardedCorpus(Sequence):
@@ -194,7 +282,7 @@ class ShardedCorpus(Sequence):
     maps instead of copying them.
     """
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, check: bool = True):
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not path.is_file():
@@ -207,13 +295,17 @@ class ShardedCorpus(Sequence):
         if found != (FORMAT_NAME, FORMAT_VERSION):
             want = f"{FORMAT_NAME} version {FORMAT_VERSION}"
             raise InputError(f"manifest is {found[0]} version {found[1]}, expected {want}", path)
-        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
-        self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
-        self.tokenizer_fingerprint = str(self.manifest["tokenizer"]["fingerprint"])
-        self.source_paths = [str(s["path"]) for s in self.manifest["sources"]]
+        try:  # a hand-edited manifest: one line naming it, not a KeyError
+            self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+            self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
+            self.tokenizer_fingerprint = str(self.manifest["tokenizer"]["fingerprint"])
+            self.source_paths = [str(s["path"]) for s in self.manifest["sources"]]
+            infos = list(self.manifest["shards"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"manifest: {_field_error(e)}", path) from None
+        checks = (self.vocab_size, len(self.source_paths)) if check else (None, None)
         self.shards = [
-            Shard(self.directory, i, info, self.dtype)
-            for i, info in enumerate(self.manifest["shards"])
+            Shard(self.directory, i, info, self.dtype, *checks) for i, info in enumerate(infos)
         ]
         # _starts[k] = global index of shard k's first document; _starts[-1] = len(self)
         self._starts = np.cumsum([0] + [s.num_documents for s in self.shards]).tolist()
@@ -267,7 +359,7 @@ class ShardedCorpus(Sequence):
         return {"directory": str(self.directory)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["directory"])
+        self.__init__(state["directory"], check=False)  # the pickling process checked them
 
 
 class RankSplit(Sequence):
