@@ -23,11 +23,14 @@ from muppets.cli.args import load_toml
 from muppets.models.layers import SelfAttention, pad
 from muppets.recipes.pretrain import PretrainConfig, held_out_batches
 from muppets.tasks.objectives import objective_for
+from muppets.training.options import from_options
 from muppets.training.pretrained import load_pretrained
 
 
 def held_out(run: Path, instances: int):
-    config = PretrainConfig(**{**load_toml(run / "pretrain.toml"), "eval_instances": instances})
+    config = from_options(
+        PretrainConfig, **{**load_toml(run / "pretrain.toml"), "eval_instances": instances}
+    )
     model, _, t = load_pretrained(run)
     return model, config.objective, held_out_batches(config, t), (t.cls_id, t.sep_id)
 

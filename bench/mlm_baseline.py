@@ -21,13 +21,14 @@ from muppets.cli.args import load_toml
 from muppets.data.shards import ShardedCorpus
 from muppets.recipes.pretrain import PretrainConfig, held_out_batches
 from muppets.tokenization.wordpiece import load_tokenizer
+from muppets.training.options import from_options
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)
     args = parser.parse_args()
-    config = PretrainConfig(**load_toml(args.run / "pretrain.toml"))
+    config = from_options(PretrainConfig, **load_toml(args.run / "pretrain.toml"))
     tokenizer = load_tokenizer(config.train_data)
 
     counts = np.ones(tokenizer.vocab_size, dtype=np.float64)  # add-one smoothing

@@ -13,6 +13,7 @@ from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
 from muppets.training.logging import read_metrics
+from muppets.training.options import from_options
 from muppets.training.pretrained import load_elmo
 
 SAMPLES = Path(__file__).resolve().parents[1] / "muppets" / "samples"
@@ -67,7 +68,7 @@ def run(tmp_path, name, **overrides) -> Path:
         threads=1,
     )
     values.update(overrides)
-    pretrain_elmo(ElmoPretrainConfig(**values))
+    pretrain_elmo(from_options(ElmoPretrainConfig, **values))
     return Path(values["out"])
 
 
@@ -124,5 +125,5 @@ def test_config_errors_name_the_field(capsys):
     with pytest.raises(ConfigError, match="unknown ELMo preset 'elmo-huge'.*elmo-tiny"):
         ElmoPretrainConfig(train_data=["x"], model="elmo-huge")
     with pytest.raises(ConfigError, match="batch_size must be a multiple of micro_batch_size"):
-        ElmoPretrainConfig(train_data=["x"], batch_size=48, micro_batch_size=32)
+        from_options(ElmoPretrainConfig, train_data=["x"], batch_size=48, micro_batch_size=32)
     assert main(["pretrain-elmo", "--train-data", "missing.txt", "--out", "/nonexistent/x"]) == 2

@@ -1,6 +1,9 @@
 """Typed config dataclasses <-> command-line flags and TOML files.
 
-A command's options are the fields of one flat dataclass. Values resolve in this order, later
+A command's options are the fields of one dataclass, and the fields of the option groups it holds
+(training/options.py: `optimization`, `logging`, ...), all by flat names: `--learning-rate`,
+`learning_rate = 1e-3` (a TOML `[optimization]` table is read too), `--set learning_rate=1e-3`.
+Values resolve in this order, later
 wins: dataclass defaults < `--config file.toml` < `--set key=value` < explicit flags. Unknown keys
 are an error that names the key and the file. The resolved config, defaults included, is written
 beside the command's outputs so that every run can be reproduced.
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from muppets.errors import ConfigError, InputError
+from muppets.training.options import flat_fields, flat_options, from_options, group_fields
 
 _SCALARS = (bool, int, float, str)
 
@@ -82,10 +86,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default=[],
         help="override one option (repeatable)",
     )
-    for field in dataclasses.fields(cls):
-        kind, _, is_list = _field_type(cls, field)
+    for _, owner, field, default in flat_fields(cls).values():
+        kind, _, is_list = _field_type(owner, field)
         flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         if field.metadata.get("positional"):  # e.g. the text of `predict fill-mask "..."`
@@ -130,22 +133,23 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 def build_config(cls: type, namespace: argparse.Namespace) -> Any:
     """Resolve defaults < --config < --set < flags into an instance of `cls`."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = flat_fields(cls)
+    valid = ", ".join(sorted(fields))
     values: dict[str, Any] = {}
     if getattr(namespace, "config", None):
         where = str(namespace.config)
-        for key, value in load_toml(namespace.config).items():
+        for key, value in _flat_items(load_toml(namespace.config), group_fields(cls), where):
             if key not in fields:
-                valid = ", ".join(sorted(fields))
                 raise ConfigError(f"unknown config key '{key}' (valid keys: {valid})", path=where)
-            kind, optional, is_list = _field_type(cls, fields[key])
+            _, owner, field, _ = fields[key]
+            kind, _, is_list = _field_type(owner, field)
             values[key] = _coerce(value, kind, is_list, key, where)
     for item in getattr(namespace, "set", None) or []:
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
-            valid = ", ".join(sorted(fields))
             raise ConfigError(f"--set {item}: unknown key '{key}' (valid keys: {valid})")
-        kind, _, is_list = _field_type(cls, fields[key])
+        _, owner, field, _ = fields[key]
+        kind, _, is_list = _field_type(owner, field)
         values[key] = (
             [_parse_text(t, kind, key) for t in text.split(",") if t]
             if is_list
@@ -155,15 +159,32 @@ def build_config(cls: type, namespace: argparse.Namespace) -> Any:
         if name in namespace:
             values[name] = getattr(namespace, name)
     try:
-        return cls(**values)
+        return from_options(cls, **values)
     except TypeError as e:  # a required field was not given
         raise ConfigError(str(e)) from None
 
 
+def _flat_items(table: dict[str, Any], groups: dict[str, type], where: str):
+    """A TOML table's (key, value) pairs; a `[group]` table gives its own keys, which must be
+    that group's."""
+    for key, value in table.items():
+        if key in groups and isinstance(value, dict):
+            own = {f.name for f in dataclasses.fields(groups[key])}
+            for name, inner in value.items():
+                if name not in own:
+                    valid = ", ".join(sorted(own))
+                    raise ConfigError(
+                        f"unknown config key '{key}.{name}' (valid keys: {valid})", path=where
+                    )
+                yield name, inner
+        else:
+            yield key, value
+
+
 def config_to_toml(config: Any) -> str:
-    """A flat dataclass as TOML text; None values are left out (TOML has no null)."""
+    """A config's options, flat, as TOML text; None values are left out (TOML has no null)."""
     lines = []
-    for key, value in dataclasses.asdict(config).items():
+    for key, value in flat_options(config).items():
         if value is None:
             continue
         lines.append(f"{key} = {_toml_value(value)}")

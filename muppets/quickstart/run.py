@@ -43,6 +43,7 @@ from muppets.recipes.pretrain import PretrainConfig, pretrain
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
 from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import checkpoints
+from muppets.training.options import from_options
 from muppets.training.pretrained import load_pretrained
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -219,7 +220,7 @@ def _fresh_or_resumed(directory: Path) -> bool:
 def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
     shards = ctx.out / "shards"
     resume = _fresh_or_resumed(ctx.directory)
-    result = pretrain(PretrainConfig(
+    result = pretrain(from_options(PretrainConfig,
         train_data=str(shards / "train"), valid_data=str(shards / "valid"),
         out=str(ctx.directory), model=config.bert_model, objective="mlm+nsp", max_seq_length=128,
         batch_size=32, micro_batch_size=32, eval_instances=512, max_steps=config.max_pretrain_steps,
@@ -245,7 +246,7 @@ def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -
     # elmo-small step (0.32 s -> 0.22 s per 32 x 20 tokens on one core).
     vocab = ELMO_PRESETS[config.elmo_model]["vocab_size"]
     cutoffs = [2000] if vocab > 4000 else None
-    result = pretrain_elmo(ElmoPretrainConfig(
+    result = pretrain_elmo(from_options(ElmoPretrainConfig,
         train_data=inputs.train_text, valid_data=inputs.valid_text, out=str(ctx.directory),
         model=config.elmo_model, adaptive_softmax_cutoffs=cutoffs, window=20, batch_size=32,
         micro_batch_size=32, eval_windows=512, max_steps=config.max_pretrain_steps,

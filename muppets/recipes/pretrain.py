@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,61 +28,54 @@ from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
-from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import check_config, load_weights
 from muppets.training.loop import TrainConfig, train
-from muppets.training.options import recipe_train_config
+from muppets.training.options import (
+    Batches,
+    Logging,
+    Optimization,
+    Steps,
+    device_option,
+    flat_options,
+    group,
+    option,
+)
 from muppets.training.pretrained import TOKENIZER_FILES, resolve_checkpoint
 
 INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
 
 
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class PretrainConfig:
-    train_data: str = _help("shards directory from `muppets prepare`", "")
-    valid_data: str | None = _help("held-out shards directory for evaluation", None)
-    out: str = _help("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain")
-    model: str = _help("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
-    objective: str = _help("mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa)", "mlm+nsp")
-    pre_layer_norm: bool = _help("pre-LN Transformer layers instead of the paper's post-LN", False)
-    dropout: float | None = _help("hidden and attention dropout (default: the preset's)", None)
+    train_data: str = option("shards directory from `muppets prepare`", "")
+    valid_data: str | None = option("held-out shards directory for evaluation", None)
+    out: str = option("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain")
+    model: str = option("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
+    objective: str = option("mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa)", "mlm+nsp")
+    pre_layer_norm: bool = option("pre-LN Transformer layers instead of the paper's post-LN", False)
+    dropout: float | None = option("hidden and attention dropout (default: the preset's)", None)
     # data
-    max_seq_length: int = _help("tokens per instance, [CLS]/[SEP] included", 128)
-    short_seq_prob: float = _help("share of shorter pairs (BERT)", 0.1)
-    masked_lm_prob: float = _help("share of tokens predicted", 0.15)
-    max_predictions_per_seq: int = _help("cap on predicted tokens per instance", 20)
-    eval_masked_lm_prob: float | None = _help(
+    max_seq_length: int = option("tokens per instance, [CLS]/[SEP] included", 128)
+    short_seq_prob: float = option("share of shorter pairs (BERT)", 0.1)
+    masked_lm_prob: float = option("share of tokens predicted", 0.15)
+    max_predictions_per_seq: int = option("cap on predicted tokens per instance", 20)
+    eval_masked_lm_prob: float | None = option(
         "share of held-out tokens predicted (default: masked_lm_prob)", None
     )
-    masking: str = _help("token, whole_word or span (SpanBERT)", "token")
-    dynamic_masking: bool | None = _help("new masks every epoch (default: only for mlm)", None)
-    dupe_factor: int = _help("static masking: epochs before masks repeat", 10)
-    batch_size: int = _help("instances per optimizer step, over all processes", 128)
-    micro_batch_size: int = _help("instances per forward pass (gradient accumulation)", 32)
-    partitions: int = _help("data partitions; the number of processes must divide it", 8)
-    eval_instances: int = _help("held-out instances per evaluation", 1024)
-    # optimisation
-    max_steps: int = _help("optimizer steps (an upper bound with --time-budget)", 10_000)
-    time_budget: str | None = _help("wall-clock budget (30m, 1h): sets the schedule length", None)
-    learning_rate: float = _help("peak learning rate", 1e-4)
-    schedule: str = _help("linear, cosine or constant after warmup", "linear")
-    warmup_steps: int = _help("warmup steps", 10_000)
-    warmup_ratio: float | None = _help("warmup as a share of all steps (overrides steps)", None)
-    weight_decay: float = _help("AdamW weight decay (not on biases and norms)", 0.01)
-    max_grad_norm: float = _help("gradient clipping norm", 1.0)
-    log_every: int = _help("steps between log records", 50)
-    eval_every: int = _help("steps between evaluations (0: at the end)", 500)
-    save_every: int = _help("steps between checkpoints (0: at the end)", 500)
-    seed: int = _help("seed of weights, data order and masks", 0)
-    resume: bool = _help("continue the run in --out from its last checkpoint", False)
-    init_from: str | None = _help(
+    masking: str = option("token, whole_word or span (SpanBERT)", "token")
+    dynamic_masking: bool | None = option("new masks every epoch (default: only for mlm)", None)
+    dupe_factor: int = option("static masking: epochs before masks repeat", 10)
+    partitions: int = option("data partitions; the number of processes must divide it", 8)
+    eval_instances: int = option("held-out instances per evaluation", 1024)
+    batches: Batches = group(Batches, batch_size=128, micro_batch_size=32)
+    # optimisation, the run, logging
+    optimization: Optimization = group(Optimization, learning_rate=1e-4, warmup_steps=10_000)
+    run: Steps = group(Steps, max_steps=10_000)
+    logging: Logging = group(Logging)
+    init_from: str | None = option(
         "start from these weights with a fresh optimizer and schedule (BERT's second phase)", None
     )
-    device: str = _help("cpu, cuda or auto", "auto")
+    device: str = device_option()
 
     def __post_init__(self):
         if not self.train_data:
@@ -90,8 +83,6 @@ class PretrainConfig:
         if self.objective not in INSTANCES_FOR:
             valid = ", ".join(INSTANCES_FOR)
             raise ConfigError(f"objective must be one of {valid}, got {self.objective!r}")
-        if self.time_budget is not None:
-            parse_duration(self.time_budget)
 
     def data_config(self) -> PretrainingDataConfig:
         dynamic = self.dynamic_masking
@@ -104,10 +95,10 @@ class PretrainConfig:
             masked_lm_prob=self.masked_lm_prob,
             max_predictions_per_seq=self.max_predictions_per_seq,
             dupe_factor=self.dupe_factor,
-            batch_size=self.batch_size,
-            micro_batch_size=self.micro_batch_size,
+            batch_size=self.batches.batch_size,
+            micro_batch_size=self.batches.micro_batch_size,
             partitions=self.partitions,
-            seed=self.seed,
+            seed=self.run.seed,
         )
 
     def eval_data_config(self) -> PretrainingDataConfig:
@@ -125,7 +116,12 @@ class PretrainConfig:
         )
 
     def train_config(self, accumulation: int) -> TrainConfig:
-        return recipe_train_config(self, accumulation)
+        return TrainConfig(
+            **self.optimization.loop_options(),
+            **self.run.loop_options(),
+            **self.logging.loop_options(),
+            gradient_accumulation_steps=accumulation,
+        )
 
 
 def held_out_batches(config: PretrainConfig, tokenizer, rank: int = 0, world_size: int = 1):
@@ -181,9 +177,9 @@ def pretrain(config: PretrainConfig) -> dict:
             f"max_seq_length {config.max_seq_length} is longer than model {config.model!r} "
             f"takes ({model_config.max_sequence_length} positions)"
         )
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    torch.manual_seed(config.run.seed)  # the same initial weights on every rank
     model = build_pretraining_model(model_config, with_pair_head=config.objective != "mlm")
-    if config.init_from and not config.resume:
+    if config.init_from and not config.run.resume:
         _load_initial_weights(model, model_config, tokenizer, config.init_from)
     model.to(info.device)
     extra = [Path(config.train_data) / name for name in TOKENIZER_FILES]
@@ -195,11 +191,11 @@ def pretrain(config: PretrainConfig) -> dict:
         config.out,
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,
-        resume=config.resume,
+        resume=config.run.resume,
         extra_files=[p for p in extra if p.exists()],
     )
     if rank == 0:
-        summary = {"config": dataclasses.asdict(config), **result}
+        summary = {"config": flat_options(config), **result}
         (Path(config.out) / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(_summary_line(result))
     dist.cleanup()

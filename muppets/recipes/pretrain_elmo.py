@@ -14,10 +14,9 @@ Works unchanged under `torchrun --nproc_per_node N` (every rank builds the same 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,52 +33,48 @@ from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
 from muppets.tasks.objectives import BiLMLoss, BiLMObjective, count_bilm_targets
 from muppets.tokenization.words import WordVocabulary, build_word_vocabulary
 from muppets.training import distributed as dist
-from muppets.training.budget import parse_duration
 from muppets.training.loop import TrainConfig, train
-from muppets.training.options import recipe_train_config
+from muppets.training.options import (
+    Batches,
+    Logging,
+    Optimization,
+    Steps,
+    check,
+    device_option,
+    flat_options,
+    group,
+    option,
+)
 from muppets.training.pretrained import WORD_VOCABULARY_FILE
-
-
-def _help(text: str, default, **more):
-    return field(default=default, metadata={"help": text}, **more)
 
 
 @dataclass
 class ElmoPretrainConfig:
-    train_data: list[str] = _help("text files or globs (plain, WikiExtractor or jsonl)", None)
-    valid_data: list[str] | None = _help("held-out text for perplexity", None)
-    out: str = _help("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain-elmo")
-    model: str = _help("preset: " + ", ".join(PRESETS), "elmo-small")
-    format: str = _help("auto, text, wiki or jsonl", "auto")
+    train_data: list[str] = option("text files or globs (plain, WikiExtractor or jsonl)", None)
+    valid_data: list[str] | None = option("held-out text for perplexity", None)
+    out: str = option("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain-elmo")
+    model: str = option("preset: " + ", ".join(PRESETS), "elmo-small")
+    format: str = option("auto, text, wiki or jsonl", "auto")
     # vocabulary and windows
-    vocab_size: int | None = _help(
+    vocab_size: int | None = option(
         "most words kept, specials included (default: the preset's)", None
     )
-    min_count: int = _help("words seen fewer times become <UNK>", 1)
-    window: int = _help("tokens per window (bilm-tf unroll_steps)", 20)
-    shuffle_windows: int = _help("windows shuffled together (0: corpus order)", 4096)
-    batch_size: int = _help("windows per optimizer step, over all processes", 32)
-    micro_batch_size: int = _help("windows per forward pass (gradient accumulation)", 32)
-    eval_windows: int = _help("held-out windows per evaluation (0: all)", 2048)
+    min_count: int = option("words seen fewer times become <UNK>", 1)
+    window: int = option("tokens per window (bilm-tf unroll_steps)", 20)
+    shuffle_windows: int = option("windows shuffled together (0: corpus order)", 4096)
+    eval_windows: int = option("held-out windows per evaluation (0: all)", 2048)
+    batches: Batches = group(Batches, batch_size=32, micro_batch_size=32)
     # model overrides
-    dropout: float | None = _help("dropout (default: the preset's)", None)
-    adaptive_softmax_cutoffs: list[int] | None = _help("adaptive softmax cutoffs", None)
-    # optimisation
-    max_steps: int = _help("optimizer steps (an upper bound with --time-budget)", 5_000)
-    time_budget: str | None = _help("wall-clock budget (30m, 1h): sets the schedule length", None)
-    learning_rate: float = _help("peak AdamW learning rate", 1e-3)
-    schedule: str = _help("linear, cosine or constant after warmup", "linear")
-    warmup_steps: int = _help("warmup steps", 200)
-    warmup_ratio: float | None = _help("warmup as a share of all steps (overrides steps)", None)
-    weight_decay: float = _help("AdamW weight decay (bilm-tf: none)", 0.0)
-    max_grad_norm: float = _help("gradient clipping norm (bilm-tf: 10)", 10.0)
-    log_every: int = _help("steps between log records", 50)
-    eval_every: int = _help("steps between evaluations (0: at the end)", 500)
-    save_every: int = _help("steps between checkpoints (0: at the end)", 500)
-    seed: int = _help("seed of weights, window order and dropout", 0)
-    resume: bool = _help("continue the run in --out from its last checkpoint", False)
-    device: str = _help("cpu, cuda or auto", "auto")
-    threads: int = _help("torch CPU threads per process (0: torch's default)", 0)
+    dropout: float | None = option("dropout (default: the preset's)", None)
+    adaptive_softmax_cutoffs: list[int] | None = option("adaptive softmax cutoffs", None)
+    # optimisation (bilm-tf: no weight decay, clipping at 10), the run, logging
+    optimization: Optimization = group(
+        Optimization, learning_rate=1e-3, warmup_steps=200, weight_decay=0.0, max_grad_norm=10.0
+    )
+    run: Steps = group(Steps, max_steps=5_000)
+    logging: Logging = group(Logging)
+    device: str = device_option()
+    threads: int = option("torch CPU threads per process (0: torch's default)", 0)
 
     def __post_init__(self):
         if not self.train_data:
@@ -91,33 +86,19 @@ class ElmoPretrainConfig:
             ("min_count", self.min_count >= 1, ">= 1"),
             ("window", self.window >= 1, ">= 1"),
             ("shuffle_windows", self.shuffle_windows >= 0, ">= 0"),
-            ("micro_batch_size", self.micro_batch_size >= 1, ">= 1"),
-            (
-                "batch_size",
-                self.batch_size % max(self.micro_batch_size, 1) == 0,
-                "a multiple of micro_batch_size",
-            ),
             ("eval_windows", self.eval_windows >= 0, ">= 0"),
             ("threads", self.threads >= 0, ">= 0"),
         ]
-        for name, ok, rule in rules:
-            if not ok:
-                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-        if self.time_budget is not None:
-            parse_duration(self.time_budget)
+        check(self, rules)
         self.train_config(1)  # TrainConfig's own checks, now rather than after the word count
 
-    def accumulation(self, world_size: int) -> int:
-        per_step = self.micro_batch_size * world_size
-        if self.batch_size % per_step:
-            raise ConfigError(
-                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                f"{self.micro_batch_size} x {world_size} processes"
-            )
-        return self.batch_size // per_step
-
     def train_config(self, accumulation: int) -> TrainConfig:
-        return recipe_train_config(self, accumulation)
+        return TrainConfig(
+            **self.optimization.loop_options(),
+            **self.run.loop_options(),
+            **self.logging.loop_options(),
+            gradient_accumulation_steps=accumulation,
+        )
 
     def model_config(self, vocab_size: int) -> ElmoConfig:
         values = {**PRESETS[self.model], "vocab_size": vocab_size}
@@ -156,7 +137,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
     stats = StreamStats()
     vocabulary, unknown_words = build_vocabulary(config, stats)
     saved_vocabulary = out / WORD_VOCABULARY_FILE
-    if config.resume and saved_vocabulary.is_file():
+    if config.run.resume and saved_vocabulary.is_file():
         if WordVocabulary.load(saved_vocabulary).tokens != vocabulary.tokens:
             raise InputError(
                 "the vocabulary of train_data differs from the run's: the text changed",
@@ -165,14 +146,14 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         vocabulary.save(saved_vocabulary)
-    accumulation = config.accumulation(world)
+    accumulation = config.batches.accumulation(world)
     batches = WindowBatches(
         config.train_data,
         vocabulary,
         window=config.window,
-        batch_size=config.micro_batch_size,
+        batch_size=config.batches.micro_batch_size,
         shuffle_windows=config.shuffle_windows,
-        seed=config.seed,
+        seed=config.run.seed,
         format=config.format,
         rank=rank,
         world_size=world,
@@ -183,7 +164,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
             config.valid_data,
             vocabulary,
             window=config.window,
-            batch_size=config.micro_batch_size,
+            batch_size=config.batches.micro_batch_size,
             max_windows=config.eval_windows or None,
             format=config.format,
             rank=rank,
@@ -194,7 +175,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
             return held_out
 
     model_config = config.model_config(len(vocabulary))
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    torch.manual_seed(config.run.seed)  # the same initial weights on every rank
     model = BiLMLoss(ElmoBiLM(model_config)).to(info.device)
     result = train(
         model,
@@ -204,7 +185,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         out,
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,
-        resume=config.resume,
+        resume=config.run.resume,
         extra_files=[saved_vocabulary],
     )
     lm_loss = (result.get("eval") or {}).get("lm_loss")
@@ -219,7 +200,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         "unknown_words": unknown_words,
     }
     if rank == 0:
-        summary = {"config": dataclasses.asdict(config), **result}
+        summary = {"config": flat_options(config), **result}
         (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(_summary_line(result))
     dist.cleanup()

@@ -1,26 +1,241 @@
-"""Options every recipe shares, declared once; they become the loop's TrainConfig here."""
+"""The options recipes share, declared once: composed config groups, and the helpers that declare
+and check an option.
+
+A recipe config is a dataclass that holds groups as fields (`optimization: Optimization`, ...),
+each with the recipe's own defaults (`group(Optimization, learning_rate=1e-3)`), and adds only
+its own fields. On the command line and in TOML files the options stay flat (`--learning-rate`,
+`learning_rate = 1e-3`): `flat_fields` names every option with the group that holds it, and
+`from_options` builds a config from flat names, as the CLI does. A group turns into the loop's
+TrainConfig fields through its `loop_options()`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from muppets.errors import ConfigError
 from muppets.training.budget import parse_duration
-from muppets.training.loop import TrainConfig
+from muppets.training.optim import SCHEDULES
 
 
-def recipe_train_config(recipe, accumulation: int) -> TrainConfig:
-    """The loop's TrainConfig from a recipe config's optimisation fields (BERT and ELMo alike)."""
-    budget = None if recipe.time_budget is None else parse_duration(recipe.time_budget)
-    return TrainConfig(
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        schedule=recipe.schedule,
-        warmup_steps=recipe.warmup_steps,
-        warmup_ratio=recipe.warmup_ratio,
-        weight_decay=recipe.weight_decay,
-        max_grad_norm=recipe.max_grad_norm,
-        gradient_accumulation_steps=accumulation,
-        log_every=recipe.log_every,
-        eval_every=recipe.eval_every,
-        save_every=recipe.save_every,
-        time_budget_seconds=budget,
-        seed=recipe.seed,
-    )
+def option(help: str, default: Any = None, **metadata) -> Any:
+    """A config field with its help text (and, e.g., positional=True for a positional flag)."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+def group(cls: type, **defaults) -> Any:
+    """A group field of a recipe config, with the recipe's own defaults for some of its options."""
+    return field(default_factory=lambda: cls(**defaults))
+
+
+def device_option() -> Any:
+    return option("cpu, cuda or auto", "auto")
+
+
+def check(config: Any, rules: list[tuple[str, bool, str]]) -> None:
+    """Raise a ConfigError naming the first field whose rule fails: (field, ok, rule)."""
+    for name, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"{name} must be {rule}, got {getattr(config, name)!r}")
+
+
+@dataclass
+class Optimization:
+    """AdamW (no decay on biases and norms) and the learning-rate schedule (training/optim.py)."""
+
+    learning_rate: float = option("peak learning rate", 1e-4)
+    schedule: str = option("linear, cosine or constant after warmup", "linear")
+    warmup_steps: int = option("warmup steps", 10_000)
+    warmup_ratio: float | None = option("warmup as a share of all steps (overrides steps)", None)
+    weight_decay: float = option("AdamW weight decay (not on biases and norms)", 0.01)
+    adam_epsilon: float = option("AdamW epsilon (BERT's 1e-6)", 1e-6)
+    max_grad_norm: float = option("gradient clipping norm", 1.0)
+
+    def __post_init__(self):
+        ratio = self.warmup_ratio
+        rules = [
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("schedule", self.schedule in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("warmup_ratio", ratio is None or 0 <= ratio < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("adam_epsilon", self.adam_epsilon > 0, "> 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+        ]
+        check(self, rules)
+
+    def loop_options(self) -> dict:
+        return dataclasses.asdict(self)  # TrainConfig's names
+
+
+@dataclass
+class Logging:
+    """How often the loop writes a train record (metrics.jsonl, the progress line)."""
+
+    log_every: int = option("steps between log records", 50)
+
+    def __post_init__(self):
+        check(self, [("log_every", self.log_every >= 1, ">= 1")])
+
+    def loop_options(self) -> dict:
+        return {"log_every": self.log_every}
+
+
+@dataclass
+class Steps:
+    """A run counted in optimizer steps (pretraining): its length, how often it evaluates and
+    saves, its seed, and whether it continues from its last checkpoint."""
+
+    max_steps: int = option("optimizer steps (an upper bound with --time-budget)", 10_000)
+    time_budget: str | None = option("wall-clock budget (30m, 1h): sets the schedule length", None)
+    eval_every: int = option("steps between evaluations (0: at the end)", 500)
+    save_every: int = option("steps between checkpoints (0: at the end)", 500)
+    seed: int = option("seed of the weights, the data order, masking and dropout", 0)
+    resume: bool = option("continue the run in --out from its last checkpoint", False)
+
+    def __post_init__(self):
+        rules = [
+            ("max_steps", self.max_steps >= 1, ">= 1"),
+            ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("save_every", self.save_every >= 0, ">= 0"),
+        ]
+        check(self, rules)
+        self.time_budget_seconds()  # a bad duration names itself now
+
+    def time_budget_seconds(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    def loop_options(self) -> dict:
+        return {
+            "max_steps": self.max_steps,
+            "time_budget_seconds": self.time_budget_seconds(),
+            "eval_every": self.eval_every,
+            "save_every": self.save_every,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class Batches:
+    """Examples per optimizer step, over all processes, reached by gradient accumulation."""
+
+    batch_size: int = option("examples per optimizer step, over all processes", 128)
+    micro_batch_size: int = option("examples per forward pass (gradient accumulation)", 32)
+
+    def __post_init__(self):
+        multiple = self.batch_size % max(self.micro_batch_size, 1) == 0
+        rules = [
+            ("micro_batch_size", self.micro_batch_size >= 1, ">= 1"),
+            ("batch_size", multiple, "a multiple of micro_batch_size"),
+        ]
+        check(self, rules)
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each of `world_size` processes."""
+        per_step = self.micro_batch_size * world_size
+        if self.batch_size % per_step:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} x {world_size} processes"
+            )
+        return self.batch_size // per_step
+
+
+@dataclass
+class Epochs:
+    """A run counted in passes over a task's training set (fine-tuning), evaluated on dev a few
+    times per epoch, and stopped early when dev stops improving."""
+
+    epochs: int = option("passes over the training data", 3)
+    evals_per_epoch: int = option("dev evaluations per epoch", 1)
+    early_stopping_patience: int = option("stop after N evaluations without a better dev score", 2)
+
+    def __post_init__(self):
+        rules = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("evals_per_epoch", self.evals_per_epoch >= 1, ">= 1"),
+            ("early_stopping_patience", self.early_stopping_patience >= 0, ">= 0"),
+        ]
+        check(self, rules)
+
+    def loop_options(self, steps_per_epoch: int) -> dict:
+        return {
+            "max_steps": self.epochs * steps_per_epoch,
+            "eval_every": max(1, steps_per_epoch // self.evals_per_epoch),
+            "early_stopping_patience": self.early_stopping_patience,
+        }
+
+
+# ---------------------------------------------------------------- flat names
+
+
+def group_fields(cls: type) -> dict[str, type]:
+    """{field name: group class} of a recipe config's fields that are groups."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def flat_fields(cls: type) -> dict[str, tuple[str | None, type, dataclasses.Field, Any]]:
+    """Every option of a recipe config by its flat name: (group field or None, the class that
+    declares it, its Field, the recipe's default). A name declared twice is a TypeError."""
+    groups = group_fields(cls)
+    found: dict[str, tuple[str | None, type, dataclasses.Field, Any]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in groups:
+            defaults: Any = f.default_factory()  # type: ignore[misc]
+            entries = [
+                (f.name, groups[f.name], g, getattr(defaults, g.name))
+                for g in dataclasses.fields(groups[f.name])
+            ]
+        else:
+            default = None if f.default is dataclasses.MISSING else f.default
+            entries = [(None, cls, f, default)]
+        for entry in entries:
+            if entry[2].name in found:
+                raise TypeError(f"{cls.__name__}: option {entry[2].name!r} is declared twice")
+            found[entry[2].name] = entry
+    return found
+
+
+def from_options(cls: type, **values) -> Any:
+    """A recipe config from flat option names (`learning_rate=...`), as the CLI and TOML files
+    spell them; a group's options not given keep the recipe's defaults."""
+    options = flat_fields(cls)
+    top: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if name not in options:
+            valid = ", ".join(sorted(options))
+            raise ConfigError(f"unknown option '{name}' (valid: {valid})")
+        owner = options[name][0]
+        if owner is None:
+            top[name] = value
+        else:
+            grouped.setdefault(owner, {})[name] = value
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for owner, given in grouped.items():
+        top[owner] = dataclasses.replace(fields[owner].default_factory(), **given)  # type: ignore[misc]
+    return cls(**top)
+
+
+def flat_options(config: Any) -> dict[str, Any]:
+    """A recipe config as {flat option name: value}, every default included."""
+    values: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(config).items():
+        if name in group_fields(type(config)):
+            values.update(value)
+        else:
+            values[name] = value
+    return values
+
+
+def default_option(cls: type, name: str) -> Any:
+    """The recipe's default of one (flat) option."""
+    return flat_fields(cls)[name][3]
