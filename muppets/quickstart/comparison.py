@@ -19,19 +19,32 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from muppets.quickstart.config import QuickstartConfig
+from muppets.quickstart.stages import StageContext
 from muppets.recipes.finetune.run import FinetuneConfig, finetune
 from muppets.training.pretrained import resolve_checkpoint
 
 # Row -> the quickstart stages it reads (stages.py redoes it when one of them is redone).
-NEEDS = {"bert-finetuned": ("bert",), "bert-frozen": ("bert",), "bert-scratch": ("tokenizer",),
-         "elmo-bilstm": ("elmo",), "random-bilstm": (), "bag-of-embeddings": ()}  # fmt: skip
+NEEDS = {
+    "bert-finetuned": ("bert",),
+    "bert-frozen": ("bert",),
+    "bert-scratch": ("tokenizer",),
+    "elmo-bilstm": ("elmo",),
+    "random-bilstm": (),
+    "bag-of-embeddings": (),
+}
 WORDPIECES_PER_WORD = 1.25  # SST-2 words -> WordPiece tokens (about, for the estimate)
 # Seconds per token of a run, as multiples of 1 / (BERT pretraining tokens per second): a
 # training token, a dev token (one evaluation per epoch), and a token featurized once per run
 # (the frozen ELMo's layers, cached). Measured on the bundled sample, 2 shared cores, 1 thread.
-COST = {"bert-finetuned": (1.2, 0.5, 0.0), "bert-frozen": (0.3, 0.5, 0.0),
-        "bert-scratch": (1.2, 0.5, 0.0), "elmo-bilstm": (1.0, 1.0, 2.0),
-        "random-bilstm": (1.4, 1.0, 0.0), "bag-of-embeddings": (0.1, 0.2, 0.0)}  # fmt: skip
+COST = {
+    "bert-finetuned": (1.2, 0.5, 0.0),
+    "bert-frozen": (0.3, 0.5, 0.0),
+    "bert-scratch": (1.2, 0.5, 0.0),
+    "elmo-bilstm": (1.0, 1.0, 2.0),
+    "random-bilstm": (1.4, 1.0, 0.0),
+    "bag-of-embeddings": (0.1, 0.2, 0.0),
+}
 MIN_EXAMPLES = 256
 
 
@@ -43,9 +56,16 @@ class Plan:
     estimated_seconds: float
 
 
-def plan_finetune(seconds: float, examples: int, tokens_per_example: float, dev_tokens: float,
-                  tokens_per_second: float, cost: tuple[float, float, float], max_epochs: int,
-                  max_examples: int = 0) -> Plan:  # fmt: skip
+def plan_finetune(
+    seconds: float,
+    examples: int,
+    tokens_per_example: float,
+    dev_tokens: float,
+    tokens_per_second: float,
+    cost: tuple[float, float, float],
+    max_epochs: int,
+    max_examples: int = 0,
+) -> Plan:
     """As many epochs (up to max_epochs) as fit in `seconds`; if not even one does, a subset of
     the training examples that fits (at least MIN_EXAMPLES). `cost`: seconds per train / dev /
     featurized token, in units of 1 / tokens_per_second."""
@@ -54,8 +74,8 @@ def plan_finetune(seconds: float, examples: int, tokens_per_example: float, dev_
 
     def estimate(n: int, epochs: int) -> float:
         train = n * tokens_per_example
-        return (train + dev_tokens) * once_cost + epochs * (train * train_cost
-                                                            + dev_tokens * dev_cost)  # fmt: skip
+        featurized = (train + dev_tokens) * once_cost
+        return featurized + epochs * (train * train_cost + dev_tokens * dev_cost)
 
     epochs = max_epochs
     while epochs > 1 and estimate(n, epochs) > seconds:
@@ -84,35 +104,69 @@ def _tokens(lines: list[str]) -> float:
     return sum(WORDPIECES_PER_WORD * len(line.split("\t")[0].split()) + 2 for line in lines)
 
 
-def run_row(row: str, directory: Path, out: Path, sst2: Path, seconds: float,
-            tokens_per_second: float, *, bert_model: str, seed: int, max_epochs: int,
-            max_examples: int = 0, device: str = "auto") -> dict:  # fmt: skip
-    """Plan, fine-tune one seed into `directory`/run, and summarise it for the report."""
+def run_row(row: str, config: QuickstartConfig, sst2: Path, ctx: StageContext) -> dict:
+    """Plan the row within the stage's seconds, fine-tune one seed into `<row>/run`, and summarise
+    it for the report. The plan is sized by the BERT stage's throughput (it ran, or was skipped,
+    before every row)."""
+    directory, out, seed = ctx.directory, ctx.out, config.seed
+    bert_model, device = config.bert_model, config.device
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     header, rows = read_sst2(sst2 / "train.tsv")
     dev_rows = read_sst2(sst2 / "dev.tsv")[1]
-    plan = plan_finetune(seconds, len(rows), _tokens(rows) / max(len(rows), 1), _tokens(dev_rows),
-                         tokens_per_second, COST[row], max_epochs, max_examples)  # fmt: skip
+    tokens_per_example = _tokens(rows) / max(len(rows), 1)
+    throughput = ctx.done["bert"]["tokens_per_second"]
+    plan = plan_finetune(
+        ctx.seconds,
+        len(rows),
+        tokens_per_example,
+        _tokens(dev_rows),
+        throughput,
+        COST[row],
+        config.max_epochs,
+        config.max_train_examples,
+    )
     train_file = sst2 / "train.tsv"
     if plan.train_examples < len(rows):  # a random subset, the same for every row
         subset = random.Random(seed).sample(rows, plan.train_examples)
         train_file = directory / "train.tsv"
         train_file.write_text("\n".join([header, *subset]) + "\n", encoding="utf-8")
-    print(f"  {plan.train_examples:,} of {len(rows):,} training sentences, {plan.epochs} "
-          f"epoch(s), about {plan.estimated_seconds:.0f}s")  # fmt: skip
-    finetune(FinetuneConfig(task="sst2", train_file=str(train_file), dev_file=str(sst2 / "dev.tsv"),
-                            out=str(directory / "run"), seeds=str(seed), epochs=plan.epochs,
-                            device=device, **row_options(row, out, bert_model)))  # fmt: skip
+    print(
+        f"  {plan.train_examples:,} of {len(rows):,} training sentences, {plan.epochs} epoch(s), "
+        f"about {plan.estimated_seconds:.0f}s"
+    )
+    results = finetune(
+        FinetuneConfig(
+            task="sst2",
+            train_file=str(train_file),
+            dev_file=str(sst2 / "dev.tsv"),
+            out=str(directory / "run"),
+            seeds=str(seed),
+            epochs=plan.epochs,
+            device=device,
+            **row_options(row, out, bert_model),
+        )
+    )
+    run = results["sst2"]["runs"][seed]  # score, best_epoch, stopped
     seed_dir = directory / "run" / f"seed-{seed}"
+    # finetune() returns no step count or loop time: those two come from the seed's metrics.json.
     metrics = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
     trained, total = count_parameters(row, seed_dir, out)
-    return {"accuracy": metrics["score"], "train_seconds": metrics["elapsed_seconds"],
-            "epochs": plan.epochs, "best_epoch": metrics["best_epoch"], "steps": metrics["steps"],
-            "stopped": metrics["stopped"], "train_examples": plan.train_examples,
-            "available_examples": len(rows), "dev_examples": len(dev_rows),
-            "estimated_seconds": plan.estimated_seconds, "trained_parameters": trained,
-            "total_parameters": total, "run": str(seed_dir)}  # fmt: skip
+    return {
+        "accuracy": run["score"],
+        "train_seconds": metrics["elapsed_seconds"],
+        "epochs": plan.epochs,
+        "best_epoch": run["best_epoch"],
+        "steps": metrics["steps"],
+        "stopped": run["stopped"],
+        "train_examples": plan.train_examples,
+        "available_examples": len(rows),
+        "dev_examples": len(dev_rows),
+        "estimated_seconds": plan.estimated_seconds,
+        "trained_parameters": trained,
+        "total_parameters": total,
+        "run": str(seed_dir),
+    }
 
 
 def row_options(row: str, out: Path, bert_model: str) -> dict:

@@ -22,15 +22,28 @@ ROWS = {
     "bag-of-embeddings": "bag of embeddings",
 }
 LOSS_PNG, ACCURACY_PNG = "pretraining_loss.png", "accuracy.png"
-COLUMNS = ("model", "dev accuracy %", "train s", "epochs", "train sentences", "trained params",
-           "total params")  # fmt: skip
+COLUMNS = (
+    "model",
+    "dev accuracy %",
+    "train s",
+    "epochs",
+    "train sentences",
+    "trained params",
+    "total params",
+)
 
 
 def table_cells(row: dict) -> list[str]:
     """The table's cells of one row, as text; every cell after the first is a number."""
-    return [row["model"], f"{100 * row['accuracy']:.1f}", f"{row['train_seconds']:.1f}",
-            str(row["epochs"]), f"{row['train_examples']:,}", f"{row['trained_parameters']:,}",
-            f"{row['total_parameters']:,}"]  # fmt: skip
+    return [
+        row["model"],
+        f"{100 * row['accuracy']:.1f}",
+        f"{row['train_seconds']:.1f}",
+        str(row["epochs"]),
+        f"{row['train_examples']:,}",
+        f"{row['trained_parameters']:,}",
+        f"{row['total_parameters']:,}",
+    ]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -74,11 +87,21 @@ def plot_accuracy(rows: list[dict], majority: float | None, png: Path) -> Path:
     values = [100 * row["accuracy"] for row in rows][::-1]
     bars = ax.barh(names, values, color="#4c72b0")
     for bar, value in zip(bars, values, strict=True):
-        ax.text(bar.get_width() + 0.5, bar.get_y() + bar.get_height() / 2, f"{value:.1f}",
-                va="center", fontsize=9)  # fmt: skip
+        ax.text(
+            bar.get_width() + 0.5,
+            bar.get_y() + bar.get_height() / 2,
+            f"{value:.1f}",
+            va="center",
+            fontsize=9,
+        )
     if majority is not None:
-        ax.axvline(100 * majority, color="#c44e52", linestyle="--", linewidth=1,
-                   label=f"majority class {100 * majority:.1f}")  # fmt: skip
+        ax.axvline(
+            100 * majority,
+            color="#c44e52",
+            linestyle="--",
+            linewidth=1,
+            label=f"majority class {100 * majority:.1f}",
+        )
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 105)
     ax.set_xlabel("SST-2 dev accuracy (%)")
@@ -162,8 +185,10 @@ et al. 2013, via GLUE (Wang et al. 2019).</p>
 
 def write_report(out: Path, summary: dict) -> list[Path]:
     """report.json, the two PNGs and report.html into `out`; returns their paths."""
-    runs = {f"BERT ({summary['models']['bert']}, MLM + NSP)": out / "bert",
-            f"ELMo ({summary['models']['elmo']}, biLM)": out / "elmo"}  # fmt: skip
+    runs = {
+        f"BERT ({summary['models']['bert']}, MLM + NSP)": out / "bert",
+        f"ELMo ({summary['models']['elmo']}, biLM)": out / "elmo",
+    }
     files = [
         plot_pretraining(runs, out / LOSS_PNG),
         plot_accuracy(summary["rows"], summary.get("majority"), out / ACCURACY_PNG),

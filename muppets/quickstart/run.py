@@ -23,106 +23,49 @@ of the BERT pretraining throughput just measured on this machine.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from muppets.data.prepare import PrepareConfig, TokenizerTrainConfig, prepare_corpus
 from muppets.data.prepare import train_tokenizer as train_wordpiece
-from muppets.errors import ConfigError, InputError
+from muppets.errors import ConfigError
 from muppets.models.elmo import PRESETS as ELMO_PRESETS
-from muppets.models.registry import PRESETS as BERT_PRESETS
 from muppets.quickstart import comparison, report
+from muppets.quickstart.config import Inputs, QuickstartConfig, find_inputs
 from muppets.quickstart.stages import Stage, StageContext, run_stages
 from muppets.recipes.fill_mask import fill_mask
 from muppets.recipes.pretrain import PretrainConfig, pretrain
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
-from muppets.training.budget import parse_duration
 from muppets.training.checkpoint import checkpoints
 from muppets.training.options import from_options
 from muppets.training.pretrained import load_pretrained
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+__all__ = ["QuickstartConfig", "run_quickstart"]  # QuickstartConfig: defined in config.py
+
 # Shares of the budget; they add up to 1.
-SHARES = {"tokenizer": 0.01, "shards": 0.02, "bert": 0.35, "elmo": 0.22, "fill-mask": 0.01,
-          "bert-finetuned": 0.08, "bert-frozen": 0.03, "bert-scratch": 0.08, "elmo-bilstm": 0.08,
-          "random-bilstm": 0.08, "bag-of-embeddings": 0.02, "report": 0.02}  # fmt: skip
+SHARES = {
+    "tokenizer": 0.01,
+    "shards": 0.02,
+    "bert": 0.35,
+    "elmo": 0.22,
+    "fill-mask": 0.01,
+    "bert-finetuned": 0.08,
+    "bert-frozen": 0.03,
+    "bert-scratch": 0.08,
+    "elmo-bilstm": 0.08,
+    "random-bilstm": 0.08,
+    "bag-of-embeddings": 0.02,
+    "report": 0.02,
+}
 LOOP_SHARE = 0.85  # of a pretraining stage's seconds, for the training loop itself
-FILL_MASK_TEXTS = ("he was born in [MASK] .", "the film was released in [MASK] .",
-                   "she is an american [MASK] and writer .")  # fmt: skip
-
-
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass
-class QuickstartConfig:
-    out: str = _help("output directory (rerun the same command to resume)", "runs/quickstart")
-    data_dir: str | None = _help(
-        "folder with wikipedia-en-extract/ and glue/SST-2/; none: the bundled sample", None
-    )
-    budget: str | None = _help("wall-clock budget of the whole run, split over the stages; "
-                               "none: 12m, or 1h with --data-dir", None)  # fmt: skip
-    vocab_size: int = _help("WordPiece vocabulary size", 8000)
-    lowercase: bool = _help("lowercase the text", True)
-    bert_model: str = _help("BERT preset pretrained and fine-tuned", "bert-tiny")
-    elmo_model: str = _help("ELMo preset pretrained", "elmo-small")
-    max_pretrain_steps: int = _help("upper bound on the steps of each pretraining", 1_000_000)
-    max_epochs: int = _help("upper bound on fine-tuning epochs", 10)
-    max_train_examples: int = _help("fine-tune on at most this many (0: what the budget allows)", 0)
-    seed: int = _help("seed of pretraining and fine-tuning", 1)
-    # One thread: these models are small, so a second intra-op thread gains little on an idle
-    # 2-core machine (bert-tiny pretraining about 33k against 20k tokens/s) and loses up to 8x
-    # when anything else runs (2.2k against 18.8k tokens/s beside two other jobs).
-    threads: int = _help("torch CPU threads (0: torch's default, all cores)", 1)
-    device: str = _help("cpu, cuda or auto", "auto")
-
-    def __post_init__(self):
-        parse_duration(self.budget_text())
-        rules = [("vocab_size", self.vocab_size >= 100, ">= 100"),
-                 ("bert_model", self.bert_model in BERT_PRESETS, "one of " + ", ".join(
-                     p for p in BERT_PRESETS if p.startswith("bert"))),
-                 ("elmo_model", self.elmo_model in ELMO_PRESETS, "one of " + ", ".join(
-                     ELMO_PRESETS)),
-                 ("max_pretrain_steps", self.max_pretrain_steps >= 1, ">= 1"),
-                 ("max_epochs", self.max_epochs >= 1, ">= 1"),
-                 ("max_train_examples", self.max_train_examples >= 0, ">= 0"),
-                 ("threads", self.threads >= 0, ">= 0")]  # fmt: skip
-        for name, ok, rule in rules:
-            if not ok:
-                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-    def budget_text(self) -> str:
-        return self.budget or ("1h" if self.data_dir else "12m")
-
-
-@dataclass(frozen=True)
-class Inputs:
-    train_text: list[str]  # files or globs
-    valid_text: list[str]
-    sst2: Path  # holding train.tsv and dev.tsv
-
-
-def find_inputs(config: QuickstartConfig) -> Inputs:
-    if config.data_dir is None:
-        inputs = Inputs([str(SAMPLES / "wiki.train.txt")], [str(SAMPLES / "wiki.valid.txt")],
-                        SAMPLES / "SST-2")  # fmt: skip
-    else:
-        wiki = Path(config.data_dir) / "wikipedia-en-extract"
-        inputs = Inputs([str(wiki / "wiki.train.0*.txt")], [str(wiki / "wiki.valid.txt")],
-                        Path(config.data_dir) / "glue" / "SST-2")  # fmt: skip
-    for pattern in inputs.train_text + inputs.valid_text:
-        if not glob.glob(pattern):
-            raise InputError("no such text file", pattern)
-    for split in ("train.tsv", "dev.tsv"):
-        if not (inputs.sst2 / split).is_file():
-            raise InputError("no SST-2 file here", inputs.sst2 / split)
-    return inputs
+FILL_MASK_TEXTS = (
+    "he was born in [MASK] .",
+    "the film was released in [MASK] .",
+    "she is an american [MASK] and writer .",
+)
 
 
 def run_quickstart(config: QuickstartConfig) -> dict:
@@ -133,8 +76,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        records = run_stages(build_stages(config, inputs), out,
-                             parse_duration(config.budget_text()))  # fmt: skip
+        records = run_stages(build_stages(config, inputs), out, config.budget_seconds)
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -146,17 +88,18 @@ def run_quickstart(config: QuickstartConfig) -> dict:
 
 def pin_settings(config: QuickstartConfig, out: Path) -> None:
     """settings.json: what decides the results. A resumed run must have the same."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("out", "threads", "device")}  # fmt: skip
-    settings["budget"] = config.budget_text()
+    unpinned = ("out", "threads", "device")  # where and how fast, not what
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in unpinned}
     path = out / "settings.json"
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = {k: [before.get(k), v] for k, v in settings.items() if before.get(k) != v}
         if changed:
             shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"{out} holds a quickstart with other settings ({shown}): rerun "
-                              "with the same ones to resume, or give a new --out")  # fmt: skip
+            raise ConfigError(
+                f"{out} holds a quickstart with other settings ({shown}): rerun with the same "
+                "ones to resume, or give a new --out"
+            )
     else:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
@@ -166,24 +109,35 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
     def stage(name, title, run, needs=()):
         return Stage(name, title, SHARES[name], run, needs)
 
-    bert, elmo = config.bert_model, config.elmo_model
-    rows = [stage(row, f"SST-2: {report.ROWS[row]}", _row_stage(config, inputs, row), needs)
-            for row, needs in comparison.NEEDS.items()]  # fmt: skip
+    def row_stage(row: str, needs: tuple[str, ...]) -> Stage:
+        def run(ctx: StageContext) -> dict:
+            return comparison.run_row(row, config, inputs.sst2, ctx)
+
+        return stage(row, f"SST-2: {report.ROWS[row]}", run, needs)
+
+    tokenizer_title = f"train a {config.vocab_size:,}-token WordPiece tokenizer"
+    bert_title = f"pretrain BERT ({config.bert_model}, MLM + NSP)"
+    elmo_title = f"pretrain ELMo ({config.elmo_model}, biLM)"
+    report_needs = ("shards", "bert", "elmo", "fill-mask", *comparison.NEEDS)
     return [
-        stage("tokenizer", f"train a {config.vocab_size:,}-token WordPiece tokenizer",
-              lambda ctx: train_tokenizer(config, inputs, ctx)),
-        stage("shards", "tokenize the text into shards", lambda ctx: prepare_shards(inputs, ctx),
-              ("tokenizer",)),
-        stage("bert", f"pretrain BERT ({bert}, MLM + NSP)",
-              lambda ctx: pretrain_bert(config, ctx), ("shards",)),
-        stage("elmo", f"pretrain ELMo ({elmo}, biLM)",
-              lambda ctx: pretrain_bilm(config, inputs, ctx)),
+        stage("tokenizer", tokenizer_title, lambda ctx: train_tokenizer(config, inputs, ctx)),
+        stage(
+            "shards",
+            "tokenize the text into shards",
+            lambda ctx: prepare_shards(inputs, ctx),
+            ("tokenizer",),
+        ),
+        stage("bert", bert_title, lambda ctx: pretrain_bert(config, ctx), ("shards",)),
+        stage("elmo", elmo_title, lambda ctx: pretrain_bilm(config, inputs, ctx)),
         stage("fill-mask", "fill-mask with the pretrained BERT", fill_mask_examples, ("bert",)),
-        *rows,
-        stage("report", "write the report",
-              lambda ctx: write_report(config, inputs, ctx),
-              ("shards", "bert", "elmo", "fill-mask", *comparison.NEEDS)),
-    ]  # fmt: skip
+        *(row_stage(row, needs) for row, needs in comparison.NEEDS.items()),
+        stage(
+            "report",
+            "write the report",
+            lambda ctx: write_report(config, inputs, ctx),
+            report_needs,
+        ),
+    ]
 
 
 # ---------------------------------------------------------------- data and pretraining
@@ -191,9 +145,13 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
 
 def train_tokenizer(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
     shutil.rmtree(ctx.directory, ignore_errors=True)
-    train_wordpiece(TokenizerTrainConfig(inputs=inputs.train_text, out=str(ctx.directory),
-                                         vocab_size=config.vocab_size,
-                                         lowercase=config.lowercase))  # fmt: skip
+    options = TokenizerTrainConfig(
+        inputs=inputs.train_text,
+        out=str(ctx.directory),
+        vocab_size=config.vocab_size,
+        lowercase=config.lowercase,
+    )
+    train_wordpiece(options)
     return {"directory": str(ctx.directory), "inputs": inputs.train_text}
 
 
@@ -201,8 +159,9 @@ def prepare_shards(inputs: Inputs, ctx: StageContext) -> dict:
     shutil.rmtree(ctx.directory, ignore_errors=True)
     tokenizer, manifests = str(ctx.out / "tokenizer"), {}
     for split, text in (("train", inputs.train_text), ("valid", inputs.valid_text)):
-        prepare_corpus(PrepareConfig(inputs=text, tokenizer=tokenizer,
-                                     out=str(ctx.directory / split)))  # fmt: skip
+        prepare_corpus(
+            PrepareConfig(inputs=text, tokenizer=tokenizer, out=str(ctx.directory / split))
+        )
         manifest = json.loads((ctx.directory / split / "manifest.json").read_text())
         manifests[split] = {k: manifest[k] for k in ("documents", "sentences", "tokens")}
     return manifests
@@ -234,10 +193,14 @@ def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
 def _run_summary(result: dict) -> dict:
     """What the report and the fine-tuning plans read of a pretraining run."""
     seconds = max(result["elapsed_seconds"], 1e-9)
-    return {"steps": result["step"], "stopped": result["stopped"],
-            "tokens": result["tokens_seen"], "tokens_per_second": result["tokens_seen"] / seconds,
-            "train_seconds": result["elapsed_seconds"],
-            "train_loss": result["train_loss"]}  # fmt: skip
+    return {
+        "steps": result["step"],
+        "stopped": result["stopped"],
+        "tokens": result["tokens_seen"],
+        "tokens_per_second": result["tokens_seen"] / seconds,
+        "train_seconds": result["elapsed_seconds"],
+        "train_loss": result["train_loss"],
+    }
 
 
 def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
@@ -254,8 +217,8 @@ def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -
         eval_every=100, save_every=100, seed=config.seed, resume=resume, device=config.device,
         threads=config.threads,
     ))  # fmt: skip
-    return {**_run_summary(result), "perplexity": result["perplexity"],
-            "vocabulary": result["vocabulary"]["size"]}  # fmt: skip
+    vocabulary = result["vocabulary"]["size"]
+    return {**_run_summary(result), "perplexity": result["perplexity"], "vocabulary": vocabulary}
 
 
 def fill_mask_examples(ctx: StageContext) -> dict:
@@ -270,23 +233,18 @@ def fill_mask_examples(ctx: StageContext) -> dict:
 # ---------------------------------------------------------------- fine-tuning and report
 
 
-def _row_stage(config: QuickstartConfig, inputs: Inputs, row: str):
-    # Every row is sized by the BERT stage's throughput (it ran, or was skipped, before).
-    return lambda ctx: comparison.run_row(
-        row, ctx.directory, ctx.out, inputs.sst2, ctx.seconds,
-        ctx.done["bert"]["tokens_per_second"], bert_model=config.bert_model, seed=config.seed,
-        max_epochs=config.max_epochs, max_examples=config.max_train_examples, device=config.device,
-    )  # fmt: skip
-
-
 def write_report(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
     done = ctx.done
     rows = [{"name": row, "model": report.ROWS[row], **done[row]} for row in comparison.NEEDS]
-    summary = {"settings": json.loads((ctx.out / "settings.json").read_text()),
-               "rows": rows, "majority": comparison.majority_share(inputs.sst2 / "dev.tsv"),
-               "dev_size": rows[0]["dev_examples"],
-               "pretraining": {"bert": done["bert"], "elmo": done["elmo"]},
-               "data": {"shards": done["shards"]}, "fill_mask": done["fill-mask"]["examples"],
-               "models": {"bert": config.bert_model, "elmo": config.elmo_model}}  # fmt: skip
+    summary = {
+        "settings": json.loads((ctx.out / "settings.json").read_text()),
+        "rows": rows,
+        "majority": comparison.majority_share(inputs.sst2 / "dev.tsv"),
+        "dev_size": rows[0]["dev_examples"],
+        "pretraining": {"bert": done["bert"], "elmo": done["elmo"]},
+        "data": {"shards": done["shards"]},
+        "fill_mask": done["fill-mask"]["examples"],
+        "models": {"bert": config.bert_model, "elmo": config.elmo_model},
+    }
     files = report.write_report(ctx.out, summary)
     return {"files": [str(f) for f in files]}

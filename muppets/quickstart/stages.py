@@ -100,8 +100,11 @@ def run_stages(
         left = sum(s.share for s in stages[i - 1 :] if s.name not in records) * budget_seconds
         finish = time.strftime("%H:%M", time.localtime(time.time() + left))
         elapsed = format_seconds(clock() - start)
-        print(f"{tag} (budget {format_seconds(seconds)}) | elapsed {elapsed}, about "
-              f"{format_seconds(left)} to go, done by {finish}", flush=True)  # fmt: skip
+        print(
+            f"{tag} (budget {format_seconds(seconds)}) | elapsed {elapsed}, about "
+            f"{format_seconds(left)} to go, done by {finish}",
+            flush=True,
+        )
         finished = {n: r["results"] for n, r in records.items()}
         context = StageContext(out, directory, seconds, finished)
         began = clock()
@@ -110,9 +113,15 @@ def run_stages(
         except KeyboardInterrupt:
             print(f"\n{tag}: interrupted; run the same command again to resume from this stage")
             raise
-        record = {"stage": stage.name, "id": uuid.uuid4().hex, "needs": needs,
-                  "seconds": clock() - began, "budget_seconds": seconds,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}  # fmt: skip
+        record = {
+            "stage": stage.name,
+            "id": uuid.uuid4().hex,
+            "needs": needs,
+            "seconds": clock() - began,
+            "budget_seconds": seconds,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "results": results,
+        }
         write_marker(directory, record)
         records[stage.name] = record
         ran.add(stage.name)
