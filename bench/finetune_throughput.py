@@ -12,8 +12,9 @@ optimizer (fused AdamW, transformers' default since torch 2.8). A training step 
   padded to the longest); muppets with its own batches (length-bucketed "sortish" batches for
   training, length-sorted ones for inference). The same examples, batch size and steps.
 
-Sentences: SST-2 train/dev from /work/shared/data/glue/SST-2 when present, else lines of the
-bundled sample text (labels alternate). Run with tcmalloc preloaded, as `make` does:
+Sentences: SST-2 train/dev from ../shared/data/glue/SST-2 (beside the project root) when
+present, else lines of the bundled sample text (labels alternate). Run with tcmalloc preloaded,
+as `make` does:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
         .venv/bin/python bench/finetune_throughput.py
@@ -43,7 +44,7 @@ from muppets.tokenization.wordpiece import load_tokenizer, train_wordpiece
 from muppets.training.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = Path("/work/shared/data/glue/SST-2")
+SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
 TOKENIZER = ROOT / "bench" / "out" / "tokenizer-30522"
 
 

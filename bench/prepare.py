@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path("/work/shared/data/wikipedia-en-extract")
+# ../shared/data beside the project root (as bench/budget_data.py), or --data
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia-en-extract"
 OUT = ROOT / "bench" / "out"
 TOKENIZER = OUT / "tokenizer-30522"
 
