@@ -12,12 +12,10 @@ from muppets.data.streams import tokenize_words
 from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tokenization.characters import batch_to_char_ids
-from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.checkpoint import save_pretrained
 
 LINES = ["The cat sat on the mat.", "", "A dog ran in the park, didn't it?", "Hot sun."]
-TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the sun is hot ."] * 20
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +31,9 @@ def elmo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory):
+def bert(tmp_path_factory, tiny_tokenizer):
     directory = tmp_path_factory.mktemp("bert")
-    tokenizer = train_wordpiece(TEXTS, vocab_size=60, min_frequency=1)
+    tokenizer = tiny_tokenizer
     config = preset_config(
         "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=16, num_attention_heads=2
     )

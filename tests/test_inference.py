@@ -12,14 +12,12 @@ from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.training.checkpoint import save_pretrained
 from muppets.training.pretrained import load_pretrained
 
-TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the sun is hot ."] * 20
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_tokenizer):
     """A tiny random BERT with NSP head and its tokenizer, saved as a muppets checkpoint."""
     directory = tmp_path_factory.mktemp("ckpt")
-    tokenizer = train_wordpiece(TEXTS, vocab_size=60, min_frequency=1)
+    tokenizer = tiny_tokenizer
     config = preset_config(
         "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=32, num_attention_heads=2
     )
@@ -81,10 +79,11 @@ def copy_checkpoint(directory, tmp_path):
     return target
 
 
-def test_vocabulary_mismatch_is_one_clear_line(checkpoint, tmp_path, capsys):
+def test_vocabulary_mismatch_is_one_clear_line(checkpoint, tiny_corpus, tmp_path, capsys):
     directory, _ = checkpoint
     target = copy_checkpoint(directory, tmp_path)
-    other = train_wordpiece(TEXTS + ["zebras quietly graze"] * 5, vocab_size=80, min_frequency=1)
+    more = tiny_corpus + ["zebras quietly graze"] * 5
+    other = train_wordpiece(more, vocab_size=80, min_frequency=1)
     other.save(target)  # the tokenizer of another vocabulary
     code = main(["predict", "fill-mask", "--model", str(target), "a [MASK] ."])
     err = capsys.readouterr().err.strip().splitlines()
