@@ -24,6 +24,7 @@ from muppets.tasks.registry import CONLL2003_TAGS
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.checkpoint import save_pretrained
+from muppets.training.options import from_options
 from muppets.training.pretrained import load_elmo
 
 FILLER = ["the", "a", "this", "really", "quite", "very", "was", "is", "and", "so"]
@@ -153,9 +154,16 @@ def test_the_bilm_stays_bit_identical_while_the_mix_trains(sst2_elmo, workspace)
     assert not torch.equal(weights["features.mix.scalar_parameters"], torch.zeros(3))
 
     root, elmo = workspace
-    config = FinetuneConfig(task="sst2", data=str(root / "glue"), model=str(elmo),
-                            downstream="bag-of-embeddings", epochs=1, device="cpu",
-                            feature_cache_mb=0)  # fmt: skip
+    config = from_options(
+        FinetuneConfig,
+        task="sst2",
+        data=str(root / "glue"),
+        model=str(elmo),
+        downstream="bag-of-embeddings",
+        epochs=1,
+        device="cpu",
+        feature_cache_mb=0,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         data = prepare_downstream(
             config,
@@ -180,11 +188,22 @@ def test_elmo_beside_word_embeddings(workspace, tmp_path, head):
     task, data_dir = (
         ("sst2", root / "glue") if head == "classification" else ("conll2003", root / "conll")
     )
-    config = FinetuneConfig(task=task, data=str(data_dir), model=str(elmo), downstream="bilstm",
-                            elmo_word_embeddings=True, epochs=6 if head == "classification" else 1,
-                            batch_size=8, downstream_learning_rate=1e-2, downstream_dropout=0.0,
-                            downstream_hidden_size=16, embedding_dim=16, device="cpu",
-                            early_stopping_patience=0)  # fmt: skip
+    config = from_options(
+        FinetuneConfig,
+        task=task,
+        data=str(data_dir),
+        model=str(elmo),
+        downstream="bilstm",
+        elmo_word_embeddings=True,
+        epochs=6 if head == "classification" else 1,
+        batch_size=8,
+        downstream_learning_rate=1e-2,
+        downstream_dropout=0.0,
+        downstream_hidden_size=16,
+        embedding_dim=16,
+        device="cpu",
+        early_stopping_patience=0,
+    )
     if head == "classification":
         paths = (
             data_dir / "SST-2" / "train.tsv",

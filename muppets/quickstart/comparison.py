@@ -22,6 +22,7 @@ from safetensors import safe_open
 from muppets.quickstart.config import QuickstartConfig
 from muppets.quickstart.stages import StageContext
 from muppets.recipes.finetune.run import FinetuneConfig, finetune
+from muppets.training.options import from_options
 from muppets.training.pretrained import resolve_checkpoint
 
 # Row -> the quickstart stages it reads (stages.py redoes it when one of them is redone).
@@ -136,7 +137,8 @@ def run_row(row: str, config: QuickstartConfig, sst2: Path, ctx: StageContext) -
         f"about {plan.estimated_seconds:.0f}s"
     )
     results = finetune(
-        FinetuneConfig(
+        from_options(
+            FinetuneConfig,
             task="sst2",
             train_file=str(train_file),
             dev_file=str(sst2 / "dev.tsv"),

@@ -22,9 +22,10 @@ Options: --downstream-learning-rate (Adam, 1e-3; --learning-rate is the encoder 
 and is refused here), --downstream-hidden-size, --downstream-dropout, --embedding-dim,
 --min-count, --whitespace-tokens. Shared with BERT runs: epochs, batch sizes, warmup, weight decay,
 clipping, evaluations, early stopping, seeds. --freeze is implied (accepted, changes nothing);
---tokenizer, --pooling, --max-seq-length and the QA options do not apply and are ignored.
+--tokenizer, --pooling, --dropout, --max-seq-length and the QA options do not apply and are
+ignored. The feature sources are sources.py's; each seed runs through seeds.py, as BERT runs do.
 
-Outputs, as BERT runs (finetune.py): <out>/seed-<s>/metrics.json ("score" = first dev split's
+Outputs, as BERT runs (encoder.py): <out>/seed-<s>/metrics.json ("score" = first dev split's
 metric), metrics.jsonl, loss.png, dev_metric.png, the dev predictions, and summary.json with the
 median over seeds. CoNLL runs read from --data also score the best model on the test file
 (metrics.json "test"). config.json describes the model ("model_type": "downstream") and
@@ -35,10 +36,9 @@ word_vocab.txt is the word embedding's vocabulary. `muppets evaluate` / `predict
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,53 +46,44 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from muppets.data.task_features import EpochBatches, bucketed_batches
-from muppets.data.word_features import (
-    WordFeature,
-    sentences_of,
-    target_batch,
-    word_features,
-    word_id_batch,
-)
+from muppets.data.task_features import bucketed_batches
+from muppets.data.word_features import WordFeature, sentences_of, target_batch, word_features
 from muppets.errors import ConfigError, InputError
+from muppets.recipes.finetune.seeds import SeedParts, run_seed
+from muppets.recipes.finetune.sources import (
+    RANDOM_EMBEDDINGS,
+    ElmoLayers,
+    ElmoWithWords,
+    WordEmbeddings,
+)
 from muppets.tasks.classification import class_predictions
 from muppets.tasks.downstream import (
     DOWNSTREAM,
     DownstreamObjective,
-    ElmoWordFeatures,
-    PrecomputedLayers,
     build_downstream,
     forward_batch,
 )
-from muppets.tasks.features import EmbeddingFeatures, FrozenFeatures
-from muppets.tasks.prediction import numbers, write_predictions
 from muppets.tasks.registry import GLUE, score, split_path, task_spec
 from muppets.tasks.setup import TaskSetup
-from muppets.tokenization.characters import batch_to_char_ids
-from muppets.tokenization.words import WordVocabulary, build_word_vocabulary
-from muppets.training import logging as log
-from muppets.training.checkpoint import load_weights
+from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.device import pick_device
-from muppets.training.logging import plot_dev_scores
-from muppets.training.loop import TrainConfig, train
-from muppets.training.pretrained import WORD_VOCABULARY_FILE, load_elmo
-
-RANDOM_EMBEDDINGS = "random-embeddings"  # --model value of the baseline
-ELMO_AND_EMBEDDINGS = "elmo+embeddings"  # "features" of --elmo-word-embeddings
+from muppets.training.options import check, default_option
+from muppets.training.pretrained import WORD_VOCABULARY_FILE
 
 
 def check_downstream(config) -> None:
     """FinetuneConfig's rules for --downstream and --model random-embeddings."""
     if config.downstream is None:
         if config.model == RANDOM_EMBEDDINGS:
-            raise ConfigError("--model random-embeddings is the baseline of --downstream: add "
-                              f"--downstream {' or '.join(DOWNSTREAM)}")  # fmt: skip
+            valid = " or ".join(DOWNSTREAM)
+            message = "--model random-embeddings is the baseline of --downstream: add"
+            raise ConfigError(f"{message} --downstream {valid}")
         if config.elmo_word_embeddings:
             raise ConfigError("elmo_word_embeddings needs --downstream")
         return
     if config.elmo_word_embeddings and config.model == RANDOM_EMBEDDINGS:
-        raise ConfigError("elmo_word_embeddings adds word embeddings to ELMo: --model must be an "
-                          "ELMo checkpoint, not random-embeddings")  # fmt: skip
+        message = "elmo_word_embeddings adds word embeddings to ELMo: --model must be an ELMo"
+        raise ConfigError(f"{message} checkpoint, not random-embeddings")
     if config.downstream not in DOWNSTREAM:
         raise ConfigError(
             f"unknown downstream {config.downstream!r}; valid: {', '.join(DOWNSTREAM)}"
@@ -101,10 +92,9 @@ def check_downstream(config) -> None:
         head = task_spec(name).head
         if head == "span_qa":
             raise ConfigError(f"--downstream has no model for {name} (extractive QA)")
-    default = {f.name: f.default for f in dataclasses.fields(config)}["learning_rate"]
-    if config.learning_rate != default:
-        raise ConfigError("learning_rate is the encoder fine-tuning rate; with --downstream set "
-                          "--downstream-learning-rate")  # fmt: skip
+    if config.optimization.learning_rate != default_option(type(config), "learning_rate"):
+        message = "learning_rate is the encoder fine-tuning rate; with --downstream set"
+        raise ConfigError(f"{message} --downstream-learning-rate")
     rules = [
         ("downstream_learning_rate", config.downstream_learning_rate > 0, "> 0"),
         ("downstream_hidden_size", config.downstream_hidden_size >= 1, ">= 1"),
@@ -113,115 +103,7 @@ def check_downstream(config) -> None:
         ("min_count", config.min_count >= 1, ">= 1"),
         ("feature_cache_mb", config.feature_cache_mb >= 0, ">= 0"),
     ]
-    for name, ok, rule in rules:
-        if not ok:
-            raise ConfigError(f"{name} must be {rule}, got {getattr(config, name)!r}")
-
-
-# ---------------------------------------------------------------- feature sources
-
-
-class WordEmbeddings:
-    """The baseline: word ids (B, T) of the training split's vocabulary."""
-
-    kind = RANDOM_EMBEDDINGS
-
-    def __init__(self, vocabulary: WordVocabulary, dim: int, min_count: int):
-        self.vocabulary, self.dim, self.min_count = vocabulary, dim, min_count
-
-    def features(self) -> nn.Module:
-        return EmbeddingFeatures(len(self.vocabulary), self.dim, self.vocabulary.pad_id)
-
-    def batch(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        return word_id_batch(sentences, self.vocabulary)
-
-    def describe(self) -> dict:
-        return {"vocab_size": len(self.vocabulary), "embedding_dim": self.dim,
-                "min_count": self.min_count, "vocabulary": WORD_VOCABULARY_FILE}  # fmt: skip
-
-
-class ElmoLayers:
-    """A frozen biLM's L + 1 layers (B, J, T, D) of <S> words </S>, and their mask (B, T), from
-    the cache or from the biLM; T >= 3, so no text is left without a position after the
-    boundaries are removed."""
-
-    kind = "elmo"
-
-    def __init__(self, path: str, device: torch.device, batch_size: int):
-        self.bilm, self.config, _ = load_elmo(path)  # eval mode: no dropout
-        self.bilm.requires_grad_(False).to(device)
-        self.path, self.device, self.batch_size = path, device, batch_size
-        self.cache: dict[tuple[str, ...], Tensor] | None = None  # words -> (J, n + 2, D), CPU
-
-    def features(self) -> nn.Module:
-        encoder = PrecomputedLayers(self.config.num_layers, self.config.hidden_size)
-        return FrozenFeatures(encoder, remove_boundaries=True)
-
-    @torch.no_grad()
-    def run(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        char_ids = batch_to_char_ids([list(s) for s in sentences])  # (B, T, C) with <S> </S>
-        if char_ids.shape[1] < 3:
-            char_ids = nn.functional.pad(char_ids, (0, 0, 0, 3 - char_ids.shape[1]))
-        char_ids = char_ids.to(self.device)
-        mask = char_ids.ne(0).any(-1)  # (B, T)
-        return torch.stack(self.bilm(char_ids, mask), dim=1), mask  # (B, J, T, D)
-
-    def batch(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        if self.cache is None or any(tuple(s) not in self.cache for s in sentences):
-            return self.run(sentences)
-        stored = [self.cache[tuple(s)] for s in sentences]
-        J, D = stored[0].shape[0], stored[0].shape[2]
-        T = max([3, *(h.shape[1] for h in stored)])
-        layers = torch.zeros(len(stored), J, T, D)  # (B, J, T, D)
-        mask = torch.zeros(len(stored), T, dtype=torch.bool)
-        for b, h in enumerate(stored):
-            layers[b, :, : h.shape[1]], mask[b, : h.shape[1]] = h, True
-        return layers, mask
-
-    def fill_cache(self, sentences: Sequence[tuple[str, ...]], budget_mb: int) -> str:
-        """Cache the layers of these (distinct) sentences if they fit; says what it did."""
-        J, D = self.config.num_layers + 1, self.config.hidden_size
-        size_mb = sum(len(s) + 2 for s in sentences) * J * D * 4 / 2**20
-        if size_mb > budget_mb:
-            return (f"ELMo layers would take {size_mb:,.0f} MiB > feature_cache_mb={budget_mb}: "
-                    "the biLM runs on every batch")  # fmt: skip
-        cache = {}
-        for indices in bucketed_batches([len(s) for s in sentences], self.batch_size):
-            layers, mask = self.run([sentences[i] for i in indices])
-            layers, lengths = layers.cpu(), mask.sum(dim=1).tolist()
-            for b, i in enumerate(indices):
-                cache[sentences[i]] = layers[b, :, : lengths[b]].clone()  # (J, n + 2, D)
-        self.cache = cache
-        return f"ELMo layers of {len(sentences):,} sentences cached ({size_mb:,.0f} MiB)"
-
-    def describe(self) -> dict:
-        return {"elmo": str(self.path), "elmo_config": self.config.to_dict(),
-                "feature_dim": self.config.hidden_size, "layers": self.config.num_layers + 1,
-                "feature_cache": self.cache is not None}  # fmt: skip
-
-
-class ElmoWithWords:
-    """[x_k; ELMo_k]: the biLM's layers with each word's id of the baseline's vocabulary packed
-    in one extra layer (B, J + 1, T, D), as ElmoWordFeatures reads them; the mask is ELMo's."""
-
-    kind = ELMO_AND_EMBEDDINGS
-
-    def __init__(self, elmo: ElmoLayers, words: WordEmbeddings):
-        self.elmo, self.words, self.vocabulary = elmo, words, words.vocabulary
-
-    def features(self) -> nn.Module:
-        return ElmoWordFeatures(self.elmo.features(), self.words.features())
-
-    def batch(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        layers, mask = self.elmo.batch(sentences)  # (B, J, T, D), T = max(3, n + 2)
-        ids, _ = self.words.batch(sentences)  # (B, max(1, n)), <PAD> after each sentence
-        channel = torch.full_like(layers[:, 0], float(self.vocabulary.pad_id))  # (B, T, D)
-        channel[:, 1 : 1 + ids.shape[1], 0] = ids.to(channel)  # word k sits at <S> + k
-        return torch.cat([layers, channel.unsqueeze(1)], dim=1), mask  # (B, J + 1, T, D)
-
-    def describe(self) -> dict:
-        return {**self.elmo.describe(), **self.words.describe(),
-                "feature_dim": self.words.dim + self.elmo.config.hidden_size}  # fmt: skip
+    check(config, rules)
 
 
 class DownstreamData(NamedTuple):
@@ -249,8 +131,7 @@ def prepare_downstream(
     """The task read, as words, and its feature source (ELMo: cached), once for every seed."""
     spec = task_spec(name)
     columns = vars(config.columns()) if spec.reader == "table" else {}
-    setup = TaskSetup(task=name, head=spec.head, labels=labels, max_seq_length=0,
-                      columns=columns)  # fmt: skip
+    setup = TaskSetup(task=name, head=spec.head, labels=labels, max_seq_length=0, columns=columns)
     paths = dict(dev_paths)
     if spec.head == "tagging" and not config.dev_file and config.data:
         try:  # CoNLL: the best model on dev is also scored on test
@@ -260,8 +141,8 @@ def prepare_downstream(
     tagging = spec.head == "tagging"
 
     def words(examples: list) -> list[WordFeature]:
-        return word_features(examples, tagging, labels if tagging else None,
-                             config.whitespace_tokens)  # fmt: skip
+        tags = labels if tagging else None
+        return word_features(examples, tagging, tags, config.whitespace_tokens)
 
     train_examples = setup.read(train_path, "train")
     train_features = words(train_examples)
@@ -284,12 +165,13 @@ def prepare_downstream(
     return DownstreamData(setup, source, train_examples, train_features, evals, pairs)
 
 
-# ---------------------------------------------------------------- one seed
+# ---------------------------------------------------------------- predictions and one seed
 
 
 @torch.no_grad()
-def predict_words(model: nn.Module, data: DownstreamData, features: list[WordFeature],
-                  batch_size: int):  # fmt: skip
+def predict_words(
+    model: nn.Module, data: DownstreamData, features: list[WordFeature], batch_size: int
+):
     """Label ids / scores per example, or (tagging) a tag per word, batched by length."""
     head, labels = data.setup.head, data.setup.labels
     was_training, device = model.training, next(model.parameters()).device
@@ -314,74 +196,59 @@ def evaluate_split(model, data: DownstreamData, split: str, batch_size: int):
     return score(data.setup.spec, examples, predictions), predictions
 
 
-def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> dict:
-    """One run: train the mix and the task model with dev evaluation, keep the best."""
+def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
+    """The mix and the task model, built under the seed, as seeds.run_seed trains them."""
     setup, spec = data.setup, data.setup.spec
-    device = pick_device(config.device)
-    torch.manual_seed(seed)  # the task model's initial weights
-    model = build_downstream(config.downstream, spec.head, data.source.features(),
-                             len(setup.labels), config.downstream_hidden_size,
-                             config.downstream_dropout, data.pairs).to(device)  # fmt: skip
-    batches = EpochBatches(
-        data.train_features, config.batch_size, data.collate, seed, config.epochs
-    )
-    per_epoch = batches.steps_per_epoch
-    train_config = TrainConfig(
-        max_steps=config.epochs * per_epoch, learning_rate=config.downstream_learning_rate,
-        warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
-        adam_epsilon=config.adam_epsilon, max_grad_norm=config.max_grad_norm,
-        log_every=min(config.log_every, per_epoch),
-        eval_every=max(1, per_epoch // config.evals_per_epoch), save_every=0, keep_checkpoints=1,
-        seed=seed, best_metric=spec.metric, early_stopping_patience=config.early_stopping_patience,
-    )  # fmt: skip
+    model = build_downstream(
+        config.downstream,
+        spec.head,
+        data.source.features(),
+        len(setup.labels),
+        config.downstream_hidden_size,
+        config.downstream_dropout,
+        data.pairs,
+    ).to(pick_device(config.device))
     model_config = {
-        "model_type": "downstream", "downstream": config.downstream, "head": spec.head,
-        "features": data.source.kind, **data.source.describe(), "labels": setup.labels,
-        "pairs": data.pairs, "hidden_size": config.downstream_hidden_size,
-        "dropout": config.downstream_dropout, "whitespace_tokens": config.whitespace_tokens,
-    }  # fmt: skip
-    first = spec.dev_splits[0]
+        "model_type": "downstream",
+        "downstream": config.downstream,
+        "head": spec.head,
+        "features": data.source.kind,
+        **data.source.describe(),
+        "labels": setup.labels,
+        "pairs": data.pairs,
+        "hidden_size": config.downstream_hidden_size,
+        "dropout": config.downstream_dropout,
+        "whitespace_tokens": config.whitespace_tokens,
+    }
 
-    def evaluate_fn(model: nn.Module) -> dict:
-        return numbers(evaluate_split(model, data, first, config.eval_batch_size)[0])
+    def score(model: nn.Module, split: str):
+        return evaluate_split(model, data, split, config.eval_batch_size)
 
-    result = train(model, DownstreamObjective(spec.head), batches, train_config, run_dir,
-                   config_dict=model_config, evaluate_fn=evaluate_fn)  # fmt: skip
+    def save(run_dir: Path) -> None:
+        if isinstance(data.source, (WordEmbeddings, ElmoWithWords)):
+            data.source.vocabulary.save(run_dir / WORD_VOCABULARY_FILE)
 
-    # The best model becomes the run directory; the training checkpoint goes.
-    load_weights(model, run_dir / "best")
-    for name in ("config.json", "model.safetensors"):
-        (run_dir / "best" / name).replace(run_dir / name)
-    shutil.rmtree(run_dir / "best")
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    if isinstance(data.source, (WordEmbeddings, ElmoWithWords)):
-        data.source.vocabulary.save(run_dir / WORD_VOCABULARY_FILE)
+    rate = config.downstream_learning_rate
+    return SeedParts(
+        setup=setup,
+        model=model,
+        objective=DownstreamObjective(spec.head),
+        optimization=dataclasses.replace(config.optimization, learning_rate=rate),
+        config_dict=model_config,
+        train_examples=len(data.train_examples),
+        train_features=data.train_features,
+        collate=data.collate,
+        examples={split: examples for split, (examples, _) in data.evals.items()},
+        score=score,
+        save=save,
+        metrics={
+            "freeze": True,
+            "downstream": config.downstream,
+            "features": data.source.kind,
+        },
+    )
 
-    final = {}
-    for split in data.evals:
-        final[split], predictions = evaluate_split(model, data, split, config.eval_batch_size)
-        if split == first:
-            name = "dev_predictions.txt" if spec.head == "tagging" else "dev_predictions.tsv"
-            write_predictions(setup, data.evals[split][0], predictions, run_dir / name)
-    test = final.pop("test", None)
-    history = log.eval_history(run_dir / "metrics.jsonl", per_epoch)
-    best = result["best"]
-    metrics = {
-        "task": setup.task, "seed": seed, "metric": spec.metric,
-        "score": final[first][spec.metric], "best_step": best["step"],
-        "best_epoch": best["step"] / per_epoch, "dev": final, "history": history,
-        "train_examples": len(data.train_examples), "train_features": len(data.train_features),
-        "steps": result["step"], "stopped": result["stopped"], "freeze": True,
-        "downstream": config.downstream, "features": data.source.kind,
-        "train_loss": result["train_loss"], "elapsed_seconds": result["elapsed_seconds"],
-    }  # fmt: skip
-    if test is not None:
-        metrics["test"] = test
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_dev_scores(history, spec.metric, run_dir / "dev_metric.png")
-    print(f"{setup.task} seed {seed}: dev {spec.metric} {100 * metrics['score']:.2f} (best at "
-          f"epoch {metrics['best_epoch']:.2f}, {result['stopped']})")  # fmt: skip
-    if test is not None:
-        print(f"{setup.task} seed {seed}: test {spec.metric} {100 * test[spec.metric]:.2f}")
-    keys = ("score", "best_step", "best_epoch", "dev", "stopped", "test")
-    return {k: metrics[k] for k in keys if k in metrics}
+
+def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> dict:
+    """One run of the task model over the features: seeds.run_seed with this path's parts."""
+    return run_seed(config, partial(downstream_parts, config, data), seed, run_dir)
