@@ -193,7 +193,7 @@ def test_table_jsonl_and_its_errors(tmp_path):
     ]
     assert read_table(path, "q", "a", "y", regression=True)[0].label == 1.0
     null = write(tmp_path / "null.jsonl", '{"q": "a", "y": null}\n')
-    with pytest.raises(InputError, match=r"null.jsonl:1: unknown label None; valid labels: 0, 1"):
+    with pytest.raises(InputError, match=r"null.jsonl:1: the label is null; valid labels: 0, 1"):
         read_table(null, "q", label="y", labels=["0", "1"])
     bad = write(tmp_path / "bad.jsonl", '{"q": "a", "y": 1}\n{"q": "b", "y": 1,}\n')
     with pytest.raises(InputError) as e:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import glob
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import sentencex
 
@@ -98,26 +99,56 @@ def sniff_format(path: str) -> str:
     return "text"  # an empty file has no documents in any format
 
 
-def read_lines(path: str, errors: str, stats: ReadStats) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the line end), decoding UTF-8 line by line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            stats.bytes_read += len(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                if errors != "replace":
-                    raise InputError(
-                        f"byte {e.start + 1} of the line (0x{raw[e.start]:02x}) is not UTF-8; "
-                        "use errors=replace to substitute U+FFFD",
-                        path,
-                        number,
-                    ) from None
-                stats.replaced_lines += 1
-                text = raw.decode("utf-8", errors="replace")
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark is not text
-            yield number, text.rstrip("\r\n")
+def check_errors_policy(errors: str) -> str:
+    if errors not in ERROR_POLICIES:
+        raise InputError(f"unknown errors policy '{errors}' (valid: {', '.join(ERROR_POLICIES)})")
+    return errors
+
+
+def open_input(path: str) -> BinaryIO:
+    """`path` opened for bytes; a missing file or a directory is an InputError naming it."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path) from None
+    except PermissionError:
+        raise InputError("permission denied", path) from None
+
+
+def decode_lines(
+    raw_lines: Iterable[bytes], path: str, errors: str, stats: ReadStats, keep_ends: bool = False
+) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of byte lines, decoded as UTF-8 one line at a time, so that a
+    bad byte is reported with its line, or replaced by U+FFFD and counted (errors="replace")."""
+    for number, raw in enumerate(raw_lines, 1):
+        stats.bytes_read += len(raw)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if errors != "replace":
+                raise InputError(
+                    f"byte {e.start + 1} of the line (0x{raw[e.start]:02x}) is not UTF-8; "
+                    "use errors=replace to substitute U+FFFD",
+                    path,
+                    number,
+                ) from None
+            stats.replaced_lines += 1
+            text = raw.decode("utf-8", errors="replace")
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark is not text
+        yield number, text if keep_ends else text.rstrip("\r\n")
+
+
+def read_lines(
+    path: str, errors: str, stats: ReadStats, keep_ends: bool = False
+) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the line end unless `keep_ends`) of a UTF-8 file.
+
+    The one way every reader (corpora and task files) turns bytes into text."""
+    with open_input(path) as f:
+        yield from decode_lines(f, path, errors, stats, keep_ends)
 
 
 # Each parser yields (document line, [(line, paragraph), ...]) with stripped, non-empty paragraphs.
@@ -247,8 +278,7 @@ def read_documents(
     """
     if format not in FORMATS:
         raise InputError(f"unknown format '{format}' (valid: {', '.join(FORMATS)})")
-    if errors not in ERROR_POLICIES:
-        raise InputError(f"unknown errors policy '{errors}' (valid: {', '.join(ERROR_POLICIES)})")
+    check_errors_policy(errors)
     stats = stats if stats is not None else ReadStats()
     files = resolve_inputs(inputs)
     for path in files:

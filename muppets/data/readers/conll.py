@@ -5,6 +5,8 @@ separated by blank lines, `-DOCSTART-` lines (document boundaries) skipped. The 
 chosen by index, the last one by default. Tags are returned as written: CoNLL-2003's original
 `eng.*` files use IOB1, most copies in circulation IOB2; `muppets.tasks.tag_decoding` converts.
 A line with fewer columns than the tag column needs raises `InputError` at that file and line.
+Bytes are decoded as for corpora (`muppets.data.text.read_lines`): a byte that is not UTF-8 is an
+error at its line, or U+FFFD with errors="replace", counted in `stats.replaced_lines`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from muppets.data.text import ReadStats, check_errors_policy, read_lines
 from muppets.errors import InputError
 
 DOCSTART = "-DOCSTART-"
@@ -28,7 +31,12 @@ class Sentence:
 
 
 def read_conll(
-    path: str | Path, tag_column: int = -1, word_column: int = 0, min_columns: int = 2
+    path: str | Path,
+    tag_column: int = -1,
+    word_column: int = 0,
+    min_columns: int = 2,
+    errors: str = "strict",
+    stats: ReadStats | None = None,
 ) -> list[Sentence]:
     """Sentences of a CoNLL file.
 
@@ -42,24 +50,25 @@ def read_conll(
     words: list[str] = []
     tags: list[str] = []
     start = 0
-    with open(path, encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            columns = raw.split()
-            if not columns or columns[0] == DOCSTART:
-                if words:
-                    sentences.append(Sentence(words, tags, path, start))
-                words, tags = [], []
-                continue
-            if len(columns) < needed:
-                msg = (
-                    f"expected at least {needed} whitespace-separated columns "
-                    f"(tag column {tag_column}), found {len(columns)}: {raw.strip()!r}"
-                )
-                raise InputError(msg, path, line)
-            if not words:
-                start = line
-            words.append(columns[word_column])
-            tags.append(columns[tag_column])
+    stats = stats if stats is not None else ReadStats()
+    stats.files += 1
+    for line, raw in read_lines(path, check_errors_policy(errors), stats):
+        columns = raw.split()
+        if not columns or columns[0] == DOCSTART:
+            if words:
+                sentences.append(Sentence(words, tags, path, start))
+            words, tags = [], []
+            continue
+        if len(columns) < needed:
+            msg = (
+                f"expected at least {needed} whitespace-separated columns "
+                f"(tag column {tag_column}), found {len(columns)}: {raw.strip()!r}"
+            )
+            raise InputError(msg, path, line)
+        if not words:
+            start = line
+        words.append(columns[word_column])
+        tags.append(columns[tag_column])
     if words:
         sentences.append(Sentence(words, tags, path, start))
     if not sentences:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from muppets.data.readers.tabular import Example, read_table
+from muppets.data.text import ReadStats
 from muppets.errors import InputError
 
 BINARY = ("0", "1")
@@ -43,6 +44,7 @@ class GlueTask:
     # (text_a index, label index) for splits written without a header (CoLA train/dev)
     headerless: tuple[int, int] | None = None
     headerless_splits: tuple[str, ...] = ()
+    label_range: tuple[float, float] | None = None  # regression scores outside it are errors
 
     @property
     def regression(self) -> bool:
@@ -64,7 +66,9 @@ GLUE_TASKS: dict[str, GlueTask] = {
     ),
     "sst2": GlueTask("SST-2", BINARY, "accuracy", "sentence", None, "label"),
     "mrpc": GlueTask("MRPC", BINARY, "accuracy_f1", "#1 String", "#2 String", "Quality"),
-    "stsb": GlueTask("STS-B", (), "pearson_spearman", "sentence1", "sentence2", "score"),
+    "stsb": GlueTask(
+        "STS-B", (), "pearson_spearman", "sentence1", "sentence2", "score", label_range=(0, 5)
+    ),
     "qqp": GlueTask("QQP", BINARY, "accuracy_f1", "question1", "question2", "is_duplicate"),
     "mnli": GlueTask("MNLI", NLI, "accuracy", "sentence1", "sentence2", "gold_label", _MNLI_SPLITS),
     "qnli": GlueTask("QNLI", ENTAILMENT, "accuracy", "question", "sentence", "label"),
@@ -84,10 +88,18 @@ def glue_task(task: str) -> GlueTask:
     return GLUE_TASKS[task]
 
 
-def read_glue(path: str | Path, task: str, split: str) -> list[Example]:
+def read_glue(
+    path: str | Path,
+    task: str,
+    split: str,
+    errors: str = "strict",
+    stats: ReadStats | None = None,
+) -> list[Example]:
     """Examples of one GLUE file read with the layout of `task`'s `split`.
 
     Splits whose name starts with "test" are read without labels. guid is `{split}-{n}`.
+    `errors` and `stats` as in `read_table` (errors="replace": bytes that are not UTF-8 become
+    U+FFFD, counted in stats.replaced_lines).
     """
     spec = glue_task(task)
     if split not in spec.splits:
@@ -97,11 +109,12 @@ def read_glue(path: str | Path, task: str, split: str) -> list[Example]:
         text_a, label = spec.headerless
         return read_table(
             path, text_a, None, label, spec.labels, spec.regression,
-            format="tsv", header=False, guid_prefix=f"{split}-",
+            format="tsv", header=False, guid_prefix=f"{split}-", errors=errors, stats=stats,
         )  # fmt: skip
     return read_table(
         path, spec.text_a, spec.text_b, spec.label if labeled else None, spec.labels,
         spec.regression, format="tsv", header=True, guid_prefix=f"{split}-",
+        label_range=spec.label_range, errors=errors, stats=stats,
     )  # fmt: skip
 
 
@@ -118,6 +131,8 @@ def glue_path(task: str, data_dir: str | Path, split: str) -> Path:
     raise InputError(f"no {task} {split} file {name!r} here or in {spec.directory}/", data_dir)
 
 
-def read_glue_task(task: str, data_dir: str | Path, split: str) -> list[Example]:
+def read_glue_task(
+    task: str, data_dir: str | Path, split: str, errors: str = "strict"
+) -> list[Example]:
     """Examples of `task`'s `split` under a GLUE data directory (holding CoLA/, SST-2/, ...)."""
-    return read_glue(glue_path(task, data_dir, split), task, split)
+    return read_glue(glue_path(task, data_dir, split), task, split, errors)

@@ -16,17 +16,26 @@ question id is MRQA's `qid`.
 
 SQuAD files are one JSON document (the official ones are a single line), so a question's line is
 found by searching for its id in the text; it is None if the id is not found verbatim.
+
+Bytes are decoded by `muppets.data.text`'s line decoder, as for corpora (a byte that is not UTF-8
+is an error at its line, or U+FFFD with errors="replace", counted in `QAStats.replaced_lines`).
+A question id used twice is an error naming both places: predictions and scores are keyed by id,
+so a duplicate would silently change the reported F1. So are an empty question or context.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
+from muppets.data.text import ReadStats, check_errors_policy, decode_lines, open_input, read_lines
 from muppets.errors import InputError
 
 MAX_WARNINGS = 20  # warning lines per file; QAStats.messages keeps all of them
@@ -59,20 +68,23 @@ class QAStats:
     answers: int = 0  # training targets kept
     repaired: int = 0  # offsets moved to where the text occurs
     dropped: int = 0  # answers whose text is not in the context (kept in gold_texts only)
+    replaced_lines: int = 0  # lines with bytes that were not UTF-8 (errors="replace")
     messages: list[str] = field(default_factory=list)
 
 
-def read_qa(path: str | Path) -> tuple[list[QAExample], QAStats]:
+def read_qa(path: str | Path, errors: str = "strict") -> tuple[list[QAExample], QAStats]:
     """SQuAD JSON (.json) or MRQA jsonl (.jsonl, .jsonl.gz), chosen by the file name."""
     name = str(path).lower()
-    return read_mrqa(path) if name.endswith((".jsonl", ".jsonl.gz")) else read_squad(path)
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return read_mrqa(path, errors)
+    return read_squad(path, errors)
 
 
-def read_squad(path: str | Path) -> tuple[list[QAExample], QAStats]:
+def read_squad(path: str | Path, errors: str = "strict") -> tuple[list[QAExample], QAStats]:
     """Examples of a SQuAD v1.1 or v2.0 JSON file (`data[].paragraphs[].qas[]`)."""
     path = str(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    lines = ReadStats()
+    text = "".join(t for _, t in read_lines(path, check_errors_policy(errors), lines, True))
     try:
         document = json.loads(text)
     except json.JSONDecodeError as e:
@@ -80,15 +92,20 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], QAStats]:
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise InputError('expected a SQuAD JSON object with a "data" list', path, 1)
     locate, stats, examples = _IdLocator(text), QAStats(), []
+    stats.replaced_lines = lines.replaced_lines
+    seen: dict[str, str] = {}  # question id -> where it was first
     for a, article in enumerate(document["data"]):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, path, f"data[{a}]")):
             where = f"data[{a}].paragraphs[{p}]"
-            context = _get(paragraph, "context", str, path, where)
+            context = _nonempty(_get(paragraph, "context", str, path, where), where, path)
             for q, qa in enumerate(_get(paragraph, "qas", list, path, where)):
                 where_q = f"{where}.qas[{q}]"
                 qid = str(_get(qa, "id", (str, int), path, where_q))
                 line = locate(qid)
+                place = where_q if line is None else f"{where_q} (line {line})"
+                _check_unique(seen, qid, place, path, line)
                 question = _get(qa, "question", str, path, where_q, line)
+                _nonempty(question, f"question {qid}", path, line)
                 impossible = qa.get("is_impossible", False)
                 raw = qa.get("answers", [])
                 if not isinstance(impossible, bool) or not isinstance(raw, list):
@@ -112,13 +129,14 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], QAStats]:
     return _finish(examples, stats, path)
 
 
-def read_mrqa(path: str | Path) -> tuple[list[QAExample], QAStats]:
+def read_mrqa(path: str | Path, errors: str = "strict") -> tuple[list[QAExample], QAStats]:
     """Examples of an MRQA 2019 jsonl file (gzip when the name ends in .gz)."""
     path = str(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    stats, examples = QAStats(), []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
+    check_errors_policy(errors)
+    stats, examples, lines = QAStats(), [], ReadStats()
+    seen: dict[str, str] = {}
+    with open_input(path) as raw_file, _gunzip(raw_file, path) as f:
+        for line, raw in decode_lines(f, path, errors, lines):
             if not raw.strip():
                 continue
             try:
@@ -131,7 +149,9 @@ def read_mrqa(path: str | Path) -> tuple[list[QAExample], QAStats]:
             context = _get(record, "context", str, path, where, line)
             for qa in _get(record, "qas", list, path, where, line):
                 qid = str(_get(qa, "qid", (str, int), path, where, line))
+                _check_unique(seen, qid, f"line {line}", path, line)
                 question = _get(qa, "question", str, path, where, line)
+                _nonempty(question, f"question {qid}", path, line)
                 gold = [str(t) for t in _get(qa, "answers", list, path, where, line)]
                 targets = []
                 for detected in qa.get("detected_answers", []):
@@ -142,7 +162,34 @@ def read_mrqa(path: str | Path) -> tuple[list[QAExample], QAStats]:
                         targets.append(Answer(context[span[0] : span[1] + 1], span[0]))
                 examples.append(QAExample(qid, question, context, targets, gold, False, path, line))
                 _count(stats, examples[-1])
+    stats.replaced_lines = lines.replaced_lines
     return _finish(examples, stats, path)
+
+
+@contextlib.contextmanager
+def _gunzip(raw_file: BinaryIO, path: str) -> Iterator[BinaryIO]:
+    """The file itself, or its gzip stream when the name ends in .gz; a damaged gzip is named."""
+    if not path.endswith(".gz"):
+        yield raw_file
+        return
+    try:
+        with gzip.GzipFile(fileobj=raw_file) as f:
+            yield f
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise InputError(f"not a readable gzip file ({e})", path) from None
+
+
+def _check_unique(seen: dict[str, str], qid: str, place: str, path: str, line: int | None):
+    """Predictions and scores are keyed by id: a second question with it would replace the first."""
+    if qid in seen:
+        raise InputError(f"question id {qid!r} is used twice: {seen[qid]} and {place}", path, line)
+    seen[qid] = place
+
+
+def _nonempty(text: str, what: str, path: str, line: int | None = None) -> str:
+    if not text.strip():
+        raise InputError(f"{what}: the text is empty", path, line)
+    return text
 
 
 def _get(obj, key: str, kind, path: str, where: str, line: int | None = None):
@@ -213,6 +260,6 @@ class _IdLocator:
             found = self.text.find(needle, self.pos)
             if found >= 0:
                 self.line += self.text.count("\n", self.pos, found)
-                self.pos = found
+                self.pos = found + 1  # past it: a repeated id is found at its own place
                 return self.line
         return None

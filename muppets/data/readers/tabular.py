@@ -10,16 +10,25 @@ tsv is split on tabs only, with no quoting: GLUE's files contain unbalanced `"` 
 and the reference readers use `csv.reader(quotechar=None)` for the same reason. csv uses Python's
 `csv` module (RFC 4180 quotes, fields may span lines; an example's line is where its row starts).
 A UTF-8 byte-order mark is removed (GLUE's MRPC header starts with one). Blank lines are not rows.
+
+Bytes are decoded by `muppets.data.text.read_lines`, as for corpora: a byte that is not UTF-8 is an
+error at its line, or U+FFFD with `errors="replace"` (counted in `stats.replaced_lines`).
+What would train silently wrong is an error at its line too: a text that is null, not a string or
+empty in a labelled file (unlabelled files keep every row: each needs a prediction), a regression
+label that is not finite or outside `label_range`, and jsonl classification labels of mixed types
+(`1` among "neg"/"pos" would become a third class).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from muppets.data.text import ReadStats, check_errors_policy, read_lines
 from muppets.errors import InputError
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -52,7 +61,11 @@ def table_format(path: str | Path) -> str:
 
 
 def read_rows(
-    path: str | Path, format: str, header: bool = True
+    path: str | Path,
+    format: str,
+    header: bool = True,
+    errors: str = "strict",
+    stats: ReadStats | None = None,
 ) -> tuple[list[str] | None, list[tuple[int, list[str] | dict]]]:
     """(header names or None, [(line, row)]). tsv/csv rows are lists; jsonl rows are dicts.
 
@@ -60,41 +73,44 @@ def read_rows(
     """
     if format not in FORMATS:
         raise InputError(f"unknown table format {format!r}; valid formats: {', '.join(FORMATS)}")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        if format == "jsonl":
-            return None, list(_jsonl_rows(f, path))
-        rows = _tsv_rows(f) if format == "tsv" else _csv_rows(f)
-        names, out, width = None, [], None
-        for line, row in rows:
-            if width is None:
-                width = len(row)
-                if header:
-                    names = row
-                    continue
-            if len(row) != width:
-                sep = "tab-separated" if format == "tsv" else "comma-separated"
-                raise InputError(f"expected {width} {sep} columns, found {len(row)}", path, line)
-            out.append((line, row))
+    path = str(path)
+    stats = stats if stats is not None else ReadStats()
+    stats.files += 1
+    lines = read_lines(path, check_errors_policy(errors), stats, keep_ends=True)
+    if format == "jsonl":
+        return None, list(_jsonl_rows(lines, path))
+    rows = _tsv_rows(lines) if format == "tsv" else _csv_rows(lines)
+    names, out, width = None, [], None
+    for line, row in rows:
+        if width is None:
+            width = len(row)
+            if header:
+                names = row
+                continue
+        if len(row) != width:
+            sep = "tab-separated" if format == "tsv" else "comma-separated"
+            raise InputError(f"expected {width} {sep} columns, found {len(row)}", path, line)
+        out.append((line, row))
     return names, out
 
 
-def _tsv_rows(f) -> Iterator[tuple[int, list[str]]]:
-    for line, raw in enumerate(f, start=1):
+def _tsv_rows(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    for line, raw in lines:
         raw = raw.rstrip("\r\n")
         if raw.strip():
             yield line, raw.split("\t")
 
 
-def _csv_rows(f) -> Iterator[tuple[int, list[str]]]:
-    reader, start = csv.reader(f), 1
+def _csv_rows(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    reader, start = csv.reader(text for _, text in lines), 1
     for row in reader:
         if any(field.strip() for field in row):
             yield start, row
         start = reader.line_num + 1
 
 
-def _jsonl_rows(f, path) -> Iterator[tuple[int, dict]]:
-    for line, raw in enumerate(f, start=1):
+def _jsonl_rows(lines: Iterator[tuple[int, str]], path: str) -> Iterator[tuple[int, dict]]:
+    for line, raw in lines:
         if not raw.strip():
             continue
         try:
@@ -119,17 +135,70 @@ def column_index(column: Column, names: list[str] | None, width: int, path: str)
     return column % width
 
 
-def parse_label(value: object, labels: Sequence[str], regression: bool, path: str, line: int):
+def parse_label(
+    value: object,
+    labels: Sequence[str],
+    regression: bool,
+    path: str,
+    line: int,
+    label_range: tuple[float, float] | None = None,
+):
     """A label field -> its index in `labels`, or a float when `regression`."""
+    if value is None:
+        valid = "" if regression else f"; valid labels: {', '.join(labels)}"
+        raise InputError(f"the label is null{valid}", path, line)
     if regression:
         try:
-            return float(value)
+            score = float(value)
         except (TypeError, ValueError):
             raise InputError(f"label {value!r} is not a number", path, line) from None
+        if not math.isfinite(score):  # nan would surface later as "loss nan", without a line
+            raise InputError(f"label {value!r} is not a finite number", path, line)
+        if label_range is not None and not label_range[0] <= score <= label_range[1]:
+            lo, hi = label_range
+            raise InputError(f"label {value!r} is outside the range {lo:g} to {hi:g}", path, line)
+        return score
     text = str(value)
     if isinstance(value, bool) or text not in labels:
         raise InputError(f"unknown label {value!r}; valid labels: {', '.join(labels)}", path, line)
     return labels.index(text)
+
+
+def check_text(value: object, column: Column, path: str, line: int) -> str:
+    """A text field that is a non-empty string (jsonl null would be trained on as "None")."""
+    if not isinstance(value, str):
+        found = "null" if value is None else f"{_kind(value)} {json.dumps(value)[:40]}"
+        raise InputError(f"text {column!r} is {found}, not a string", path, line)
+    if not value.strip():
+        raise InputError(f"text {column!r} is empty; remove the row or write its text", path, line)
+    return value
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a label, finer than Python's: 1 and 1.0 would be two classes."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "non-integer number" if not value.is_integer() else "number with a decimal point"
+    return {str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_label_kinds(values: Sequence[tuple[int, object]], path: str) -> None:
+    """Every (line, label) of one JSON type; else an error at the first label of the rarer type,
+    naming it and the others (str() would silently make a class of `1` among "neg"/"pos")."""
+    by_kind: dict[str, list[tuple[int, object]]] = {}
+    for line, value in values:
+        by_kind.setdefault(_kind(value), []).append((line, value))
+    if len(by_kind) < 2:
+        return
+    odd = min(by_kind, key=lambda k: (len(by_kind[k]), -by_kind[k][0][0]))
+    line, value = by_kind[odd][0]
+    others = sorted({json.dumps(v) for k, rows in by_kind.items() if k != odd for _, v in rows})
+    shown = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "")
+    message = f"label {json.dumps(value)} is a{'n' * (odd[0] in 'aeiou')} {odd}"
+    raise InputError(f"{message}; the other labels are: {shown}", path, line)
 
 
 def read_table(
@@ -142,18 +211,22 @@ def read_table(
     format: str | None = None,
     header: bool = True,
     guid_prefix: str = "",
+    label_range: tuple[float, float] | None = None,
+    errors: str = "strict",
+    stats: ReadStats | None = None,
 ) -> list[Example]:
     """Examples from a tsv/csv/jsonl file; `label=None` reads an unlabeled file (labels None).
 
     Classification needs the class names `labels` (their order gives the label ids; see
     `table_labels` to collect them from a training file). jsonl columns are key names.
-    guid is `{guid_prefix}{n}` with n the 0-based example number.
+    guid is `{guid_prefix}{n}` with n the 0-based example number. `label_range` bounds a
+    regression label (STS-B: 0 to 5).
     """
     path = str(path)
     format = format or table_format(path)
     if label is not None and not regression and not labels:
         raise InputError("a classification label column needs the list of labels", path)
-    names, rows = read_rows(path, format, header)
+    names, rows = read_rows(path, format, header, errors, stats)
     if not rows:
         raise InputError("no examples in the file", path, 1)
     cols = [text_a, text_b, label]
@@ -165,14 +238,20 @@ def read_table(
         width = len(rows[0][1])
         cols = [None if c is None else column_index(c, names, width, path) for c in cols]
         get = _list_getter
-    examples = []
+    labelled = cols[2] is not None
+    examples, label_values = [], []
     for n, (line, row) in enumerate(rows):
         a, b, y = (None if c is None else get(row, c, line) for c in cols)
-        if cols[2] is not None:  # a labeled file: every row needs a valid label
-            y = parse_label(y, labels, regression, path, line)
+        if labelled:  # train/dev: what is empty or not text would be trained on or scored
+            a = check_text(a, text_a, path, line)
+            b = None if b is None else check_text(b, text_b, path, line)
+            label_values.append((line, y))
+            y = parse_label(y, labels, regression, path, line, label_range)
         examples.append(
             Example(str(a), None if b is None else str(b), y, f"{guid_prefix}{n}", path, line)
         )
+    if labelled and not regression:
+        check_label_kinds(label_values, path)
     return examples
 
 
@@ -190,16 +269,27 @@ def _json_getter(path: str):
 
 
 def table_labels(
-    path: str | Path, label: Column, format: str | None = None, header: bool = True
+    path: str | Path,
+    label: Column,
+    format: str | None = None,
+    header: bool = True,
+    errors: str = "strict",
+    stats: ReadStats | None = None,
 ) -> list[str]:
     """The distinct labels of a file's label column, sorted (a stable label-id order)."""
     path = str(path)
     format = format or table_format(path)
-    names, rows = read_rows(path, format, header)
+    names, rows = read_rows(path, format, header, errors, stats)
     if not rows:
         raise InputError("no examples in the file", path, 1)
     if format == "jsonl":
         get, column = _json_getter(path), label
     else:
         get, column = _list_getter, column_index(label, names, len(rows[0][1]), path)
-    return sorted({str(get(row, column, line)) for line, row in rows})
+    values = [(line, get(row, column, line)) for line, row in rows]
+    for line, value in values:
+        if value is None or isinstance(value, bool) or not str(value).strip():
+            found = "null" if value is None else json.dumps(value)
+            raise InputError(f"label {found} cannot be a class name", path, line)
+    check_label_kinds(values, path)
+    return sorted({str(value) for _, value in values})
