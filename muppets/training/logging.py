@@ -2,7 +2,8 @@
 
 `metrics.jsonl` holds one JSON object per event, each with "event" and "step":
   {"event": "train", "step": 100, "loss": 7.1, "loss_mlm": 6.4, "loss_nsp": 0.7, "lr": 1e-4,
-   "grad_norm": 1.3, "tokens": 51200, "tokens_per_second": 9000.0, "elapsed_seconds": 5.7}
+   "grad_norm": 1.3, "tokens": 51200, "tokens_per_second": 9000.0, "elapsed_seconds": 5.7,
+   "total_steps": 4000}   (total_steps: the schedule's length, a time budget's current estimate)
   {"event": "eval", "step": 100, "loss": 7.0, "mlm_loss": 6.3, "mlm_accuracy": 0.1, ...}
   {"event": "resume", "step": 100, "changed": {"learning_rate": [0.0001, 0.0002]}}
 Only rank 0 calls these. matplotlib is imported inside `plot_losses` so `import muppets` stays fast.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,6 +27,35 @@ def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
 def show_progress(bar: tqdm, steps: int, loss: float, tokens_per_second: float) -> None:
     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}", refresh=False)
     bar.update(steps)
+
+
+@dataclass
+class LogWindow:
+    """The steps since the last train record: per-component loss sums, steps, tokens, seconds.
+
+    Saved in trainer_state.json, so a run resumed mid-window logs the same mean as an
+    uninterrupted one (the sums are float64, and JSON keeps them exactly).
+    """
+
+    loss_sums: list[float] = field(default_factory=list)  # one per loss component, sorted names
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0  # wall time of the window's steps, for tokens per second
+
+    def add(self, step_losses: list[float], tokens: int, seconds: float) -> None:
+        sums = self.loss_sums or [0.0] * len(step_losses)
+        self.loss_sums = [a + b for a, b in zip(sums, step_losses, strict=True)]
+        self.steps, self.tokens = self.steps + 1, self.tokens + tokens
+        self.seconds += seconds
+
+    def record(self, names: list[str]) -> dict:
+        """The train record's loss and throughput fields; the window then starts afresh."""
+        mean = [value / self.steps for value in self.loss_sums]
+        record = {"loss": sum(mean)}
+        record.update({f"loss_{name}": value for name, value in zip(names, mean, strict=True)})
+        record["tokens_per_second"] = self.tokens / max(self.seconds, 1e-9)
+        self.loss_sums, self.steps, self.tokens, self.seconds = [], 0, 0, 0.0
+        return record
 
 
 def append_metrics(path: str | Path, record: dict) -> None:
@@ -51,11 +82,12 @@ def truncate_metrics(path: str | Path, step: int) -> None:
 
 def eval_history(metrics_jsonl: str | Path, steps_per_epoch: int) -> list[dict]:
     """The eval records of a run, each with its epoch: what metrics.json keeps as "history"."""
-    return [
-        {"epoch": r["step"] / steps_per_epoch, "step": r["step"],
-         **{k: v for k, v in r.items() if k not in ("event", "step")}}
-        for r in read_metrics(metrics_jsonl) if r["event"] == "eval"
-    ]  # fmt: skip
+    history = []
+    for r in read_metrics(metrics_jsonl):
+        if r["event"] == "eval":
+            scores = {k: v for k, v in r.items() if k not in ("event", "step")}
+            history.append({"epoch": r["step"] / steps_per_epoch, "step": r["step"], **scores})
+    return history
 
 
 def draw_losses(ax, records: list[dict], eval_label: str = "eval") -> None:

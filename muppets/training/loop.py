@@ -1,4 +1,4 @@
-"""The training loop: one function, written out top to bottom.
+"""The training loop: one function, written out top to bottom as named steps.
 
 Contracts, duck-typed so any model family and any objective fit:
   objective(model, batch)        -> {component: loss SUM over the micro-batch's targets}
@@ -8,32 +8,28 @@ Contracts, duck-typed so any model family and any objective fit:
 The objective must run the forward as `model(...)`: under DDP the gradient hooks live in the
 wrapper's __call__. Every rank's source must yield the same number of micro-batches.
 
-Exactness: each step counts the targets of all its k micro-batches on all ranks first, then
-backpropagates sum_c loss_sum_c / N_c for each micro-batch, so k micro-batches of b equal one
-batch of k*b, and N ranks equal one process with the same global batch (up to float rounding).
+`train` is a loop over: the step (step.py: exact gradient accumulation over micro-batches and
+ranks), the time budget's re-estimate, a log record, an evaluation, a save, a stop decision. All
+that changes lives in one `LoopState` (state.py), which is also what a checkpoint saves.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from muppets.errors import ConfigError, InputError, TrainingError
+from muppets.errors import ConfigError, TrainingError
 from muppets.training import checkpoint as ckpt
 from muppets.training import distributed as dist
 from muppets.training import logging as log
-from muppets.training.optim import SCHEDULES, build_optimizer, lr_factor, set_learning_rate
-
-PROBE_STEPS = 10  # steps timed (after the first) to derive max_steps from time_budget_seconds
+from muppets.training.optim import SCHEDULES, build_optimizer, set_learning_rate
+from muppets.training.state import LoopState, Run, new_state, resumed_state, save, seed_everything
+from muppets.training.step import StepResult, compute_gradients, next_micro_batches, to_device
 
 
 @dataclass
@@ -41,12 +37,14 @@ class TrainConfig:
     """One optimizer step = gradient_accumulation_steps micro-batches on every rank.
 
     time_budget_seconds (Cramming, Geiping & Goldstein 2022, sec. 2): the run's length is set by
-    the clock. The first step is not timed (allocator warm-up); the next PROBE_STEPS are, and
-    max_steps becomes min(max_steps, steps that fit in what is left of the budget). The schedule
-    then decays to 0 exactly at the derived step, and the derived length is saved in the
-    checkpoint, so a resumed run follows the same schedule. Training also stops if the clock runs
-    out first. (Cramming instead makes the schedule a function of elapsed/budget; that ties the
-    learning rate of every step to machine load, so runs could not be reproduced or resumed.)
+    the clock. The first step is not timed (allocator warm-up); then every 10 steps (or 2% of the
+    budget) the run's length becomes min(max_steps, steps that fit in what is left of the budget
+    at the recent seconds per step: budget.BudgetClock). The schedule is re-planned to end at
+    each new estimate without a jump (optim.Schedule.replanned), so it decays to 0 as the budget
+    is spent, on a machine that gets busier or quieter as well. The estimate is saved in the
+    checkpoint and logged as "total_steps". Training also stops if the clock runs out first.
+    (Cramming makes the schedule a function of elapsed/budget at every step; ours moves only at
+    the re-estimates, each a pure function of the step after it, so a checkpoint holds it whole.)
     """
 
     max_steps: int = 1_000_000
@@ -130,223 +128,163 @@ def train(
     model is written to `out_dir/best` (model files only), and `early_stopping_patience`
     evaluations without a new best end the run (stopped: "early_stopping").
     """
-    out_dir, rank, world = Path(out_dir), dist.rank(), dist.world_size()
-    roots, metrics_path = out_dir / "checkpoints", out_dir / "metrics.jsonl"
-    device, k = next(model.parameters()).device, config.gradient_accumulation_steps
-    budget = config.time_budget_seconds
+    out_dir, rank = Path(out_dir), dist.rank()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-
     # Per-rank seeds: dropout differs across ranks; the weights are rank 0's (DDP broadcasts them).
     seed_everything(config.seed + rank)
     betas = (config.adam_beta1, config.adam_beta2)
     optimizer = build_optimizer(
         model, config.learning_rate, betas, config.adam_epsilon, config.weight_decay
     )
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
-    best, bad_evals = None, 0  # {"step", "value"} of the best evaluation; evaluations since
-    total_steps, measured = config.max_steps, budget is None
-    saved = ckpt.checkpoints(roots)
-    last_checkpoint = saved[-1] if saved else None
-    if resume:
-        if last_checkpoint is None:
-            raise InputError("nothing to resume: no checkpoint in this directory", roots)
-        state = ckpt.load_checkpoint(last_checkpoint, model, optimizer, config_dict)
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        best, bad_evals = state.get("best"), state.get("bad_evals", 0)
-        elapsed_before = state["elapsed_seconds"]
-        if budget is not None and state["schedule"]["total_steps_measured"]:
-            total_steps, measured = state["schedule"]["total_steps"], True
-        mine = ckpt.rank_state(state, rank, world, last_checkpoint)
-        batches.load_state_dict(mine["data"])
-        if mine["rng"] is not None:
-            ckpt.set_rng_state(mine["rng"])
-        else:  # another world size: not bitwise; fresh streams, unlike those of step 0
-            seed_everything(config.seed + rank + 1_000_003 * step)
-        if rank == 0:
-            log.truncate_metrics(metrics_path, step)  # steps after the checkpoint are redone
-            old, new = state["train_config"], dataclasses.asdict(config)
-            changed = {key: [old.get(key), new[key]] for key in new if old.get(key) != new[key]}
-            log.append_metrics(metrics_path, {"event": "resume", "step": step, "changed": changed})
-    elif last_checkpoint is not None:
-        raise InputError("holds checkpoints of an earlier run: resume it or use a new one", roots)
-
-    def save(step: int, tokens_seen: int, total_steps: int, measured: bool) -> Path:
-        """Checkpoint on rank 0, with every rank's data position and RNG states."""
-        schedule = {"name": config.schedule, "warmup_steps": config.warmup_for(total_steps)}
-        schedule.update(total_steps=total_steps, total_steps_measured=measured)
-        state = {"step": step, "tokens_seen": tokens_seen, "schedule": schedule}
-        state.update(elapsed_seconds=elapsed_before + time.perf_counter() - start_time)
-        state.update(train_config=dataclasses.asdict(config), world_size=world)
-        state.update(best=best, bad_evals=bad_evals)
-        state["ranks"] = dist.all_gather_objects(
-            {"data": batches.state_dict(), "rng": ckpt.rng_state()}
-        )
-        target = roots / f"step-{step:08d}"
-        if rank == 0:
-            keep = config.keep_checkpoints
-            ckpt.save_checkpoint(
-                roots, step, model, config_dict, optimizer, state, extra_files, keep
-            )
-        dist.barrier()  # no rank reads or reports the checkpoint before it exists
-        return target
-
-    def run_eval(step: int) -> dict:
-        """Objective metrics and/or evaluate_fn's scores, logged; keeps the best model."""
-        nonlocal best, bad_evals
-        scores = {}
-        if eval_batches_fn is not None:
-            scores.update(evaluate(model, objective, eval_batches_fn(), device))
-        if evaluate_fn is not None:
-            scores.update(evaluate_fn(model))
-        if config.best_metric is not None:
-            if config.best_metric not in scores:
-                valid = ", ".join(sorted(scores))
-                raise ConfigError(f"best_metric {config.best_metric!r} is not one of: {valid}")
-            value = float(scores[config.best_metric])
-            sign = 1.0 if config.best_mode == "max" else -1.0
-            # The first evaluation is a best; NaN never beats a number.
-            if best is None or math.isnan(best["value"]) or sign * (value - best["value"]) > 0:
-                best, bad_evals = {"step": step, "value": value}, 0
-                if rank == 0:
-                    ckpt.save_pretrained(out_dir / "best", model, config_dict, extra_files)
-                dist.barrier()
-            else:
-                bad_evals += 1
-        if rank == 0:
-            log.append_metrics(metrics_path, {"event": "eval", "step": step, **scores})
-        return scores
-
-    evaluating = eval_batches_fn is not None or evaluate_fn is not None
-    patience = config.early_stopping_patience
-    ddp_model = dist.wrap_ddp(model)
+    run = Run(
+        model=model,
+        ddp_model=model,  # wrapped once the weights are final (after a resume)
+        objective=objective,
+        batches=batches,
+        optimizer=optimizer,
+        config=config,
+        config_dict=config_dict,
+        out_dir=out_dir,
+        extra_files=tuple(extra_files),
+        eval_batches_fn=eval_batches_fn,
+        evaluate_fn=evaluate_fn,
+        rank=rank,
+        world=dist.world_size(),
+        device=next(model.parameters()).device,
+    )
+    state = resumed_state(run) if resume else new_state(run)
+    run = dataclasses.replace(run, ddp_model=dist.wrap_ddp(model))
+    bar = log.progress_bar(state.schedule.total_steps, state.step, enabled=rank == 0)
     source = iter(batches)
-    bar = log.progress_bar(total_steps, step, enabled=rank == 0)
-    start_step, start_time = step, time.perf_counter()
-    log_loss, log_steps, log_tokens, log_time = None, 0, 0, start_time
-    probe_time, loss, stop_reason, eval_metrics = start_time, math.nan, "max_steps", {}
-    evaluated_at, saved_at = -1, step
+    if state.step >= state.schedule.total_steps:
+        state.stop_reason = "max_steps"
     model.train()
-    while step < total_steps:
-        # 1. This step's k micro-batches; their targets and tokens counted over all ranks.
-        try:
-            micro = [_to_device(next(source), device) for _ in range(k)]
-        except StopIteration:
-            stop_reason = "data_exhausted"  # a partial last step is dropped
+    while state.stop_reason is None:
+        micro = next_micro_batches(source, config.gradient_accumulation_steps, run.device)
+        if micro is None:
+            state.stop_reason = "data_exhausted"  # a partial last step is dropped
             break
-        counts = [objective.count_targets(batch) for batch in micro]
-        names = sorted(counts[0])
-        local = [sum(int(c[name]) for c in counts) for name in names]
-        local.append(sum(_count_tokens(batch) for batch in micro))
-        *totals, tokens = dist.all_reduce_sum(torch.tensor(local, device=device)).tolist()
-        n_targets = {name: max(1, n) for name, n in zip(names, totals, strict=True)}
+        result, lr = take_step(run, state, micro, bar)
+        ending = follow_budget(run, state, result, bar)
+        if state.step % config.log_every == 0 or ending:
+            log_step(run, state, result, lr, bar)
+        if run.evaluating and config.eval_every and state.step % config.eval_every == 0:
+            run_evaluation(run, state)
+        if config.save_every and state.step % config.save_every == 0:
+            save(run, state)
+        state.stop_reason = stop_decision(run, state, ending)
 
-        # 2. Forward/backward per micro-batch, each scaled by the whole step's target counts.
-        warmup = config.warmup_for(total_steps)
-        lr = config.learning_rate * lr_factor(step, config.schedule, warmup, total_steps)
-        set_learning_rate(optimizer, lr)
-        step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
-        for i, batch in enumerate(micro):
-            # Under DDP, gradients are all-reduced only in the last micro-batch's backward.
-            last = i == k - 1
-            with nullcontext() if ddp_model is model or last else ddp_model.no_sync():
-                sums = objective(ddp_model, batch)
-                parts = torch.stack([sums[name] / n_targets[name] for name in names])
-                # DDP averages gradients over ranks; x world turns that into the global sum.
-                (parts.sum() * world).backward()
-            step_losses += parts.detach()
-
-        # 3. One collective for the global loss per component and "is any rank out of time".
-        elapsed = elapsed_before + time.perf_counter() - start_time
-        out_of_time = float(budget is not None and elapsed >= budget)
-        flag = torch.tensor([out_of_time], dtype=torch.float64, device=device)
-        reduced = dist.all_reduce_sum(torch.cat([step_losses, flag]))
-        step_losses, out_of_time = reduced[:-1], reduced[-1].item() > 0
-        loss = step_losses.sum().item()
-        max_norm = config.max_grad_norm or math.inf  # inf: measure the norm, scale by 1.0
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            bar.close()  # nothing is saved: the last good checkpoint stays the newest
-            raise TrainingError(
-                f"step {step + 1}: loss {loss}, gradient norm {grad_norm}; "
-                f"last good checkpoint: {last_checkpoint or 'none'}"
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step, tokens_seen = step + 1, tokens_seen + tokens
-
-        # 4. Time budget: derive the run's length from the time per step, once.
-        now = time.perf_counter()
-        if not measured and step == start_step + 1:
-            probe_time = now
-        elif not measured and step == start_step + 1 + PROBE_STEPS:
-            left = budget - (elapsed_before + now - start_time)
-            local = torch.tensor([(now - probe_time) / PROBE_STEPS, left], device=device)
-            seconds, left = (dist.all_reduce_sum(local) / world).tolist()  # same on every rank
-            total_steps = max(step, min(config.max_steps, step + int(left / seconds)))
-            measured, bar.total = True, total_steps
-        if out_of_time:
-            total_steps, stop_reason = step, "time_budget"
-
-        # 5. Log, evaluate, save.
-        log_loss = step_losses if log_loss is None else log_loss + step_losses
-        log_steps, log_tokens = log_steps + 1, log_tokens + tokens
-        if step % config.log_every == 0 or step == total_steps:
-            mean = (log_loss / log_steps).tolist()
-            tokens_per_second = log_tokens / max(now - log_time, 1e-9)
-            record = {"event": "train", "step": step, "loss": sum(mean)}
-            record.update({f"loss_{name}": value for name, value in zip(names, mean, strict=True)})
-            record.update(lr=lr, grad_norm=grad_norm)
-            record.update(tokens=tokens_seen, tokens_per_second=tokens_per_second)
-            record.update(elapsed_seconds=elapsed_before + now - start_time)
-            if rank == 0:
-                log.append_metrics(metrics_path, record)
-            log.show_progress(bar, step - bar.n, sum(mean), tokens_per_second)
-            log_loss, log_steps, log_tokens, log_time = None, 0, 0, now
-        if evaluating and config.eval_every and step % config.eval_every == 0:
-            eval_metrics, evaluated_at = run_eval(step), step
-            if patience and bad_evals >= patience:
-                total_steps, stop_reason = step, "early_stopping"
-        if config.save_every and step % config.save_every == 0:
-            last_checkpoint, saved_at = save(step, tokens_seen, total_steps, measured), step
-
-    # 6. The end (max_steps, time budget or data exhausted): evaluate and save unless just done.
-    if evaluating and evaluated_at != step:
-        eval_metrics = run_eval(step)
-    if saved_at != step:
-        last_checkpoint = save(step, tokens_seen, total_steps, measured)
+    # The end (max_steps, time budget, early stopping or data exhausted): evaluate and save
+    # unless just done.
+    if run.evaluating and state.evaluated_at != state.step:
+        run_evaluation(run, state)
+    if state.saved_at != state.step:
+        save(run, state)
     bar.close()
-    if rank == 0 and metrics_path.exists():
-        log.plot_losses(metrics_path, out_dir / "loss.png")
+    if rank == 0 and run.metrics_path.exists():
+        log.plot_losses(run.metrics_path, out_dir / "loss.png")
     return {
-        "step": step,
-        "tokens_seen": tokens_seen,
-        "train_loss": loss,
-        "eval": eval_metrics,
-        "best": best,
-        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-        "stopped": stop_reason,
-        "elapsed_seconds": elapsed_before + time.perf_counter() - start_time,
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "train_loss": state.loss,
+        "eval": state.eval_metrics,
+        "best": state.best,
+        "checkpoint": str(state.last_checkpoint) if state.last_checkpoint else None,
+        "stopped": state.stop_reason,
+        "elapsed_seconds": state.elapsed_now(),
     }
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+def take_step(run: Run, state: LoopState, micro: list[dict], bar) -> tuple[StepResult, float]:
+    """One optimizer step at the schedule's learning rate; refuses a non-finite loss or gradient."""
+    lr = run.config.learning_rate * state.schedule.factor(state.step)
+    set_learning_rate(run.optimizer, lr)
+    elapsed, clip = state.elapsed_now(), run.config.max_grad_norm
+    result = compute_gradients(run.model, run.ddp_model, run.objective, micro, clip, elapsed)
+    if not result.finite:
+        bar.close()  # nothing is saved: the last good checkpoint stays the newest
+        raise TrainingError(
+            f"step {state.step + 1}: loss {result.loss}, gradient norm {result.grad_norm}; "
+            f"last good checkpoint: {state.last_checkpoint or 'none'}"
+        )
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.window.add(result.losses, result.tokens, result.elapsed - state.elapsed)
+    state.step, state.tokens_seen = state.step + 1, state.tokens_seen + result.tokens
+    state.loss, state.elapsed = result.loss, result.elapsed
+    return result, lr
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-    }
+def follow_budget(run: Run, state: LoopState, result: StepResult, bar) -> str | None:
+    """Re-estimate a time-budgeted run's length and re-plan the schedule to end there.
+
+    Returns why the run ends at this step ("time_budget", "max_steps"), or None.
+    """
+    config, budget = run.config, state.budget
+    if budget is not None:
+        first = state.step == state.start_step + 1
+        total = budget.observe(state.step, result.elapsed, first_of_process=first)
+        if total is not None and total != state.schedule.total_steps:
+            warmup = config.warmup_for(total)
+            state.schedule = state.schedule.replanned(state.step, total, warmup)
+            bar.total = state.schedule.total_steps
+        state.measured = state.measured or total is not None
+        if result.elapsed >= config.time_budget_seconds:
+            return "time_budget"
+    if state.step >= state.schedule.total_steps:
+        return "time_budget" if budget is not None and state.measured else "max_steps"
+    return None
 
 
-def _count_tokens(batch: dict) -> int:
-    """Real (non-padding) tokens: the attention mask's sum, else every input id."""
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return batch["input_ids"].numel()
+def log_step(run: Run, state: LoopState, result: StepResult, lr: float, bar) -> None:
+    """The train record of the steps since the last one (the window), to metrics.jsonl."""
+    record = {"event": "train", "step": state.step, **state.window.record(result.names)}
+    tokens_per_second = record.pop("tokens_per_second")
+    record.update(lr=lr, grad_norm=result.grad_norm)
+    record.update(tokens=state.tokens_seen, tokens_per_second=tokens_per_second)
+    record.update(elapsed_seconds=result.elapsed)
+    if state.budget is not None:
+        record["total_steps"] = state.schedule.total_steps
+    if run.rank == 0:
+        log.append_metrics(run.metrics_path, record)
+    log.show_progress(bar, state.step - bar.n, record["loss"], tokens_per_second)
+
+
+def run_evaluation(run: Run, state: LoopState) -> None:
+    """Objective metrics and/or evaluate_fn's scores, logged; keeps the best model."""
+    config, scores = run.config, {}
+    if run.eval_batches_fn is not None:
+        scores.update(evaluate(run.model, run.objective, run.eval_batches_fn(), run.device))
+    if run.evaluate_fn is not None:
+        scores.update(run.evaluate_fn(run.model))
+    if config.best_metric is not None:
+        if config.best_metric not in scores:
+            valid = ", ".join(sorted(scores))
+            raise ConfigError(f"best_metric {config.best_metric!r} is not one of: {valid}")
+        value, best = float(scores[config.best_metric]), state.best
+        sign = 1.0 if config.best_mode == "max" else -1.0
+        # The first evaluation is a best; NaN never beats a number.
+        if best is None or math.isnan(best["value"]) or sign * (value - best["value"]) > 0:
+            state.best, state.bad_evals = {"step": state.step, "value": value}, 0
+            if run.rank == 0:
+                best_dir = run.out_dir / "best"
+                ckpt.save_pretrained(best_dir, run.model, run.config_dict, run.extra_files)
+            dist.barrier()
+        else:
+            state.bad_evals += 1
+    if run.rank == 0:
+        log.append_metrics(run.metrics_path, {"event": "eval", "step": state.step, **scores})
+    state.eval_metrics, state.evaluated_at = scores, state.step
+
+
+def stop_decision(run: Run, state: LoopState, ending: str | None) -> str | None:
+    """Early stopping after an evaluation without a new best for `patience` of them, else
+    the end that the step found (time budget, length), else None: go on."""
+    patience = run.config.early_stopping_patience
+    if patience and state.evaluated_at == state.step and state.bad_evals >= patience:
+        return "early_stopping"
+    return ending
 
 
 @torch.no_grad()
@@ -360,7 +298,7 @@ def evaluate(model: nn.Module, objective, batches, device: torch.device) -> dict
     model.eval()
     sums: dict[str, float] = {}
     for batch in batches:
-        for key, value in objective.metrics(model, _to_device(batch, device)).items():
+        for key, value in objective.metrics(model, to_device(batch, device)).items():
             sums[key] = sums.get(key, 0.0) + float(value)
     model.train(was_training)
     keys = sorted(sums)

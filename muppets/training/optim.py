@@ -13,6 +13,7 @@ optimizer step, so there is no scheduler object whose state could drift from the
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -71,16 +72,65 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     linear 1 - p (BERT's polynomial decay with power 1, reaching 0 at step T), cosine
     (1 + cos(pi p)) / 2, constant 1.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return Schedule(schedule, warmup_steps, total_steps).factor(step)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Warmup then decay over `total_steps`, re-planned in place when a time budget re-estimates
+    the run's length, so the learning rate never jumps.
+
+    A re-plan before step r (`restart_step`) keeps what was already taken and stretches or
+    shrinks what is left: in warmup, the ramp goes on from the last factor used (`restart_value`)
+    to 1 at the new warmup's end; in decay, the progress p goes on from its last value
+    (`restart_value`) to 1 at the new total. So the factor is continuous, and after warmup it never
+    rises. Never re-planned (restart_step 0), it is `lr_factor`'s schedule exactly.
+    """
+
+    name: str
+    warmup_steps: int
+    total_steps: int
+    restart_step: int = 0
+    restart_value: float = 0.0  # factor (in warmup) or progress (in decay) of step restart_step-1
+
+    def __post_init__(self):
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.name!r}; valid: {', '.join(SCHEDULES)}")
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate for the step with 0-based index `step`."""
+        W, r, v = self.warmup_steps, self.restart_step, self.restart_value
+        if step < W:  # r < W here: a ramp from v after step r - 1 to 1 at step W - 1
+            return v + (1 - v) * (step - r + 1) / (W - r)
+        if self.name == "constant":
+            return 1.0
+        p = self.progress(step)
+        if self.name == "linear":
+            return 1.0 - p
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+
+    def progress(self, step: int) -> float:
+        """How far the decay is, 0 -> 1, at the step with 0-based index `step` (>= warmup)."""
+        W, T, r, v = self.warmup_steps, self.total_steps, self.restart_step, self.restart_value
+        if r <= W:  # decay never re-planned: p = (step - W) / (T - W)
+            return min(1.0, (step - W) / max(1, T - W))
+        return min(1.0, v + (1 - v) * (step - r + 1) / max(1, T - r + 1))
+
+    def replanned(self, step: int, total_steps: int, warmup_steps: int) -> Schedule:
+        """The schedule for steps `step`, `step + 1`, ... of a run now `total_steps` long.
+
+        `warmup_steps` (the configured warmup for the new length) applies only while warmup is not
+        over; a warmup already done stays done.
+        """
+        W = self.warmup_steps
+        if step < W:  # still warming up: ramp from the last factor to the new warmup's end
+            W = max(warmup_steps, step)
+            last = self.factor(step - 1) if step > 0 else 0.0
+            return Schedule(self.name, W, max(total_steps, W), step, last if step < W else 0.0)
+        if step == W:  # decay not begun: it simply spans the new length
+            return Schedule(self.name, W, max(total_steps, W), step, 0.0)
+        last = self.progress(step - 1)
+        return Schedule(self.name, W, max(total_steps, step), step, last)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:

@@ -1,0 +1,198 @@
+"""What a run is made of: `Run`, its fixed parts, and `LoopState`, all that the loop changes.
+
+`LoopState` is the one mutable object of `loop.train`; the named steps (a step, an evaluation, a
+save, a stop decision) take it and update it, and `trainer_state.json` is its saved form:
+  step, tokens_seen, elapsed_seconds        where the run is
+  schedule {name, warmup_steps, total_steps, total_steps_measured, restart_step, restart_value}
+  best, bad_evals                           model selection and early stopping
+  log_window {loss_sums, steps, tokens, seconds}  the partial sums of the next train record
+  train_config, world_size, ranks [{data, rng}], optimizer   (the last written by checkpoint.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from muppets.errors import InputError
+from muppets.training import budget as time_budget
+from muppets.training import checkpoint as ckpt
+from muppets.training import distributed as dist
+from muppets.training import logging as log
+from muppets.training.optim import Schedule
+
+
+@dataclass(frozen=True)
+class Run:
+    """The parts of a run that do not change while it trains."""
+
+    model: nn.Module
+    ddp_model: nn.Module  # `model` itself in a single process
+    objective: object
+    batches: object
+    optimizer: torch.optim.Optimizer
+    config: object  # loop.TrainConfig
+    config_dict: dict
+    out_dir: Path
+    extra_files: tuple = ()
+    eval_batches_fn: object = None
+    evaluate_fn: object = None
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def roots(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    @property
+    def evaluating(self) -> bool:
+        return self.eval_batches_fn is not None or self.evaluate_fn is not None
+
+
+@dataclass
+class LoopState:
+    """Everything `train` changes as it runs (saved fields first, then this process's own)."""
+
+    schedule: Schedule
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0  # seconds spent by the earlier processes of this run
+    measured: bool = False  # whether a time budget has estimated the run's length yet
+    best: dict | None = None  # {"step", "value"} of the best evaluation
+    bad_evals: int = 0  # evaluations since the best
+    window: log.LogWindow = field(default_factory=log.LogWindow)
+    # This process only:
+    budget: time_budget.BudgetClock | None = None
+    start_step: int = 0
+    start_time: float = 0.0
+    elapsed: float = 0.0  # at the last step, the same on every rank
+    loss: float = math.nan  # the last step's training loss
+    eval_metrics: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+    last_checkpoint: Path | None = None
+    evaluated_at: int = -1
+    saved_at: int = 0
+
+    def elapsed_now(self) -> float:
+        return self.elapsed_before + time_budget.clock() - self.start_time
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def fresh_schedule(config) -> Schedule:
+    """The schedule of a run `config.max_steps` long (a time budget re-plans it as it measures)."""
+    return Schedule(config.schedule, config.warmup_for(config.max_steps), config.max_steps)
+
+
+def new_state(run: Run) -> LoopState:
+    """Step 0, or the refusal to overwrite an earlier run's checkpoints."""
+    if ckpt.checkpoints(run.roots):
+        message = "holds checkpoints of an earlier run: resume it or use a new one"
+        raise InputError(message, run.roots)
+    return _started(LoopState(schedule=fresh_schedule(run.config)), run)
+
+
+def resumed_state(run: Run) -> LoopState:
+    """Model, optimizer, data position, RNG and loop state from the newest checkpoint."""
+    saved = ckpt.checkpoints(run.roots)
+    if not saved:
+        raise InputError("nothing to resume: no checkpoint in this directory", run.roots)
+    config, directory = run.config, saved[-1]
+    saved_state = ckpt.load_checkpoint(directory, run.model, run.optimizer, run.config_dict)
+    state = LoopState(schedule=fresh_schedule(config), last_checkpoint=directory)
+    state.step, state.tokens_seen = saved_state["step"], saved_state["tokens_seen"]
+    state.best, state.bad_evals = saved_state.get("best"), saved_state.get("bad_evals", 0)
+    state.elapsed_before = saved_state["elapsed_seconds"]
+    state.window = log.LogWindow(**saved_state.get("log_window", {}))
+    schedule = saved_state["schedule"]
+    if config.time_budget_seconds is not None and schedule["total_steps_measured"]:
+        state.measured = True  # the budget's estimate so far; re-measured as this process runs
+        state.schedule = Schedule(
+            schedule["name"],
+            schedule["warmup_steps"],
+            schedule["total_steps"],
+            schedule.get("restart_step", 0),
+            schedule.get("restart_value", 0.0),
+        )
+    mine = ckpt.rank_state(saved_state, run.rank, run.world, directory)
+    run.batches.load_state_dict(mine["data"])
+    if mine["rng"] is not None:
+        ckpt.set_rng_state(mine["rng"])
+    else:  # another world size: not bitwise; fresh streams, unlike those of step 0
+        seed_everything(config.seed + run.rank + 1_000_003 * state.step)
+    if run.rank == 0:
+        log.truncate_metrics(run.metrics_path, state.step)  # steps after it are redone
+        old, new = saved_state["train_config"], dataclasses.asdict(config)
+        changed = {key: [old.get(key), new[key]] for key in new if old.get(key) != new[key]}
+        record = {"event": "resume", "step": state.step, "changed": changed}
+        log.append_metrics(run.metrics_path, record)
+    return _started(state, run)
+
+
+def _started(state: LoopState, run: Run) -> LoopState:
+    state.start_step, state.saved_at = state.step, state.step
+    state.start_time = time_budget.clock()
+    state.elapsed = state.elapsed_before
+    budget = run.config.time_budget_seconds
+    if budget is None:
+        state.measured = True  # the length is the configured one
+    else:
+        state.budget = time_budget.BudgetClock(budget, run.config.max_steps)
+    return state
+
+
+def save(run: Run, state: LoopState) -> Path:
+    """Checkpoint on rank 0, with every rank's data position and RNG states."""
+    config, schedule = run.config, state.schedule
+    trainer_state = {
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "schedule": {
+            "name": schedule.name,
+            "warmup_steps": schedule.warmup_steps,
+            "total_steps": schedule.total_steps,
+            "total_steps_measured": state.measured,
+            "restart_step": schedule.restart_step,
+            "restart_value": schedule.restart_value,
+        },
+        "elapsed_seconds": state.elapsed_now(),
+        "train_config": dataclasses.asdict(config),
+        "world_size": run.world,
+        "best": state.best,
+        "bad_evals": state.bad_evals,
+        "log_window": dataclasses.asdict(state.window),
+    }
+    trainer_state["ranks"] = dist.all_gather_objects(
+        {"data": run.batches.state_dict(), "rng": ckpt.rng_state()}
+    )
+    target = run.roots / f"step-{state.step:08d}"
+    if run.rank == 0:
+        ckpt.save_checkpoint(
+            run.roots,
+            state.step,
+            run.model,
+            run.config_dict,
+            run.optimizer,
+            trainer_state,
+            run.extra_files,
+            config.keep_checkpoints,
+        )
+    dist.barrier()  # no rank reads or reports the checkpoint before it exists
+    state.last_checkpoint, state.saved_at = target, state.step
+    return target

@@ -1,0 +1,94 @@
+"""One optimizer step's gradients: k micro-batches on every rank, exactly one big batch's.
+
+Each step counts the targets of all its k micro-batches on all ranks first, then backpropagates
+sum_c loss_sum_c / N_c for each micro-batch, so k micro-batches of b equal one batch of k*b, and
+N ranks equal one process with the same global batch (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from muppets.training import distributed as dist
+
+
+@dataclass
+class StepResult:
+    """What one step measured, the same on every rank."""
+
+    names: list[str]  # loss components, sorted
+    losses: list[float]  # global mean loss per component
+    loss: float  # their sum
+    tokens: int  # real tokens in the step, all ranks
+    grad_norm: float  # before clipping
+    elapsed: float  # run seconds at the step (mean over ranks, so every rank decides alike)
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+def next_micro_batches(source, k: int, device: torch.device) -> list[dict] | None:
+    """The step's k micro-batches on `device`; None when the data ends (a partial step is lost)."""
+    try:
+        return [to_device(next(source), device) for _ in range(k)]
+    except StopIteration:
+        return None
+
+
+def compute_gradients(
+    model: nn.Module,
+    ddp_model: nn.Module,
+    objective,
+    micro: list[dict],
+    max_grad_norm: float | None,
+    elapsed: float,
+) -> StepResult:
+    """Forward and backward over `micro`, gradients all-reduced and clipped; no optimizer step."""
+    device, world, k = next(model.parameters()).device, dist.world_size(), len(micro)
+    # The step's targets and tokens, counted over all ranks.
+    counts = [objective.count_targets(batch) for batch in micro]
+    names = sorted(counts[0])
+    local = [sum(int(c[name]) for c in counts) for name in names]
+    local.append(sum(count_tokens(batch) for batch in micro))
+    *totals, tokens = dist.all_reduce_sum(torch.tensor(local, device=device)).tolist()
+    n_targets = {name: max(1, n) for name, n in zip(names, totals, strict=True)}
+
+    # Forward/backward per micro-batch, each scaled by the whole step's target counts.
+    step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
+    for i, batch in enumerate(micro):
+        # Under DDP, gradients are all-reduced only in the last micro-batch's backward.
+        last = i == k - 1
+        with nullcontext() if ddp_model is model or last else ddp_model.no_sync():
+            sums = objective(ddp_model, batch)
+            parts = torch.stack([sums[name] / n_targets[name] for name in names])
+            # DDP averages gradients over ranks; x world turns that into the global sum.
+            (parts.sum() * world).backward()
+        step_losses += parts.detach()
+
+    # One collective for the global loss per component and the run's elapsed time.
+    clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+    reduced = dist.all_reduce_sum(torch.cat([step_losses, clock]))
+    step_losses, elapsed = reduced[:-1], reduced[-1].item() / world
+    max_norm = max_grad_norm or math.inf  # inf: measure the norm, scale by 1.0
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+    loss = step_losses.sum().item()
+    return StepResult(names, step_losses.tolist(), loss, tokens, grad_norm, elapsed)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+def count_tokens(batch: dict) -> int:
+    """Real (non-padding) tokens: the attention mask's sum, else every input id."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return batch["input_ids"].numel()
