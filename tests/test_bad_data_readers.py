@@ -105,6 +105,8 @@ def test_a_null_or_non_string_text_is_not_trained_on_as_none(tmp_path):
     path = write(tmp_path / "n.jsonl", '{"text": 5, "y": "pos"}\n')
     message = error_of(read_table, path, "text", None, "y", ["neg", "pos"])
     assert message == f"{path}:1: text 'text' is integer 5, not a string"
+    pair = write(tmp_path / "pair.jsonl", '{"a": "x", "b": null}\n')
+    assert error_of(read_table, pair, "a", "b") == f"{pair}:1: text 'b' is null, not a string"
 
 
 def test_an_empty_text_is_an_error_in_labelled_files_and_kept_in_unlabelled_ones(tmp_path):

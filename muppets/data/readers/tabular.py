@@ -164,12 +164,13 @@ def parse_label(
     return labels.index(text)
 
 
-def check_text(value: object, column: Column, path: str, line: int) -> str:
-    """A text field that is a non-empty string (jsonl null would be trained on as "None")."""
+def check_text(value: object, column: Column, path: str, line: int, empty_ok: bool = False) -> str:
+    """A text field that is a string (jsonl null would be read as "None"), non-empty unless
+    `empty_ok` (unlabelled rows: every one needs a prediction)."""
     if not isinstance(value, str):
         found = "null" if value is None else f"{_kind(value)} {json.dumps(value)[:40]}"
         raise InputError(f"text {column!r} is {found}, not a string", path, line)
-    if not value.strip():
+    if not empty_ok and not value.strip():
         raise InputError(f"text {column!r} is empty; remove the row or write its text", path, line)
     return value
 
@@ -242,9 +243,11 @@ def read_table(
     examples, label_values = [], []
     for n, (line, row) in enumerate(rows):
         a, b, y = (None if c is None else get(row, c, line) for c in cols)
-        if labelled:  # train/dev: what is empty or not text would be trained on or scored
-            a = check_text(a, text_a, path, line)
-            b = None if b is None else check_text(b, text_b, path, line)
+        # train/dev: an empty text would be trained on or scored; test rows all get predicted
+        a = check_text(a, text_a, path, line, empty_ok=not labelled)
+        if text_b is not None:  # by the column, not the value: null must not drop the pair
+            b = check_text(b, text_b, path, line, empty_ok=not labelled)
+        if labelled:
             label_values.append((line, y))
             y = parse_label(y, labels, regression, path, line, label_range)
         examples.append(
