@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from muppets.cli.main import _route_elmo, main
+from muppets.cli.main import main
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
@@ -105,20 +105,6 @@ def test_not_an_elmo_checkpoint_is_a_clear_error(tmp_path):
         load_elmo(bert)
     with pytest.raises(InputError, match="not a checkpoint"):
         load_elmo(tmp_path)
-
-
-def test_pretrain_routes_elmo_presets(tmp_path):
-    toml = tmp_path / "elmo.toml"
-    toml.write_text('model = "elmo-small"\n')
-    base = ["pretrain", "--train-data", "x"]
-    assert _route_elmo([*base, "--model", "elmo-tiny"])[0] == "pretrain-elmo"
-    assert _route_elmo(["--debug", *base, "--model=elmo-tiny"])[1] == "pretrain-elmo"
-    assert _route_elmo([*base, "--set", "model=elmo-tiny"])[0] == "pretrain-elmo"
-    assert _route_elmo([*base, "--config", str(toml)])[0] == "pretrain-elmo"
-    assert _route_elmo([*base, "--config", str(toml), "--model", "bert-mini"]) == [
-        *base, "--config", str(toml), "--model", "bert-mini",
-    ]  # fmt: skip
-    assert _route_elmo([*base, "--model", "bert-mini"])[0] == "pretrain"
 
 
 def test_config_errors_name_the_field(capsys):
