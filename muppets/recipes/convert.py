@@ -7,24 +7,21 @@ config.json; the tokenizer files travel along.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from muppets.errors import ConfigError
 from muppets.models.hf import save_hf_checkpoint
 from muppets.training.checkpoint import save_pretrained
+from muppets.training.options import option
 from muppets.training.pretrained import TOKENIZER_FILES, load_pretrained, resolve_checkpoint
-
-
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class ConvertConfig:
-    input: str = _help("checkpoint directory to convert", "")
-    out: str = _help("output directory", "")
-    to: str = _help("hf (transformers format) or muppets", "hf")
+    input: str = option("checkpoint directory to convert", "")
+    out: str = option("output directory", "")
+    to: str = option("hf (transformers format) or muppets", "hf")
 
     def __post_init__(self):
         if not self.input or not self.out:

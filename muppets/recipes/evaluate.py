@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -20,22 +20,19 @@ from muppets.tasks.registry import split_path, task_spec
 from muppets.tasks.setup import TaskSetup
 from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.training.device import pick_device
+from muppets.training.options import device_option, option
 from muppets.training.pretrained import load_finetuned
-
-
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class EvaluateConfig:
-    model: str = _help("fine-tuned model directory (or a multi-seed run: its best seed)", "")
-    task: str | None = _help("task (default: the model's)", None)
-    data: str | None = _help("data directory of the task (GLUE: holding SST-2/ etc.)", None)
-    file: str | None = _help("a labelled file to evaluate instead of the task's dev files", None)
-    batch_size: int = _help("examples per batch", 128)
-    out: str | None = _help("directory for evaluate.json (and the resolved config)", None)
-    device: str = _help("cpu, cuda or auto", "auto")
+    model: str = option("fine-tuned model directory (or a multi-seed run: its best seed)", "")
+    task: str | None = option("task (default: the model's)", None)
+    data: str | None = option("data directory of the task (GLUE: holding SST-2/ etc.)", None)
+    file: str | None = option("a labelled file to evaluate instead of the task's dev files", None)
+    batch_size: int = option("examples per batch", 128)
+    out: str | None = option("directory for evaluate.json (and the resolved config)", None)
+    device: str = device_option()
 
     def __post_init__(self):
         if not self.model:
@@ -59,9 +56,12 @@ def _load_for(config) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
 
 def run_evaluate(config: EvaluateConfig) -> dict:
     model, setup, tokenizer = _load_for(config)
-    splits = {"file": config.file} if config.file else {
-        split: split_path(setup.spec, config.data, split) for split in setup.spec.dev_splits
-    }  # fmt: skip
+    if config.file:
+        splits = {"file": config.file}
+    else:
+        splits = {
+            split: split_path(setup.spec, config.data, split) for split in setup.spec.dev_splits
+        }
     results = {}
     for split, path in splits.items():
         examples = setup.read(path, setup.spec.dev_splits[0])
@@ -81,12 +81,12 @@ def run_evaluate(config: EvaluateConfig) -> dict:
 
 @dataclass
 class PredictConfig:
-    model: str = _help("fine-tuned model directory (or a multi-seed run: its best seed)", "")
-    input: str = _help("file to predict (GLUE: a test_*.tsv reads unlabelled)", "")
-    out: str = _help("predictions file: GLUE tsv, SQuAD json or CoNLL `word gold pred`", "")
-    task: str | None = _help("task (default: the model's)", None)
-    batch_size: int = _help("examples per batch", 128)
-    device: str = _help("cpu, cuda or auto", "auto")
+    model: str = option("fine-tuned model directory (or a multi-seed run: its best seed)", "")
+    input: str = option("file to predict (GLUE: a test_*.tsv reads unlabelled)", "")
+    out: str = option("predictions file: GLUE tsv, SQuAD json or CoNLL `word gold pred`", "")
+    task: str | None = option("task (default: the model's)", None)
+    batch_size: int = option("examples per batch", 128)
+    device: str = device_option()
 
     def __post_init__(self):
         if not (self.model and self.input and self.out):
@@ -100,10 +100,10 @@ def run_predict(config: PredictConfig) -> Path:
     )
     examples = setup.read(config.input, setup.spec.dev_splits[0], labelled)
     features = setup.featurize(examples, tokenizer, labelled=False)
-    predictions, notes = predict(model, setup, examples, features, tokenizer.pad_id,
-                                 config.batch_size)  # fmt: skip
+    pad_id = tokenizer.pad_id
+    predictions, notes = predict(model, setup, examples, features, pad_id, config.batch_size)
     path = write_predictions(setup, examples, predictions, config.out)
-    extra = f" ({notes['words_unpredicted']} words without a sub-token: O)" if notes.get(
-        "words_unpredicted") else ""  # fmt: skip
+    unpredicted = notes.get("words_unpredicted")
+    extra = f" ({unpredicted} words without a sub-token: O)" if unpredicted else ""
     print(f"predict: {len(examples)} {setup.task} examples -> {path}{extra}")
     return path

@@ -32,7 +32,7 @@ import json
 import os
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from muppets.errors import ConfigError, InputError
 from muppets.tasks.features import ScalarMix, remove_sentence_boundaries
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.training.checkpoint import read_config
+from muppets.training.options import device_option, option
 from muppets.training.pretrained import load_elmo, load_pretrained, resolve_checkpoint
 
 LAYER_CHOICES = ("all", "mean", "top")
@@ -54,19 +55,15 @@ FORMATS = (".npz", ".safetensors")
 Featurizer = Callable[[list[str], list[int]], tuple[list[Tensor], Tensor, list[list[str]]]]
 
 
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class ExtractConfig:
-    model: str = _help("checkpoint or run directory (ELMo or BERT family)", "")
-    input: str = _help("text file, one text per line", "")
-    out: str = _help("output file: .npz or .safetensors", "")
-    layers: str = _help("all, mean (ScalarMix s=0, gamma=1) or top", "all")
-    batch_size: int = _help("lines per forward pass", 32)
-    whitespace_tokens: bool = _help("ELMo: split lines on whitespace only", False)
-    device: str = _help("cpu, cuda or auto", "auto")
+    model: str = option("checkpoint or run directory (ELMo or BERT family)", "")
+    input: str = option("text file, one text per line", "")
+    out: str = option("output file: .npz or .safetensors", "")
+    layers: str = option("all, mean (ScalarMix s=0, gamma=1) or top", "all")
+    batch_size: int = option("lines per forward pass", 32)
+    whitespace_tokens: bool = option("ELMo: split lines on whitespace only", False)
+    device: str = device_option()
 
     def __post_init__(self):
         if not self.model or not self.input or not self.out:

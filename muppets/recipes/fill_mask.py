@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from muppets.errors import ConfigError, InputError
 from muppets.models.heads import PretrainingModel
 from muppets.tokenization.wordpiece import WordPieceTokenizer
+from muppets.training.options import option
 from muppets.training.pretrained import load_pretrained
 
 
@@ -31,15 +32,11 @@ def fill_mask(
     ]
 
 
-def _help(text: str, default, **more):
-    return field(default=default, metadata={"help": text, **more})
-
-
 @dataclass
 class FillMaskConfig:
-    text: str = _help("text with one or more [MASK] tokens", "", positional=True)
-    model: str = _help("checkpoint or run directory (ours or Hugging Face's)", "")
-    top_k: int = _help("predictions to show per mask", 5)
+    text: str = option("text with one or more [MASK] tokens", "", positional=True)
+    model: str = option("checkpoint or run directory (ours or Hugging Face's)", "")
+    top_k: int = option("predictions to show per mask", 5)
 
     def __post_init__(self):
         if not self.model:
