@@ -181,14 +181,14 @@ def row_options(row: str, out: Path, bert_model: str) -> dict:
     if row == "bert-finetuned":
         return {"model": str(out / "bert"), "learning_rate": 2e-4}
     if row == "bert-frozen":
-        return {"model": str(out / "bert"), "freeze": True, "learning_rate": 1e-3,
-                "pooling": "mean"}  # fmt: skip
+        frozen = {"freeze": True, "learning_rate": 1e-3, "pooling": "mean"}
+        return {"model": str(out / "bert"), **frozen}
     if row == "bert-scratch":
         return {"model": bert_model, "tokenizer": str(out / "tokenizer"), "learning_rate": 2e-4}
     words = {"whitespace_tokens": True}
     if row == "elmo-bilstm":
-        return {"model": str(out / "elmo"), "downstream": "bilstm", "elmo_word_embeddings": True,
-                **words}  # fmt: skip
+        elmo = {"model": str(out / "elmo"), "elmo_word_embeddings": True}
+        return {**elmo, "downstream": "bilstm", **words}
     if row == "random-bilstm":
         return {"model": "random-embeddings", "downstream": "bilstm", **words}
     return {"model": "random-embeddings", "downstream": "bag-of-embeddings", **words}

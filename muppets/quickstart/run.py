@@ -179,14 +179,29 @@ def _fresh_or_resumed(directory: Path) -> bool:
 def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
     shards = ctx.out / "shards"
     resume = _fresh_or_resumed(ctx.directory)
-    result = pretrain(from_options(PretrainConfig,
-        train_data=str(shards / "train"), valid_data=str(shards / "valid"),
-        out=str(ctx.directory), model=config.bert_model, objective="mlm+nsp", max_seq_length=128,
-        batch_size=32, micro_batch_size=32, eval_instances=512, max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}", learning_rate=1e-3, warmup_ratio=0.06,
-        log_every=10, eval_every=200, save_every=200, seed=config.seed, resume=resume,
+    recipe = from_options(
+        PretrainConfig,
+        train_data=str(shards / "train"),
+        valid_data=str(shards / "valid"),
+        out=str(ctx.directory),
+        model=config.bert_model,
+        objective="mlm+nsp",
+        max_seq_length=128,
+        batch_size=32,
+        micro_batch_size=32,
+        eval_instances=512,
+        max_steps=config.max_pretrain_steps,
+        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
+        learning_rate=1e-3,
+        warmup_ratio=0.06,
+        log_every=10,
+        eval_every=200,
+        save_every=200,
+        seed=config.seed,
+        resume=resume,
         device=config.device,
-    ))  # fmt: skip
+    )
+    result = pretrain(recipe)
     return {**_run_summary(result), "eval": result["eval"]}
 
 
@@ -209,14 +224,29 @@ def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -
     # elmo-small step (0.32 s -> 0.22 s per 32 x 20 tokens on one core).
     vocab = ELMO_PRESETS[config.elmo_model]["vocab_size"]
     cutoffs = [2000] if vocab > 4000 else None
-    result = pretrain_elmo(from_options(ElmoPretrainConfig,
-        train_data=inputs.train_text, valid_data=inputs.valid_text, out=str(ctx.directory),
-        model=config.elmo_model, adaptive_softmax_cutoffs=cutoffs, window=20, batch_size=32,
-        micro_batch_size=32, eval_windows=512, max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}", warmup_ratio=0.05, log_every=10,
-        eval_every=100, save_every=100, seed=config.seed, resume=resume, device=config.device,
+    recipe = from_options(
+        ElmoPretrainConfig,
+        train_data=inputs.train_text,
+        valid_data=inputs.valid_text,
+        out=str(ctx.directory),
+        model=config.elmo_model,
+        adaptive_softmax_cutoffs=cutoffs,
+        window=20,
+        batch_size=32,
+        micro_batch_size=32,
+        eval_windows=512,
+        max_steps=config.max_pretrain_steps,
+        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
+        warmup_ratio=0.05,
+        log_every=10,
+        eval_every=100,
+        save_every=100,
+        seed=config.seed,
+        resume=resume,
+        device=config.device,
         threads=config.threads,
-    ))  # fmt: skip
+    )
+    result = pretrain_elmo(recipe)
     vocabulary = result["vocabulary"]["size"]
     return {**_run_summary(result), "perplexity": result["perplexity"], "vocabulary": vocabulary}
 
