@@ -6,8 +6,6 @@ and the loaders read a checkpoint of any family. Names load on first use (PEP 56
 `import muppets` imports no torch. See the README's "Python API" section for an example.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 # public name -> the module that defines it

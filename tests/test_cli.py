@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from muppets.cli.main import COMMANDS, main, parse_command, select
+from muppets.errors import InputError
 
 
 def test_every_command_names_a_config_dataclass_and_a_function():
@@ -80,6 +81,17 @@ def test_pretrain_with_an_elmo_preset_runs_pretrain_elmo(tmp_path):
     assert command.words == "pretrain-elmo" and args.train_data == ["a", "b"] and args.window == 10
 
 
+def test_help_is_the_help_of_the_command_that_runs(capsys):
+    for argv, usage in (
+        (["pretrain", "--model", "elmo-tiny", "--help"], "usage: muppets pretrain-elmo "),
+        (["pretrain", "--help"], "usage: muppets pretrain "),
+        (["predict", "fill-mask", "-h"], "usage: muppets predict fill-mask "),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 0 and capsys.readouterr().out.startswith(usage), argv
+
+
 def test_elmo_options_without_an_elmo_model_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit:
         parse_command(["pretrain", "--model", "bert-tiny", "--window", "10"])
@@ -87,7 +99,10 @@ def test_elmo_options_without_an_elmo_model_are_a_usage_error(capsys):
     assert "muppets pretrain: error: unrecognized arguments: --window 10" in capsys.readouterr().err
 
 
-def test_a_missing_config_file_is_one_line_even_while_routing(tmp_path, capsys):
+def test_a_missing_config_file_is_one_line_or_with_debug_a_traceback(tmp_path, capsys):
     missing = tmp_path / "missing.toml"
     assert main(["pretrain", "--config", str(missing)]) == 2
     assert capsys.readouterr().err == f"muppets: error: {missing}: config file not found\n"
+    for argv in (["--debug", "pretrain"], ["pretrain", "--debug"]):  # either place
+        with pytest.raises(InputError, match="config file not found"):
+            main([*argv, "--config", str(missing)])

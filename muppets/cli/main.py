@@ -107,11 +107,13 @@ def select(words: list[str]) -> tuple[Command, list[str]] | None:
     return None
 
 
-def command_parser(command: Command) -> argparse.ArgumentParser:
+def command_parser(command: Command, add_help: bool = True) -> argparse.ArgumentParser:
     """One flag per option of the command's config (imports its recipe)."""
     from muppets.cli.args import add_config_flags
 
-    parser = argparse.ArgumentParser(prog=f"muppets {command.words}", description=command.help)
+    parser = argparse.ArgumentParser(
+        prog=f"muppets {command.words}", description=command.help, add_help=add_help
+    )
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     add_config_flags(parser, command.load()[0])
     return parser
@@ -140,8 +142,13 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
         build_parser().error(f"unknown command {' '.join(argv[:2])!r} (commands: {valid})")
     command, rest = selected
     if command.elmo_command:
-        known, _ = command_parser(command).parse_known_args(rest)
-        if str(resolved_option(known, "model") or "").startswith("elmo"):
+        # --help waits for the command that runs: `pretrain --model elmo-tiny --help` is ELMo's
+        known, _ = command_parser(command, add_help=False).parse_known_args(rest)
+        try:
+            model = str(resolved_option(known, "model") or "")
+        except MuppetsError:  # a bad --config file: build_config reports it (and obeys --debug)
+            model = ""
+        if model.startswith("elmo"):
             command = COMMANDS[command.elmo_command]
     return command, command_parser(command).parse_args(rest)
 
