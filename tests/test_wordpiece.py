@@ -18,6 +18,7 @@ from tokenizers.models import BPE
 
 from muppets.errors import InputError
 from muppets.tokenization import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
+from muppets.tokenization.wordpiece import canonical_order
 
 SAMPLES = Path(__file__).resolve().parents[1] / "muppets" / "samples"
 # transformers 5 renamed the pure-Python tokenizer; in 4.x it is BertTokenizer itself.
@@ -136,6 +137,24 @@ def test_tokenizer_config_do_lower_case_wins_over_tokenizer_json_as_in_transform
     lines = VALID[:100]
     assert [flipped.encode_pair(line)[0] for line in lines] == reference(lines)["input_ids"]
     assert flipped.encode_batch(lines) != tokenizer.encode_batch(lines)
+
+
+def test_training_twice_gives_the_same_ids(trained):
+    """The trainer numbers its tokens in hash-map order; the vocabulary is put in canonical order,
+    so the same text and settings always give the same ids (and the same models after them)."""
+    tokenizer, _ = trained
+    again = train_wordpiece(
+        iter(sample_lines("wiki.train.txt")), vocab_size=2000, lowercase=tokenizer.lowercase
+    )
+    tokens = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
+    assert [again.id_to_token(i) for i in range(again.vocab_size)] == tokens
+
+
+def test_canonical_order_is_specials_then_short_then_word_starts_then_code_points():
+    trained = {"##s": 7, "the": 0, "[MASK]": 3, "a": 9, "##ab": 1, "b": 2, "[PAD]": 5, "ab": 4}
+    for token in ("[UNK]", "[CLS]", "[SEP]"):
+        trained[token] = len(trained)
+    assert canonical_order(trained) == [*SPECIAL_TOKENS, "a", "b", "##s", "ab", "##ab", "the"]
 
 
 def test_fingerprint_is_the_same_in_another_process(trained):

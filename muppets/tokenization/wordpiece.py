@@ -179,7 +179,32 @@ def train_wordpiece(
         show_progress=show_progress,
     )
     backend.train_from_iterator(texts, trainer)
-    return WordPieceTokenizer(backend)
+    ordered = canonical_order(backend.get_vocab(with_added_tokens=True))
+    model = WordPiece(
+        {token: i for i, token in enumerate(ordered)},
+        unk_token="[UNK]",
+        continuing_subword_prefix=CONTINUATION_PREFIX,
+    )
+    return WordPieceTokenizer(_bert_backend(model, lowercase))
+
+
+def canonical_order(vocab: dict[str, int]) -> list[str]:
+    """The trained tokens in an order that depends only on the set: the specials, then shorter
+    pieces before longer, word starts before "##" continuations, then by code point.
+
+    The `tokenizers` trainer learns the same set on every run but numbers it in hash-map order
+    (3 runs on the bundled sample: 3 orders), so ids, and every model trained on them, differed
+    from run to run. WordPiece's longest-match-first encoding does not depend on the ids.
+    """
+    rest = [token for token in vocab if token not in SPECIAL_TOKENS]
+    rest.sort(
+        key=lambda token: (
+            len(token.removeprefix(CONTINUATION_PREFIX)),
+            token.startswith(CONTINUATION_PREFIX),
+            token,
+        )
+    )
+    return [*SPECIAL_TOKENS, *rest]
 
 
 def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> WordPieceTokenizer:
