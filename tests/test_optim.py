@@ -7,7 +7,7 @@ import torch
 from test_loop import ToyMLM
 from torch import nn
 
-from muppets.training.optim import build_optimizer, decays, lr_factor, param_groups
+from muppets.training.optim import Schedule, build_optimizer, decays, lr_factor, param_groups
 
 
 class Block(nn.Module):
@@ -72,3 +72,40 @@ def test_cosine_and_constant_after_warmup():
     assert [lr_factor(s, "constant", 2, 10) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="linear, cosine, constant"):
         lr_factor(0, "exponential", 0, 10)
+
+
+def test_a_schedule_never_replanned_is_lr_factor():
+    for name in ("linear", "cosine", "constant"):
+        schedule = Schedule(name, 3, 12)
+        assert [schedule.factor(s) for s in range(13)] == [
+            lr_factor(s, name, 3, 12) for s in range(13)
+        ]
+
+
+def test_replanning_in_decay_goes_on_from_the_last_progress_to_zero_at_the_new_total():
+    old = Schedule("linear", 4, 20)  # progress at step 9: 5 / 16
+    longer = old.replanned(10, 30, warmup_steps=4)
+    assert (longer.restart_step, longer.restart_value) == (10, 5 / 16)
+    assert longer.factor(10) == pytest.approx((11 / 16) * (20 / 21), abs=1e-15)
+    assert longer.factor(10) < old.factor(9)  # no jump back up, although the run got longer
+    assert longer.factor(29) == pytest.approx((11 / 16) / 21) and longer.factor(30) == 0.0
+    shorter = old.replanned(10, 12, warmup_steps=4)
+    assert [shorter.factor(s) for s in (10, 11, 12)] == pytest.approx([11 / 16 * 2 / 3, 11 / 48, 0])
+    cosine = Schedule("cosine", 0, 100).replanned(50, 60, warmup_steps=0)
+    p = 0.49 + 0.51 * 1 / 11
+    assert cosine.factor(50) == pytest.approx(0.5 * (1 + math.cos(math.pi * p)))
+    assert cosine.factor(60) == pytest.approx(0.0)
+
+
+def test_replanning_in_warmup_ramps_from_the_last_factor_to_the_new_warmup_end():
+    old = Schedule("linear", 10, 100)  # factor at step 3: 0.4
+    ratio = old.replanned(4, 200, warmup_steps=20)  # a warmup ratio of a longer estimate
+    assert ratio.factor(4) == pytest.approx(0.4 + 0.6 / 16)
+    assert ratio.factor(19) == pytest.approx(1.0) and ratio.factor(20) == 1.0
+    assert ratio.factor(110) == pytest.approx(0.5)  # decay from step 20 to 200
+    same = old.replanned(4, 50, warmup_steps=10)  # a fixed warmup: the same ramp
+    assert [same.factor(s) for s in range(4, 10)] == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9, 1])
+    done = old.replanned(4, 50, warmup_steps=2)  # shorter than what is done: warmup ends now
+    assert done.warmup_steps == 4 and done.factor(4) == 1.0 and done.factor(50) == 0.0
+    after = Schedule("linear", 4, 20).replanned(4, 40, warmup_steps=8)  # warmup over: kept
+    assert after.warmup_steps == 4 and after.factor(4) == 1.0 and after.factor(22) == 0.5

@@ -25,18 +25,18 @@ clock = time.perf_counter
 
 ESTIMATE_EVERY = 10  # steps between re-estimates of the run's length (also the first probe)
 ESTIMATE_SHARE = 0.02  # ... or this share of the budget, whichever comes first (slow steps)
-RATE_WINDOW = 5  # re-estimates: the rate is measured over the steps since the 5th last one
+# The rate is measured over the last RATE_WINDOW re-estimates, or more to span RATE_SHARE of the
+# budget: a change of pace shows within a tenth of the budget, one slow step is averaged away.
+RATE_WINDOW, RATE_SHARE = 5, 0.1
 
 
 @dataclass
 class BudgetClock:
     """Re-estimates how many steps fit in a time budget from the recent seconds per step.
 
-    Marks are (step, elapsed seconds) pairs taken at each re-estimate; the rate is measured over
-    the last RATE_WINDOW intervals, so a machine that gets busier or quieter shows within ~50
-    steps, while one slow step (an evaluation, a checkpoint) is averaged away. The first step of
-    a process is not timed (allocator warm-up); marks are not saved, so a resumed run measures
-    afresh and keeps the saved schedule until it has.
+    Marks are (step, elapsed seconds) pairs taken at each re-estimate; the rate is measured from
+    the oldest one kept. The first step of a process is not timed (allocator warm-up); marks are
+    not saved, so a resumed run measures afresh and keeps the saved schedule until it has.
     """
 
     budget_seconds: float
@@ -57,6 +57,9 @@ class BudgetClock:
             return None
         first_step, first_elapsed = self.marks[0]
         seconds_per_step = max(elapsed - first_elapsed, 1e-12) / (step - first_step)
-        self.marks = [*self.marks, (step, elapsed)][-(RATE_WINDOW + 1) :]
+        self.marks.append((step, elapsed))
+        span = RATE_SHARE * self.budget_seconds
+        while len(self.marks) > RATE_WINDOW + 1 and elapsed - self.marks[1][1] >= span:
+            self.marks.pop(0)
         left = max(0.0, self.budget_seconds - elapsed)
         return max(step, min(self.max_steps, step + int(left / seconds_per_step)))

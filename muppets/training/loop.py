@@ -200,8 +200,8 @@ def take_step(run: Run, state: LoopState, micro: list[dict], bar) -> tuple[StepR
     """One optimizer step at the schedule's learning rate; refuses a non-finite loss or gradient."""
     lr = run.config.learning_rate * state.schedule.factor(state.step)
     set_learning_rate(run.optimizer, lr)
-    elapsed, clip = state.elapsed_now(), run.config.max_grad_norm
-    result = compute_gradients(run.model, run.ddp_model, run.objective, micro, clip, elapsed)
+    clip, clock = run.config.max_grad_norm, state.elapsed_now
+    result = compute_gradients(run.model, run.ddp_model, run.objective, micro, clip, clock)
     if not result.finite:
         bar.close()  # nothing is saved: the last good checkpoint stays the newest
         raise TrainingError(

@@ -8,6 +8,7 @@ N ranks equal one process with the same global batch (up to float rounding).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -47,9 +48,12 @@ def compute_gradients(
     objective,
     micro: list[dict],
     max_grad_norm: float | None,
-    elapsed: float,
+    elapsed: Callable[[], float],
 ) -> StepResult:
-    """Forward and backward over `micro`, gradients all-reduced and clipped; no optimizer step."""
+    """Forward and backward over `micro`, gradients all-reduced and clipped; no optimizer step.
+
+    `elapsed()`: the run's seconds so far, read once the backward is done.
+    """
     device, world, k = next(model.parameters()).device, dist.world_size(), len(micro)
     # The step's targets and tokens, counted over all ranks.
     counts = [objective.count_targets(batch) for batch in micro]
@@ -72,13 +76,13 @@ def compute_gradients(
         step_losses += parts.detach()
 
     # One collective for the global loss per component and the run's elapsed time.
-    clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+    clock = torch.tensor([elapsed()], dtype=torch.float64, device=device)
     reduced = dist.all_reduce_sum(torch.cat([step_losses, clock]))
-    step_losses, elapsed = reduced[:-1], reduced[-1].item() / world
+    step_losses, seconds = reduced[:-1], reduced[-1].item() / world
     max_norm = max_grad_norm or math.inf  # inf: measure the norm, scale by 1.0
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
     loss = step_losses.sum().item()
-    return StepResult(names, step_losses.tolist(), loss, tokens, grad_norm, elapsed)
+    return StepResult(names, step_losses.tolist(), loss, tokens, grad_norm, seconds)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
