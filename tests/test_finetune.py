@@ -221,7 +221,7 @@ def test_squad_fine_tunes_and_predicts_answers(workspace, tmp_path, capsys, v2):
     if v2:
         assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1"} <= set(dev)
     else:
-        assert set(dev) == {"exact_match", "f1", "total", "missing"} and dev["missing"] == 0
+        assert set(dev) == {"exact", "f1", "total", "missing"} and dev["missing"] == 0
     ids = {f"q{k}" for k in range(6)} | ({"q-none"} if v2 else set())
     assert dev["total"] == len(ids)
     assert set(json.loads((tmp_path / "seed-1" / "dev_predictions.json").read_text())) == ids

@@ -98,8 +98,8 @@ def test_squad_em_f1_known_values():
     }
     scores = squad_v1_scores(gold, {"q1": "Broncos", "q2": "the 1990s"})
     # q1: EM 0, F1 max(1/2, 2/3); q2: EM 1 ("the 1990s" -> "1990s"), F1 1; q3 missing: 0
-    assert scores == {"exact_match": 100 / 3, "f1": 100 * (2 / 3 + 1) / 3, "total": 3, "missing": 1}
-    assert squad_v1_scores({"q": ["The Broncos", "x"]}, {"q": "broncos."})["exact_match"] == 100.0
+    assert scores == {"exact": 100 / 3, "f1": 100 * (2 / 3 + 1) / 3, "total": 3, "missing": 1}
+    assert squad_v1_scores({"q": ["The Broncos", "x"]}, {"q": "broncos."})["exact"] == 100.0
 
 
 def test_squad_v2_breakdown_and_best_threshold():
@@ -211,4 +211,4 @@ def test_squad_v2_dev_baselines():
     # the first gold answer scores 100 everywhere
     first = {e.id: e.gold_texts[0] if e.gold_texts else "" for e in examples}
     assert squad_v2_scores(gold, first)["f1"] == 100.0
-    assert squad_v1_scores({q: a for q, a in gold.items() if a}, first)["exact_match"] == 100.0
+    assert squad_v1_scores({q: a for q, a in gold.items() if a}, first)["exact"] == 100.0

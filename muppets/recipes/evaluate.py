@@ -1,8 +1,11 @@
-"""`muppets evaluate` and `muppets predict`: a fine-tuned model scored on a task's dev files, or
-its predictions for a file (GLUE submission tsv, SQuAD predictions.json, CoNLL `word gold pred`).
+"""`muppets evaluate` and `muppets predict`: a fine-tuned model scored on a task's dev (and test)
+files, or its predictions for a file (GLUE submission tsv, SQuAD predictions.json, CoNLL
+`word gold pred`).
 
 A fine-tuned checkpoint directory is config.json (the encoder's), model.safetensors (encoder +
-head), the tokenizer files, and task.json (tasks/setup.py).
+head), the tokenizer files, and task.json (tasks/setup.py). The scores printed are those of the
+predictions `predict` writes: one decoding (tasks/prediction.py), with the SQuAD v2.0 threshold
+of task.json or --null-threshold.
 """
 
 from __future__ import annotations
@@ -14,23 +17,36 @@ from pathlib import Path
 
 from torch import nn
 
-from muppets.errors import ConfigError
+from muppets.errors import ConfigError, InputError
 from muppets.tasks.prediction import evaluate_examples, numbers, predict, write_predictions
-from muppets.tasks.registry import split_path, task_spec
+from muppets.tasks.registry import has_labels, split_path, task_spec
 from muppets.tasks.setup import TaskSetup
 from muppets.tokenization.wordpiece import WordPieceTokenizer
+from muppets.training.checkpoint import CONFIG
 from muppets.training.device import pick_device
 from muppets.training.options import device_option, option
-from muppets.training.pretrained import load_finetuned
+from muppets.training.pretrained import load_finetuned, resolve_finetuned
+
+ERRORS = ("strict", "replace")
+
+
+def _null_threshold_option():
+    return option("SQuAD v2.0: answer '' when null - best span > this (default: task.json's)")
+
+
+def _errors_option():
+    return option("bytes that are not UTF-8: strict (stop at file:line) or replace", "strict")
 
 
 @dataclass
 class EvaluateConfig:
     model: str = option("fine-tuned model directory (or a multi-seed run: its best seed)", "")
     task: str | None = option("task (default: the model's)", None)
-    data: str | None = option("data directory of the task (GLUE: holding SST-2/ etc.)", None)
+    data: str | None = option("data directory of the task (dev files, and test when labelled)")
     file: str | None = option("a labelled file to evaluate instead of the task's dev files", None)
     batch_size: int = option("examples per batch", 128)
+    null_threshold: float | None = _null_threshold_option()
+    errors: str = _errors_option()
     out: str | None = option("directory for evaluate.json (and the resolved config)", None)
     device: str = device_option()
 
@@ -39,10 +55,17 @@ class EvaluateConfig:
             raise ConfigError("model is required (a fine-tuned model directory)")
         if not self.data and not self.file:
             raise ConfigError("give --data DIR or --file FILE")
+        _check_errors(self.errors)
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ERRORS:
+        raise ConfigError(f"errors must be strict or replace, got {errors!r}")
 
 
 def _load_for(config) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
-    model, setup, tokenizer = load_finetuned(config.model)
+    directory = resolve_finetuned_or_explain(config.model)
+    model, setup, tokenizer = load_finetuned(directory)
     if config.task and config.task != setup.task:
         other = task_spec(config.task)  # e.g. a model fine-tuned on mnli, evaluated on rte files
         if other.head != setup.head or (other.labels and list(other.labels) != setup.labels):
@@ -51,20 +74,52 @@ def _load_for(config) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
                 f"(head {setup.head}, labels {', '.join(setup.labels) or 'none'})"
             )
         setup = dataclasses.replace(setup, task=config.task)
+    if config.null_threshold is not None:
+        if not setup.squad_v2:
+            raise ConfigError("null_threshold applies to SQuAD v2.0 models only")
+        setup = dataclasses.replace(setup, null_threshold=float(config.null_threshold))
     return model.to(pick_device(config.device)), setup, tokenizer
+
+
+def resolve_finetuned_or_explain(path: str | Path) -> Path:
+    """The fine-tuned directory; a --downstream run (no task.json: its model needs the biLM it
+    was trained over) is refused in one line that says where its scores and predictions are."""
+    for candidate in (Path(path), *sorted(Path(path).glob("seed-*"))):
+        config_file = candidate / CONFIG
+        if not config_file.is_file():
+            continue
+        try:
+            kind = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            continue
+        if kind == "downstream":
+            raise ConfigError(
+                f"{candidate} is a --downstream model, which evaluate/predict do not load: its "
+                "dev and test scores are in metrics.json and its dev predictions beside it "
+                "(fine-tune again with --dev-file FILE to score or predict another file)"
+            )
+    return resolve_finetuned(path)
+
+
+def _splits(config, setup: TaskSetup) -> dict[str, Path]:
+    """--file, else the task's dev files and its test file when that holds labels."""
+    if config.file:
+        return {"file": Path(config.file)}
+    spec = setup.spec
+    splits = {split: split_path(spec, config.data, split) for split in spec.dev_splits}
+    if "test" in spec.files:
+        try:
+            splits["test"] = split_path(spec, config.data, "test")
+        except InputError:
+            pass
+    return splits
 
 
 def run_evaluate(config: EvaluateConfig) -> dict:
     model, setup, tokenizer = _load_for(config)
-    if config.file:
-        splits = {"file": config.file}
-    else:
-        splits = {
-            split: split_path(setup.spec, config.data, split) for split in setup.spec.dev_splits
-        }
     results = {}
-    for split, path in splits.items():
-        examples = setup.read(path, setup.spec.dev_splits[0])
+    for split, path in _splits(config, setup).items():
+        examples = setup.read(path, setup.spec.dev_splits[0], errors=config.errors)
         features = setup.featurize(examples, tokenizer)
         scores, _ = evaluate_examples(
             model, setup, examples, features, tokenizer.pad_id, config.batch_size
@@ -82,23 +137,24 @@ def run_evaluate(config: EvaluateConfig) -> dict:
 @dataclass
 class PredictConfig:
     model: str = option("fine-tuned model directory (or a multi-seed run: its best seed)", "")
-    input: str = option("file to predict (GLUE: a test_*.tsv reads unlabelled)", "")
+    input: str = option("file to predict (labelled or not: told by its columns)", "")
     out: str = option("predictions file: GLUE tsv, SQuAD json or CoNLL `word gold pred`", "")
     task: str | None = option("task (default: the model's)", None)
     batch_size: int = option("examples per batch", 128)
+    null_threshold: float | None = _null_threshold_option()
+    errors: str = _errors_option()
     device: str = device_option()
 
     def __post_init__(self):
         if not (self.model and self.input and self.out):
             raise ConfigError("model, input and out are required")
+        _check_errors(self.errors)
 
 
 def run_predict(config: PredictConfig) -> Path:
     model, setup, tokenizer = _load_for(config)
-    labelled = setup.head in ("span_qa", "tagging") or (
-        setup.spec.reader == "glue" and not Path(config.input).name.lower().startswith("test")
-    )
-    examples = setup.read(config.input, setup.spec.dev_splits[0], labelled)
+    labelled = has_labels(setup.spec, config.input)
+    examples = setup.read(config.input, setup.spec.dev_splits[0], labelled, config.errors)
     features = setup.featurize(examples, tokenizer, labelled=False)
     pad_id = tokenizer.pad_id
     predictions, notes = predict(model, setup, examples, features, pad_id, config.batch_size)

@@ -123,8 +123,9 @@ def squad_f1(prediction: str, ground_truth: str, version: str = "1.1") -> float:
 def squad_v1_scores(
     gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
 ) -> dict[str, float]:
-    """evaluate-v1.1.py: {"exact_match", "f1"} in percent over all gold questions; a question
-    without a prediction scores 0 and is counted in "missing"."""
+    """evaluate-v1.1.py's exact_match and f1 in percent over all gold questions, named "exact"
+    and "f1" as evaluate-v2.0.py names them (one name in both versions); a question without a
+    prediction scores 0 and is counted in "missing"."""
     em = f1 = 0.0
     missing = 0
     for qid, answers in gold.items():
@@ -134,7 +135,7 @@ def squad_v1_scores(
         em += max(float(exact_match(predictions[qid], a)) for a in answers)
         f1 += max(squad_f1(predictions[qid], a) for a in answers)
     total = len(gold)
-    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f1 / total, "total": total,
+    return {"exact": 100.0 * em / total, "f1": 100.0 * f1 / total, "total": total,
             "missing": missing}  # fmt: skip
 
 

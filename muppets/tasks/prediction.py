@@ -8,17 +8,21 @@ its windows, a word's tag is its first sub-token's.
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from muppets.data.task_features import inference_batches
+from muppets.data.task_features import bucketed_batches, inference_batches
 from muppets.tasks.classification import class_predictions
 from muppets.tasks.registry import score
 from muppets.tasks.setup import TaskSetup
 from muppets.tasks.span_decoding import best_span
+
+PROGRESS_BATCHES = 20  # a progress bar on stderr from this many batches on
 
 
 @torch.no_grad()
@@ -29,13 +33,26 @@ def predict(
     """Predictions of every example, and decoding notes.
 
     Returns label ids / floats (classification, regression), tag lists (tagging) or
-    {question id: text} (QA); notes: {"null_odds": {...}} for SQuAD v2.0, {"words_unpredicted":
-    n} for tagging (words without a sub-token, tagged "O").
+    {question id: text} (QA); notes: for SQuAD v2.0 {"null_odds": {...}, "spans": {...}} (the
+    best non-null span of every question, for the best-threshold search), {"words_unpredicted":
+    n} for tagging (words without a sub-token, tagged "O"). Many batches show a progress bar.
     """
+    from tqdm.auto import tqdm
+
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     outputs: list = [None] * len(features)  # per feature, trimmed to its own length
-    for indices, batch in inference_batches(features, batch_size, pad_id):
+    n_batches = len(bucketed_batches([len(f) for f in features], batch_size))
+    bar = tqdm(
+        inference_batches(features, batch_size, pad_id),
+        total=n_batches,
+        disable=n_batches < PROGRESS_BATCHES,
+        file=sys.stderr,
+        unit="batch",
+        desc="predict",
+        leave=False,
+    )
+    for indices, batch in bar:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         if setup.head == "span_qa":
@@ -71,8 +88,10 @@ def _decode_spans(setup, examples, features, outputs):
     windows: list[list[int]] = [[] for _ in examples]
     for i, feature in enumerate(features):
         windows[feature.example].append(i)
-    answers, null_odds = {}, {}
-    threshold = setup.null_threshold if setup.squad_v2 else None
+    answers, null_odds, spans = {}, {}, {}
+    # v2.0: the null score beside the best span, then the threshold: one decoding for the file
+    # and the score (an infinite threshold never answers "" by itself)
+    threshold = math.inf if setup.squad_v2 else None
     for example, mine in zip(examples, windows, strict=True):
         T = max(len(features[i]) for i in mine)
         scores = np.full((len(mine), T, 2), -np.inf)  # (W, T, [start, end])
@@ -87,13 +106,22 @@ def _decode_spans(setup, examples, features, outputs):
         answers[example.id] = span.text
         if setup.squad_v2:
             null_odds[example.id] = span.null_odds
-    return answers, ({"null_odds": null_odds} if setup.squad_v2 else {})
+            spans[example.id] = span.text
+            if span.null_odds > setup.null_threshold:
+                answers[example.id] = ""
+    notes = {"null_odds": null_odds, "spans": spans} if setup.squad_v2 else {}
+    return answers, notes
 
 
 def evaluate_examples(model, setup: TaskSetup, examples, features, pad_id, batch_size=128):
-    """(scores, predictions, notes) on labelled examples."""
+    """(scores, predictions) on labelled examples: the scores are those of the predictions
+    returned (written), whatever decoding produced them. SQuAD v2.0 adds the threshold used and
+    evaluate-v2.0.py's best thresholds (best_exact_thresh, best_f1_thresh) on these examples."""
     predictions, notes = predict(model, setup, examples, features, pad_id, batch_size)
-    scores = score(setup.spec, examples, predictions, setup.squad_v2, notes.get("null_odds"))
+    null_odds, spans = notes.get("null_odds"), notes.get("spans")
+    scores = score(setup.spec, examples, predictions, setup.squad_v2, null_odds, spans)
+    if setup.squad_v2:
+        scores["null_threshold"] = float(setup.null_threshold)
     return {**scores, **{k: v for k, v in notes.items() if not isinstance(v, dict)}}, predictions
 
 

@@ -13,6 +13,8 @@ CoLA, F1 for MRPC and QQP, Spearman for STS-B, accuracy for the rest; F1 for SQu
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from muppets.data.readers.conll import read_conll
 from muppets.data.readers.glue import glue_path, glue_task, read_glue
 from muppets.data.readers.squad import read_qa
 from muppets.data.readers.tabular import read_table, table_labels
+from muppets.data.text import ReadStats
 from muppets.errors import ConfigError, InputError
 from muppets.tasks import metrics
 from muppets.tasks.classification import ClassificationObjective, SequenceClassifier
@@ -126,23 +129,59 @@ def read_split(
     labels: Sequence[str] = (),
     columns: Columns = Columns(),
     labelled: bool = True,
+    errors: str = "strict",
 ) -> list:
     """Examples of one file: tabular.Example, squad.QAExample or conll.Sentence.
 
     labelled=False reads a file without labels (GLUE test layout; tabular without a label).
+    errors="replace" reads bytes that are not UTF-8 as U+FFFD (counted and printed); "strict"
+    stops at the first with its file and line. SQuAD answers whose offset was repaired or
+    dropped are printed as one counted line (the first one shown), not as Python warnings.
     """
+    stats = ReadStats()
     if spec.reader == "glue":
         if not labelled:  # GLUE's test layout (MNLI's two test files share one)
             split = "test_matched" if spec.name == "mnli" else "test"
-        return read_glue(path, spec.name, split)
-    if spec.reader == "table":
+        examples = read_glue(path, spec.name, split, errors, stats)
+    elif spec.reader == "table":
         regression = spec.head == "regression"
         label = columns.label if labelled else None
-        return read_table(path, columns.text_a, columns.text_b, label, labels, regression,
-                          columns.format, columns.header, guid_prefix=f"{split}-")  # fmt: skip
-    if spec.reader == "squad":
-        return read_qa(path)[0]
-    return read_conll(path)
+        text = {"text_a": columns.text_a, "text_b": columns.text_b, "label": label}
+        layout = {"format": columns.format, "header": columns.header, "guid_prefix": f"{split}-"}
+        examples = read_table(
+            path, **text, labels=labels, regression=regression, **layout, errors=errors, stats=stats
+        )
+    elif spec.reader == "squad":
+        with warnings.catch_warnings():  # the reader's per-answer warnings: counted below
+            warnings.simplefilter("ignore")
+            examples, qa = read_qa(path, errors)
+        stats.replaced_lines = qa.replaced_lines
+        if qa.messages:
+            repaired = f"{qa.repaired} answer offsets repaired, {qa.dropped} answers dropped"
+            print(f"{path}: {repaired} (first: {qa.messages[0]})")
+    else:
+        examples = read_conll(path, errors=errors, stats=stats)
+    if stats.replaced_lines:
+        print(f"{path}: {stats.replaced_lines} lines with bytes that are not UTF-8 (replaced)")
+    return examples
+
+
+def has_labels(spec: TaskSpec, path: str | Path) -> bool:
+    """Whether a file holds gold labels, told by its columns (not by its name): a GLUE file with
+    its task's label column (CoLA: train/dev have no header, test opens with an `index` header).
+    QA and tagging files are read with their answers/tags; other tables need no labels to predict.
+    """
+    from muppets.data.text import read_lines
+
+    if spec.head in ("span_qa", "tagging"):
+        return True
+    if spec.reader != "glue":
+        return False
+    lines = read_lines(str(path), "replace", ReadStats())
+    fields = next((text for _, text in lines if text.strip()), "").rstrip("\r").split("\t")
+    lines.close()
+    glue = glue_task(spec.name)
+    return fields[0] != "index" if glue.label is None else glue.label in fields
 
 
 def training_labels(spec: TaskSpec, train_path: str | Path, columns: Columns = Columns()) -> list:
@@ -181,20 +220,24 @@ def task_objective(spec: TaskSpec):
 
 
 def score(
-    spec: TaskSpec, examples: Sequence, predictions, squad_v2: bool = False, na_probs=None
+    spec: TaskSpec,
+    examples: Sequence,
+    predictions,
+    squad_v2: bool = False,
+    na_probs=None,
+    spans=None,
 ) -> dict:
     """Dev scores of predictions against the examples' gold labels.
 
     predictions: label ids / floats (classification, regression), tag lists (tagging) or
     {question id: answer text} (QA). Tagging adds "per_type"; everything else is a number.
-    na_probs: SQuAD v2.0 no-answer scores per question, for the best-threshold scores.
+    SQuAD v2.0: the predictions are scored as they are ("" = no answer; no threshold re-applied);
+    with na_probs (null odds per question) and spans (each question's best non-null answer) also
+    evaluate-v2.0.py's best_exact/best_f1 and their thresholds, searched over the null odds.
+    Every question is scored, or this stops saying why.
     """
     if spec.head == "span_qa":
-        gold = {e.id: e.gold_texts for e in examples}
-        if squad_v2:
-            return metrics.squad_v2_scores(gold, predictions, na_probs)
-        answerable = {qid: texts for qid, texts in gold.items() if texts}
-        return metrics.squad_v1_scores(answerable, predictions)
+        return _qa_scores(examples, predictions, squad_v2, na_probs, spans)
     if spec.head == "tagging":
         return metrics.entity_scores([s.tags for s in examples], predictions)
     gold = [e.label for e in examples]
@@ -209,4 +252,31 @@ def score(
     if set(gold) | set(predictions) <= {0, 1}:  # binary: F1 of class 1
         out["f1"] = metrics.binary_f1(predictions, gold)
     out["mcc"] = metrics.matthews_corr(predictions, gold)
+    return out
+
+
+def _qa_scores(examples, predictions, squad_v2, na_probs, spans) -> dict:
+    gold = {e.id: e.gold_texts for e in examples}
+    unlabelled = [e for e in examples if not e.gold_texts and not e.is_impossible]
+    if unlabelled:
+        raise InputError(
+            f"{len(unlabelled)} of {len(examples)} questions have no gold answer: cannot score "
+            "them (use `muppets predict`)",
+            unlabelled[0].path,
+            unlabelled[0].line,
+        )
+    if not squad_v2:
+        impossible = sum(e.is_impossible for e in examples)
+        if impossible:
+            raise InputError(
+                f"{impossible} of {len(examples)} questions are unanswerable (SQuAD v2.0) but the "
+                "model was fine-tuned on SQuAD v1.1 and always answers: evaluate it on a v1.1 "
+                "file, or fine-tune on v2.0",
+                examples[0].path,
+            )
+        return metrics.squad_v1_scores(gold, predictions)
+    out = metrics.squad_v2_scores(gold, predictions, na_prob_threshold=math.inf)
+    if na_probs is not None and spans is not None:
+        best = metrics.squad_v2_scores(gold, spans, na_probs)
+        out.update({k: v for k, v in best.items() if k.startswith("best_")})
     return out

@@ -47,8 +47,9 @@ class TaskSetup:
             return tagging_features(examples, tokenizer, self.max_seq_length, labels)
         return classification_features(examples, tokenizer, self.max_seq_length)
 
-    def read(self, path: str | Path, split: str, labelled: bool = True) -> list:
-        return read_split(self.spec, path, split, self.labels, Columns(**self.columns), labelled)
+    def read(self, path: str | Path, split: str, labelled: bool = True, errors="strict") -> list:
+        columns = Columns(**self.columns)
+        return read_split(self.spec, path, split, self.labels, columns, labelled, errors)
 
 
 def save_task(directory: str | Path, setup: TaskSetup) -> None:
