@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from muppets.data.task_features import bucketed_batches
 from muppets.data.word_features import WordFeature, sentences_of, target_batch, word_features
 from muppets.errors import ConfigError, InputError
+from muppets.recipes.finetune.hyperparameters import candidates, resolved
 from muppets.recipes.finetune.seeds import SeedParts, run_seed
 from muppets.recipes.finetune.sources import (
     RANDOM_EMBEDDINGS,
@@ -63,7 +64,7 @@ from muppets.tasks.downstream import (
     build_downstream,
     forward_batch,
 )
-from muppets.tasks.registry import GLUE, score, split_path, task_spec
+from muppets.tasks.registry import GLUE, label_counts, score, split_path, task_spec
 from muppets.tasks.setup import TaskSetup
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.device import pick_device
@@ -150,6 +151,9 @@ def prepare_downstream(
     for split, path in paths.items():
         examples = setup.read(path, spec.dev_splits[0] if split == "test" else split)
         evals[split] = (examples, words(examples))
+    if spec.head == "classification":
+        splits = {"train": train_examples, **{s: e for s, (e, _) in evals.items()}}
+        print(f"{name}: " + label_counts(labels, splits))
     pairs = any(f.words_b is not None for f in train_features)
     source: WordEmbeddings | ElmoLayers | ElmoWithWords
     if config.model == RANDOM_EMBEDDINGS or config.elmo_word_embeddings:
@@ -251,4 +255,5 @@ def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
 
 def downstream_seed(config, data: DownstreamData, seed: int, run_dir: Path) -> dict:
     """One run of the task model over the features: seeds.run_seed with this path's parts."""
+    config = resolved(config, candidates(config)[0])  # one value per option: the first
     return run_seed(config, partial(downstream_parts, config, data), seed, run_dir)
