@@ -5,8 +5,10 @@ A command's options are the fields of one dataclass, and the fields of the optio
 `learning_rate = 1e-3` (a TOML `[optimization]` table is read too), `--set learning_rate=1e-3`.
 Values resolve in this order, later
 wins: dataclass defaults < `--config file.toml` < `--set key=value` < explicit flags. Unknown keys
-are an error that names the key and the file. The resolved config, defaults included, is written
-beside the command's outputs so that every run can be reproduced.
+are an error that names the key and the file. A field that is a list of dataclasses (pretrain's
+`phases`) is read from TOML only, as an array of tables (`[[phases]]`), each key checked against
+the dataclass and named `phases[k].key` (k from 1). The resolved config, defaults included, is
+written beside the command's outputs so that every run can be reproduced.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _field_type(cls: type, field: dataclasses.Field) -> tuple[type, bool, bool]:
         optional, hint = True, args[0]
         origin = typing.get_origin(hint)
     if origin in (list, tuple):
-        return typing.get_args(hint)[0], optional, True
+        return typing.get_args(hint)[0], optional, True  # scalars, or dataclasses: tables
     if hint is Path:
         hint = str
     if hint not in _SCALARS:
@@ -88,6 +90,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     )
     for _, owner, field, default in flat_fields(cls).values():
         kind, _, is_list = _field_type(owner, field)
+        if dataclasses.is_dataclass(kind):
+            continue  # tables ([[phases]]) come from TOML files only
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
@@ -143,13 +147,18 @@ def build_config(cls: type, namespace: argparse.Namespace) -> Any:
                 raise ConfigError(f"unknown config key '{key}' (valid keys: {valid})", path=where)
             _, owner, field, _ = fields[key]
             kind, _, is_list = _field_type(owner, field)
-            values[key] = _coerce(value, kind, is_list, key, where)
+            if dataclasses.is_dataclass(kind):
+                values[key] = _tables(value, kind, key, where)
+            else:
+                values[key] = _coerce(value, kind, is_list, key, where)
     for item in getattr(namespace, "set", None) or []:
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
             raise ConfigError(f"--set {item}: unknown key '{key}' (valid keys: {valid})")
         _, owner, field, _ = fields[key]
         kind, _, is_list = _field_type(owner, field)
+        if dataclasses.is_dataclass(kind):
+            raise ConfigError(f"--set {item}: {key} is given in a TOML file ([[{key}]] tables)")
         values[key] = (
             [_parse_text(t, kind, key) for t in text.split(",") if t]
             if is_list
@@ -162,6 +171,27 @@ def build_config(cls: type, namespace: argparse.Namespace) -> Any:
         return from_options(cls, **values)
     except TypeError as e:  # a required field was not given
         raise ConfigError(str(e)) from None
+
+
+def _tables(value: Any, kind: type, key: str, where: str) -> list:
+    """A TOML array of tables as a list of `kind`, each key and value checked (k from 1)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be an array of tables ([[{key}]]), got {value!r}", where)
+    own = {f.name: f for f in dataclasses.fields(kind)}
+    tables = []
+    for k, table in enumerate(value, 1):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}[{k}] must be a table, got {table!r}", path=where)
+        values = {}
+        for name, inner in table.items():
+            if name not in own:
+                valid = ", ".join(sorted(own))
+                message = f"unknown config key '{key}[{k}].{name}' (valid keys: {valid})"
+                raise ConfigError(message, path=where)
+            scalar, _, is_list = _field_type(kind, own[name])
+            values[name] = _coerce(inner, scalar, is_list, f"{key}[{k}].{name}", where)
+        tables.append(kind(**values))
+    return tables
 
 
 def _flat_items(table: dict[str, Any], groups: dict[str, type], where: str):
@@ -183,12 +213,19 @@ def _flat_items(table: dict[str, Any], groups: dict[str, type], where: str):
 
 def config_to_toml(config: Any) -> str:
     """A config's options, flat, as TOML text; None values are left out (TOML has no null)."""
-    lines = []
+    lines, tables = [], []
     for key, value in flat_options(config).items():
         if value is None:
             continue
-        lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            tables.extend([f"\n[[{key}]]", *_toml_lines(v)] for v in value)
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines + [line for table in tables for line in table]) + "\n"
+
+
+def _toml_lines(table: dict) -> list[str]:
+    return [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
 
 
 def _toml_value(value: Any) -> str:

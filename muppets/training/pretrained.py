@@ -5,7 +5,7 @@ names them), model.safetensors with our state-dict names, and the family's vocab
 the WordPiece tokenizer files for BERT-family encoders, word_vocab.txt for ELMo. A fine-tuned
 directory adds task.json (tasks/setup.py). A Hugging Face directory is told apart by the
 "architectures" key that transformers writes in config.json. A run directory stands for its
-newest checkpoint.
+newest checkpoint (a run in phases: its last phase's).
 """
 
 from __future__ import annotations
@@ -38,13 +38,17 @@ WORD_VOCABULARY_FILE = "word_vocab.txt"  # ELMo's words, bilm-tf's vocabulary fo
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (its newest checkpoint)."""
+    """A checkpoint directory, or a run directory (its newest checkpoint; in a run with phases,
+    `phase-<k>/`, the newest of the last phase that has one)."""
     path = Path(path)
     if (path / CONFIG).is_file():
         return path
-    saved = checkpoints(path / "checkpoints")
-    if saved:
-        return saved[-1]
+    phases = [p for p in path.glob("phase-*") if p.name[len("phase-") :].isdigit()]
+    phases.sort(key=lambda p: int(p.name[len("phase-") :]), reverse=True)
+    for run in [path, *phases]:
+        saved = checkpoints(run / "checkpoints")
+        if saved:
+            return saved[-1]
     raise InputError("not a checkpoint (no config.json) nor a run with checkpoints", path)
 
 
