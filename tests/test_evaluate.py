@@ -141,3 +141,57 @@ def test_evaluate_and_predict_take_null_threshold(qa_model, tmp_path, capsys):
     assert printed["f1"] == pytest.approx(squad_v2_scores(gold, written)["f1"], abs=1e-12)
     assert printed["null_threshold"] == median
     assert 0 < sum(bool(t) for t in written.values()) < len(written)
+
+
+def test_many_batches_show_a_progress_bar_on_stderr(qa_model, capsys):
+    model, setup, tokenizer, _, data, _ = qa_model
+    examples = setup.read(data, "dev")
+    features = setup.featurize(examples, tokenizer)
+    assert len(features) >= 20
+    capsys.readouterr()
+    few, _ = predict(model, setup, examples, features, tokenizer.pad_id, batch_size=128)
+    assert capsys.readouterr().err == ""
+    many, _ = predict(model, setup, examples, features, tokenizer.pad_id, batch_size=1)
+    err = capsys.readouterr().err
+    assert err.startswith("\rpredict:   0%") and f"| 0/{len(features)} [" in err
+    assert many == few
+
+
+@pytest.fixture(scope="module")
+def conll_model(tiny_tokenizer, tmp_path_factory):
+    """A tiny random tagger saved as a fine-tuned conll2003 directory, and a data folder with
+    valid.txt and test.txt."""
+    torch.manual_seed(1)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vocabulary = {"vocab_size": tiny_tokenizer.vocab_size, "pad_token_id": tiny_tokenizer.pad_id}
+    config = preset_config("bert-tiny", **vocabulary, **sizes)
+    spec = task_spec("conll2003")
+    model = build_head(spec, build_encoder(config), len(spec.labels)).eval()
+    directory = tmp_path_factory.mktemp("conll-model")
+    save_pretrained(directory, model, config.to_dict())
+    tiny_tokenizer.save(directory)
+    save_task(directory, TaskSetup("conll2003", "tagging", list(spec.labels), 16))
+    data = tmp_path_factory.mktemp("conll-data")
+    for name, words in (("valid.txt", "the cat sat on the mat"), ("test.txt", "a dog ran")):
+        tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]
+        lines = [f"{w} {t}" for w, t in zip(words.split(), tags, strict=False)]
+        (data / name).write_text(("\n".join(lines) + "\n\n") * 2, encoding="utf-8")
+    return directory, data
+
+
+def test_evaluate_data_scores_test_too_as_the_written_predictions(conll_model, tmp_path):
+    from muppets.tasks.metrics import entity_scores
+
+    directory, data = conll_model
+    args = ["evaluate", "--model", str(directory), "--data", str(data), "--out", str(tmp_path)]
+    assert main([*args, "--device", "cpu"]) == 0
+    results = json.loads((tmp_path / "evaluate.json").read_text())
+    assert set(results) == {"dev", "test"}
+    for split, name in (("dev", "valid.txt"), ("test", "test.txt")):
+        out = tmp_path / f"{split}.out"
+        where = ["--input", str(data / name), "--out", str(out), "--device", "cpu"]
+        assert main(["predict", "--model", str(directory), *where]) == 0
+        rows = [line.split() for line in out.read_text().splitlines() if line]
+        expected = entity_scores([[r[1] for r in rows]], [[r[2] for r in rows]])
+        assert results[split]["f1"] == pytest.approx(expected["f1"], abs=1e-12)
+        assert results[split]["precision"] == pytest.approx(expected["precision"], abs=1e-12)

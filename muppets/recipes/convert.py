@@ -16,6 +16,8 @@ from muppets.training.checkpoint import save_pretrained
 from muppets.training.options import option
 from muppets.training.pretrained import TOKENIZER_FILES, load_pretrained, resolve_checkpoint
 
+RESOLVED_CONFIG = "convert.toml"  # the CLI writes it into --out before the conversion
+
 
 @dataclass
 class ConvertConfig:
@@ -31,9 +33,21 @@ class ConvertConfig:
 
 
 def convert(config: ConvertConfig) -> Path:
-    """Ours <-> transformers; tokenizer files travel along."""
+    """Ours <-> transformers; tokenizer files travel along. A failed conversion leaves no output
+    folder behind: what it wrote goes, and so does the folder when only the resolved config
+    (convert.toml, written by the CLI first) is left in it."""
+    out = Path(config.out)
+    before = set(out.iterdir()) if out.is_dir() else set()
+    try:
+        return _convert(config, out)
+    except BaseException:
+        _remove_created(out, before)
+        raise
+
+
+def _convert(config: ConvertConfig, out: Path) -> Path:
     model, model_config, _ = load_pretrained(config.input)
-    source, out = resolve_checkpoint(config.input), Path(config.out)
+    source = resolve_checkpoint(config.input)
     tokenizer_files = [source / n for n in TOKENIZER_FILES if (source / n).exists()]
     if config.to == "hf":
         save_hf_checkpoint(model, model_config, out)
@@ -43,3 +57,15 @@ def convert(config: ConvertConfig) -> Path:
         save_pretrained(out, model, model_config.to_dict(), extra_files=tokenizer_files)
     print(f"convert: {source} -> {out} ({config.to} format)")
     return out
+
+
+def _remove_created(out: Path, before: set[Path]) -> None:
+    if not out.is_dir():
+        return
+    for path in set(out.iterdir()) - before:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    left = {p.name for p in out.iterdir()}
+    if left <= {RESOLVED_CONFIG}:
+        for name in left:
+            (out / name).unlink()
+        out.rmdir()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,36 @@ def split_path(spec: TaskSpec, data_dir: str | Path | None, split: str) -> Path:
             return Path(data_dir) / name
     wanted = " or ".join(spec.files.get(split, ())) or f"a {split} file"
     raise InputError(f"no {spec.name} {split} file ({wanted}) here", data_dir)
+
+
+def find_test_file(spec: TaskSpec, data_dir: str | Path | None, dev_paths: dict) -> dict[str, Path]:
+    """{"test": the task's test file under data_dir} when it has one (CoNLL's test.txt), scored
+    after training by every path; {} otherwise. A dev file that is a test file (the best model
+    picked on test) gets a one-line warning."""
+    found = None
+    if data_dir is not None and spec.files.get("test"):
+        try:
+            found = split_path(spec, data_dir, "test").resolve()
+        except InputError:
+            pass
+    for path in dev_paths.values():
+        name = Path(path).name.lower()
+        if Path(path).resolve() == found or name.startswith("test") or name == "eng.testb":
+            warning = "is a test file used as the dev file: the best model is picked on it"
+            print(f"warning: {path} {warning}, so its score is not a held-out score")
+            return {}
+    return {"test": found} if found else {}
+
+
+def label_counts(labels: Sequence[str], splits: dict[str, list]) -> str:
+    """ "labels: neg (train 40, dev 8), pos (train 60, dev 12)": the label set of a
+    classification task and how often each label is in each split's examples."""
+    counts = {split: Counter(e.label for e in examples) for split, examples in splits.items()}
+    shown = []
+    for i, name in enumerate(labels):
+        per_split = ", ".join(f"{split} {c[i]}" for split, c in counts.items())
+        shown.append(f"{name} ({per_split})")
+    return f"labels: {', '.join(shown)}"
 
 
 def read_split(

@@ -20,7 +20,7 @@ from muppets.errors import ConfigError, InputError
 from muppets.models.registry import PRESETS, build_encoder, preset_config
 from muppets.recipes.finetune.seeds import SeedParts
 from muppets.tasks.prediction import evaluate_examples
-from muppets.tasks.registry import build_head, task_objective, task_spec
+from muppets.tasks.registry import build_head, label_counts, task_objective, task_spec
 from muppets.tasks.setup import TaskSetup, save_task
 from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
 from muppets.training.device import pick_device
@@ -58,6 +58,8 @@ def prepare_encoder_task(
     )
     train_examples = setup.read(train_path, "train")
     dev = {s: setup.read(p, s) for s, p in dev_paths.items()}
+    if spec.head == "classification":
+        print(f"{name}: " + label_counts(labels, {"train": train_examples, **dev}))
     if spec.head == "span_qa":  # SQuAD v2.0 when any question is unanswerable
         everything = train_examples + [e for examples in dev.values() for e in examples]
         setup.squad_v2 = any(e.is_impossible for e in everything)

@@ -151,9 +151,6 @@ def prepare_downstream(
     for split, path in paths.items():
         examples = setup.read(path, spec.dev_splits[0] if split == "test" else split)
         evals[split] = (examples, words(examples))
-    if spec.head == "classification":
-        splits = {"train": train_examples, **{s: e for s, (e, _) in evals.items()}}
-        print(f"{name}: " + label_counts(labels, splits))
     pairs = any(f.words_b is not None for f in train_features)
     source: WordEmbeddings | ElmoLayers | ElmoWithWords
     if config.model == RANDOM_EMBEDDINGS or config.elmo_word_embeddings:
@@ -166,6 +163,9 @@ def prepare_downstream(
         distinct = list(dict.fromkeys(s for f in everything for s in sentences_of(f)))
         print(f"{name}: " + elmo.fill_cache(distinct, config.feature_cache_mb))
         source = ElmoWithWords(elmo, source) if config.elmo_word_embeddings else elmo
+    if spec.head == "classification":
+        splits = {"train": train_examples, **{s: e for s, (e, _) in evals.items()}}
+        print(f"{name}: " + label_counts(labels, splits))
     return DownstreamData(setup, source, train_examples, train_features, evals, pairs)
 
 

@@ -84,6 +84,7 @@ def run_seed(config, build: Callable[[int], SeedParts], seed: int, run_dir: Path
         config_dict=parts.config_dict,
         evaluate_fn=evaluate_fn,
     )
+    result["stopped"] = stop_reason(result, train_config.max_steps)
     promote_best(parts.model, run_dir)
     parts.save(run_dir)
 
@@ -122,8 +123,20 @@ def run_seed(config, build: Callable[[int], SeedParts], seed: int, run_dir: Path
     print(f"{task} seed {seed}: dev {metric} {shown_score(spec, metrics['score'])} ({where})")
     if test is not None:
         print(f"{task} seed {seed}: test {metric} {shown_score(spec, test[metric])}")
+    if "best_f1_thresh" in final[first]:  # SQuAD v2.0: evaluate-v2.0.py's best beside ours
+        dev = final[first]
+        best = f"best f1 {dev['best_f1']:.2f} at {dev['best_f1_thresh']:.3f}"
+        print(f"{task} seed {seed}: null_threshold {dev['null_threshold']:g}; on dev, {best}")
     keys = ("score", "best_step", "best_epoch", "dev", "stopped", "test")
     return {k: metrics[k] for k in keys if k in metrics}
+
+
+def stop_reason(result: dict, max_steps: int) -> str:
+    """The loop's reason, except "early_stopping" when every step ran: the patience ran out at
+    the last evaluation, which ends the run anyway."""
+    if result["stopped"] == "early_stopping" and result["step"] >= max_steps:
+        return "max_steps"
+    return result["stopped"]
 
 
 def promote_best(model: nn.Module, run_dir: Path) -> None:
