@@ -263,3 +263,9 @@ def test_shares_split_the_budget_and_the_step_cap():
     )
     assert (one.out, two.out, two.init_from) == ("runs/x/phase-1", "runs/x/phase-2", one.out)
     assert two.optimization.warmup_steps == 5 and two.optimization.warmup_ratio is None
+
+
+def test_a_phase_batch_that_the_processes_cannot_share(shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe.dist, "world_size", lambda: 2)  # checked before phase 1 trains
+    line = refused(capsys, shards, tmp_path, TOML)
+    assert "phases[2]: batch_size 4 is not a multiple of micro_batch_size 4 x 2 processes" in line

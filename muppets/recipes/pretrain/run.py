@@ -80,8 +80,9 @@ def run_phases(config: PretrainConfig, device) -> dict:
 
 
 def check_plan(config: PretrainConfig, plan: list[PretrainConfig]) -> None:
-    """What a phase needs that only the data and the model preset tell: one vocabulary for all
-    (the weights carry over), and a position table long enough for every phase."""
+    """What a phase needs that only the data, the processes and the model preset tell: one
+    vocabulary for all (the weights carry over), a batch that the processes share evenly, and a
+    position table long enough for every phase."""
     first = load_tokenizer(plan[0].train_data).fingerprint()
     positions = preset_config(config.model).max_sequence_length
     for k, phase in enumerate(plan, 1):
@@ -92,6 +93,10 @@ def check_plan(config: PretrainConfig, plan: list[PretrainConfig]) -> None:
                     f"phases[{k}].{name} {path}: another tokenizer than phases[1].train_data's "
                     "(the weights carry over, so every phase needs the same vocabulary)"
                 )
+        try:  # micro-batches x processes must divide every phase's batch
+            phase.batches.accumulation(dist.world_size())
+        except ConfigError as error:
+            raise ConfigError(f"phases[{k}]: {error.message}") from None
         if phase.max_seq_length > positions:
             raise ConfigError(
                 f"phases[{k}].max_seq_length {phase.max_seq_length} is longer than model "
