@@ -231,3 +231,28 @@ def test_residual_connections_start_at_the_second_layer():
         x, f1, f2 = layers[0][..., :P], layers[1][..., :P], layers[2][..., :P]
         torch.testing.assert_close(f1, model.forward_lstm[0](x))  # no residual from x_k
         torch.testing.assert_close(f2, model.forward_lstm[1](f1) + f1)
+
+
+def test_blocked_softmax_nll_equals_cross_entropy_with_gradients(monkeypatch):
+    from muppets.models import lm_softmax
+
+    monkeypatch.setattr(lm_softmax, "BLOCK_ELEMENTS", 7 * 50)  # blocks of 32 rows: 3 blocks
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(70, 8, generator=g)
+    h[3] *= 400.0  # logits spread ~1e3: the target probabilities of row 3 underflow to 0
+    weight, bias = torch.randn(50, 8, generator=g), torch.randn(50, generator=g)
+    targets = torch.randint(0, 50, (70,), generator=g)
+    results = []
+    for fn in (lm_softmax.softmax_nll_sum, None):
+        leaves = [t.clone().requires_grad_() for t in (h, weight, bias)]
+        if fn is None:
+            loss = F.cross_entropy(F.linear(*leaves), targets, reduction="sum")
+        else:
+            loss = fn(*leaves, targets)
+        (loss / 3).backward()
+        results.append([loss.detach()] + [t.grad for t in leaves])
+    assert results[0][0] > 1e3  # row 3 is in, with a finite loss
+    for blocked, plain in zip(*results, strict=True):
+        torch.testing.assert_close(blocked, plain, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():  # no gradient wanted: the plain path, the same number
+        assert lm_softmax.softmax_nll_sum(h, weight, bias, targets) == results[1][0]

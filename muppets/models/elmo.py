@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
+from muppets.models.lm_softmax import softmax_nll_sum
 
 IGNORE = -100  # target of positions that predict nothing, as in the other objectives
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}  # bilm-tf options["char_cnn"]["activation"]
@@ -291,7 +292,8 @@ def _nll_sum(softmax: nn.Module, h: Tensor, targets: Tensor) -> Tensor:
         return h.sum() * 0.0  # keeps the graph (and DDP) intact
     if isinstance(softmax, nn.AdaptiveLogSoftmaxWithLoss):
         return -softmax(h, targets).output.sum()
-    return F.cross_entropy(softmax(h), targets, reduction="sum")
+    # = F.cross_entropy(softmax(h), targets, reduction="sum"), 2x faster to train (lm_softmax.py)
+    return softmax_nll_sum(h, softmax.weight, softmax.bias, targets)
 
 
 class ElmoBiLM(nn.Module):
