@@ -56,6 +56,8 @@ def _coerce(value: Any, kind: type, is_list: bool, key: str, where: str) -> Any:
         return [_coerce(v, kind, False, key, where) for v in value]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)  # a field that takes a list as text ("1e-4,3e-4") given one number
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}", path=where)
     return value
