@@ -213,8 +213,12 @@ def task_state_dict_to_hf(
     """Ours -> the transformers task model's (an unused pooler is left out, as HF has none)."""
     table = _task_table(config, head_keys)
     have = {k for k in state_dict if not k.startswith("encoder.pooler.")}
-    _check(have, {ours for ours, _ in table if not ours.startswith("encoder.pooler.")}, None,
-           "muppets state dict keys")  # fmt: skip
+    _check(
+        have,
+        {ours for ours, _ in table if not ours.startswith("encoder.pooler.")},
+        None,
+        "muppets state dict keys",
+    )
     out = {}
     for ours, theirs in table:
         parts = state_dict[ours].chunk(len(theirs))  # the fused QKV splits into query, key, value

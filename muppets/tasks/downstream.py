@@ -45,8 +45,12 @@ class PrecomputedLayers(nn.Module):
         super().__init__()
         self.num_layers, self.hidden_size = num_layers, hidden_size  # J = num_layers + 1
 
-    def forward_all_layers(self, inputs: Tensor, attention_mask: Tensor | None = None,
-                           token_type_ids: Tensor | None = None) -> list[Tensor]:  # fmt: skip
+    def forward_all_layers(
+        self,
+        inputs: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> list[Tensor]:
         return list(inputs.unbind(1))
 
 
@@ -96,8 +100,9 @@ def build_downstream(
 def forward_batch(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """(B, K) or, tagging, (B, T, K) logits. The model is called (DDP's hooks run)."""
     if "inputs_b" in batch:
-        return model(batch["inputs"], batch["attention_mask"], batch["inputs_b"],
-                     batch["attention_mask_b"])  # fmt: skip
+        return model(
+            batch["inputs"], batch["attention_mask"], batch["inputs_b"], batch["attention_mask_b"]
+        )
     return model(batch["inputs"], batch["attention_mask"])
 
 
@@ -131,8 +136,10 @@ class DownstreamObjective:
     @torch.no_grad()
     def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         outputs, labels = self._forward(model, batch)
-        result = {f"{self.head}_loss_sum": float(self._loss_sum(outputs, labels)),
-                  f"{self.head}_count": float(labels.numel())}  # fmt: skip
+        result = {
+            f"{self.head}_loss_sum": float(self._loss_sum(outputs, labels)),
+            f"{self.head}_count": float(labels.numel()),
+        }
         if self.head != "regression":
             result[f"{self.head}_correct"] = float(outputs.argmax(-1).eq(labels).sum())
         return result

@@ -135,8 +135,12 @@ def squad_v1_scores(
         em += max(float(exact_match(predictions[qid], a)) for a in answers)
         f1 += max(squad_f1(predictions[qid], a) for a in answers)
     total = len(gold)
-    return {"exact": 100.0 * em / total, "f1": 100.0 * f1 / total, "total": total,
-            "missing": missing}  # fmt: skip
+    return {
+        "exact": 100.0 * em / total,
+        "f1": 100.0 * f1 / total,
+        "total": total,
+        "missing": missing,
+    }
 
 
 def squad_v2_scores(
@@ -184,8 +188,11 @@ def _apply_na_threshold(scores, na_probs, has_ans, threshold) -> dict[str, float
 
 def _eval_dict(exact, f1, qids) -> dict[str, float]:
     total = len(qids)
-    return {"exact": 100.0 * sum(exact[q] for q in qids) / total,
-            "f1": 100.0 * sum(f1[q] for q in qids) / total, "total": total}  # fmt: skip
+    return {
+        "exact": 100.0 * sum(exact[q] for q in qids) / total,
+        "f1": 100.0 * sum(f1[q] for q in qids) / total,
+        "total": total,
+    }
 
 
 def _best_threshold(preds, scores, na_probs, has_ans) -> tuple[float, float]:

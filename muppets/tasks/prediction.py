@@ -27,9 +27,13 @@ PROGRESS_BATCHES = 20  # a progress bar on stderr from this many batches on
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, setup: TaskSetup, examples: list, features: list, pad_id: int,
+    model: nn.Module,
+    setup: TaskSetup,
+    examples: list,
+    features: list,
+    pad_id: int,
     batch_size: int = 128,
-) -> tuple[object, dict]:  # fmt: skip
+) -> tuple[object, dict]:
     """Predictions of every example, and decoding notes.
 
     Returns label ids / floats (classification, regression), tag lists (tagging) or
@@ -101,8 +105,15 @@ def _decode_spans(setup, examples, features, outputs):
             n = len(features[i])
             scores[w, :n], mask[w, :n] = outputs[i], features[i].context_mask
             offsets[w, :n] = features[i].token_offsets
-        span = best_span(scores[..., 0], scores[..., 1], mask, offsets, example.context,
-                         setup.max_answer_length, threshold)  # fmt: skip
+        span = best_span(
+            scores[..., 0],
+            scores[..., 1],
+            mask,
+            offsets,
+            example.context,
+            setup.max_answer_length,
+            threshold,
+        )
         answers[example.id] = span.text
         if setup.squad_v2:
             null_odds[example.id] = span.null_odds
@@ -140,8 +151,9 @@ def write_predictions(setup: TaskSetup, examples: list, predictions, path: str |
     elif setup.head == "tagging":
         lines = []
         for sentence, tags in zip(examples, predictions, strict=True):
-            lines += [f"{w} {g} {p}" for w, g, p in zip(sentence.words, sentence.tags, tags,
-                                                       strict=True)]  # fmt: skip
+            lines += [
+                f"{w} {g} {p}" for w, g, p in zip(sentence.words, sentence.tags, tags, strict=True)
+            ]
             lines.append("")
         text = "\n".join(lines) + "\n"
     else:

@@ -229,8 +229,13 @@ def training_labels(spec: TaskSpec, train_path: str | Path, columns: Columns = C
 # ---------------------------------------------------------------- heads and objectives
 
 
-def build_head(spec: TaskSpec, encoder: nn.Module, num_labels: int, dropout: float = 0.1,
-               pooling: str = "pooler") -> nn.Module:  # fmt: skip
+def build_head(
+    spec: TaskSpec,
+    encoder: nn.Module,
+    num_labels: int,
+    dropout: float = 0.1,
+    pooling: str = "pooler",
+) -> nn.Module:
     """The task's head over any encoder of the protocol (num_labels ignored for regression/QA)."""
     if spec.head == "classification":
         return SequenceClassifier(encoder, num_labels, dropout, pooling)
@@ -277,8 +282,10 @@ def score(
     if spec.reader == "glue":
         return metrics.glue_metrics(spec.name, predictions, gold)
     if spec.head == "regression":
-        return {"pearson": metrics.pearson(predictions, gold),
-                "spearman": metrics.spearman(predictions, gold)}  # fmt: skip
+        return {
+            "pearson": metrics.pearson(predictions, gold),
+            "spearman": metrics.spearman(predictions, gold),
+        }
     out = {"accuracy": metrics.accuracy(predictions, gold)}
     if set(gold) | set(predictions) <= {0, 1}:  # binary: F1 of class 1
         out["f1"] = metrics.binary_f1(predictions, gold)

@@ -108,14 +108,32 @@ def read_glue(
     if split in spec.headerless_splits:
         text_a, label = spec.headerless
         return read_table(
-            path, text_a, None, label, spec.labels, spec.regression,
-            format="tsv", header=False, guid_prefix=f"{split}-", errors=errors, stats=stats,
-        )  # fmt: skip
+            path,
+            text_a,
+            None,
+            label,
+            spec.labels,
+            spec.regression,
+            format="tsv",
+            header=False,
+            guid_prefix=f"{split}-",
+            errors=errors,
+            stats=stats,
+        )
     return read_table(
-        path, spec.text_a, spec.text_b, spec.label if labeled else None, spec.labels,
-        spec.regression, format="tsv", header=True, guid_prefix=f"{split}-",
-        label_range=spec.label_range, errors=errors, stats=stats,
-    )  # fmt: skip
+        path,
+        spec.text_a,
+        spec.text_b,
+        spec.label if labeled else None,
+        spec.labels,
+        spec.regression,
+        format="tsv",
+        header=True,
+        guid_prefix=f"{split}-",
+        label_range=spec.label_range,
+        errors=errors,
+        stats=stats,
+    )
 
 
 def glue_path(task: str, data_dir: str | Path, split: str) -> Path:
