@@ -63,8 +63,9 @@ def main():
         (glue / task).mkdir(parents=True, exist_ok=True)
         for split in ("train.tsv", "dev.tsv"):
             _link(args.data / "glue" / task / split, glue / task / split)
-    sst2 = sample_sst2(args.data / "glue" / "SST-2", glue / "SST-2", args.sst2,
-                       random.Random(args.seed))  # fmt: skip
+    sst2 = sample_sst2(
+        args.data / "glue" / "SST-2", glue / "SST-2", args.sst2, random.Random(args.seed)
+    )
     squad_source = args.data / "squad-v1.1" / "train-v1.1.json"
     squad = sample_squad(squad_source, args.out / "squad", args.squad, random.Random(args.seed))
     _link(args.data / "xquad-en" / "xquad.en.json", args.out / "squad" / "dev-v1.1.json")

@@ -150,8 +150,10 @@ def main():
     random_order = np.array_split(rng.permutation(len(train_features)), len(train_features) // B)
     lengths = [len(f) for f in train_features]
     sortish = bucketed_batches(lengths, B, np.random.default_rng(0))[: len(random_order)]
-    file_order = [np.arange(i, min(i + args.eval_batch_size, len(dev_features)))
-                  for i in range(0, len(dev_features), args.eval_batch_size)]  # fmt: skip
+    file_order = [
+        np.arange(i, min(i + args.eval_batch_size, len(dev_features)))
+        for i in range(0, len(dev_features), args.eval_batch_size)
+    ]
     sorted_order = bucketed_batches([len(f) for f in dev_features], args.eval_batch_size)
     work = {
         "train": (batches(train_features, random_order), batches(train_features, sortish)),
@@ -172,7 +174,7 @@ def main():
         "inference": {
             "muppets": infer_step("muppets", ours),
             "transformers": infer_step("transformers", hf),
-        },  # fmt: skip
+        },
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -187,8 +189,11 @@ def main():
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind, (same, own) in work.items():
-        mode = (lambda: (ours.train(), hf.train())) if kind == "train" else (
-            lambda: (ours.eval(), hf.eval()))  # fmt: skip
+        mode = (
+            (lambda: (ours.train(), hf.train()))
+            if kind == "train"
+            else (lambda: (ours.eval(), hf.eval()))
+        )
         mode()
         for step in steps[kind].values():  # warm-up: allocator, kernels
             step(same[0])

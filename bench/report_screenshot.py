@@ -56,8 +56,11 @@ def check_report(report: Path, chromium: str = "chromium", timeout: float = 90) 
     try:
         dom = subprocess.run(
             [chromium, *HEADLESS, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-            capture_output=True, text=True, timeout=timeout, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
     finally:
         probe.unlink(missing_ok=True)
     body = re.search(r"<body([^>]*)>", dom)
@@ -66,22 +69,39 @@ def check_report(report: Path, chromium: str = "chromium", timeout: float = 90) 
         raise RuntimeError(f"the probe did not run in {chromium}; DOM starts: {dom[:300]!r}")
     loaded, total = (int(n) for n in attributes["images"].split("/"))
     bad = html.unescape(attributes.get("bad-cells", "")).split()
-    return {"images": (loaded, total), "rows": int(attributes["rows"]), "bad_cells": bad,
-            "height": int(attributes["height"])}  # fmt: skip
+    return {
+        "images": (loaded, total),
+        "rows": int(attributes["rows"]),
+        "bad_cells": bad,
+        "height": int(attributes["height"]),
+    }
 
 
-def screenshot(report: Path, png: Path, width: int, height: int, chromium: str = "chromium",
-               timeout: float = 90) -> Path:  # fmt: skip
+def screenshot(
+    report: Path,
+    png: Path,
+    width: int,
+    height: int,
+    chromium: str = "chromium",
+    timeout: float = 90,
+) -> Path:
     """A PNG of the page at width x height, reduced to 256 colours."""
     from PIL import Image
 
     png = png.resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [chromium, *HEADLESS, f"--window-size={width},{height}", f"--screenshot={png}",
-         report.resolve().as_uri()],
-        capture_output=True, timeout=timeout, check=True,
-    )  # fmt: skip
+        [
+            chromium,
+            *HEADLESS,
+            f"--window-size={width},{height}",
+            f"--screenshot={png}",
+            report.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=timeout,
+        check=True,
+    )
     with Image.open(png) as image:
         small = image.convert("RGB").quantize(colors=256)
     small.save(png, optimize=True)
@@ -101,8 +121,10 @@ def main() -> int:
         return 2
     found = check_report(args.report, chromium)
     loaded, total = found["images"]
-    print(f"images loaded: {loaded}/{total}; table rows: {found['rows']}; cells not numbers: "
-          f"{found['bad_cells'] or 'none'}; page height {found['height']} px")  # fmt: skip
+    print(
+        f"images loaded: {loaded}/{total}; table rows: {found['rows']}; cells not numbers: "
+        f"{found['bad_cells'] or 'none'}; page height {found['height']} px"
+    )
     ok = total > 0 and loaded == total and found["rows"] > 0 and not found["bad_cells"]
     if args.png and ok:
         png = screenshot(args.report, args.png, args.width, found["height"] + 20, chromium)

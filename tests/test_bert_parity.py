@@ -204,8 +204,13 @@ def test_presets_have_the_published_sizes():
 def test_config_dict_round_trip_and_hf_keys():
     config = tiny_config("roberta", pre_layer_norm=True)
     assert BertConfig.from_dict(config.to_dict()) == config
-    hf_dict = {"architectures": ["RobertaForMaskedLM"], "hidden_size": 32, "num_attention_heads": 4,
-               "use_cache": True, "bos_token_id": 0}  # fmt: skip
+    hf_dict = {
+        "architectures": ["RobertaForMaskedLM"],
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "use_cache": True,
+        "bos_token_id": 0,
+    }
     read = BertConfig.from_dict(hf_dict)
     assert (read.model_type, read.pad_token_id, read.vocab_size, read.hidden_size) == (
         "roberta",

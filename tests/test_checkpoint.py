@@ -32,7 +32,10 @@ def test_save_then_load_is_identity_and_keeps_the_tie(tmp_path):
     tokenizer.write_text("[PAD]\n[UNK]\n")
     directory = ckpt.save_pretrained(tmp_path / "model", model, CONFIG, extra_files=[tokenizer])
     assert sorted(p.name for p in directory.iterdir()) == [
-        "config.json", "model.safetensors", "vocab.txt"]  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+    ]
     assert ckpt.read_config(directory) == CONFIG
     with safe_open(directory / "model.safetensors", "pt") as f:  # the tied matrix is stored once
         assert "decoder.weight" not in f.keys() and "embeddings.weight" in f.keys()

@@ -65,8 +65,15 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     try:
         one = ToyMLM(seed=0)
         eval_fn = lambda: [make_batch(100), make_batch(101)]  # noqa: E731
-        train(one, ToyObjective(), ToyBatches(), config(**SETTINGS), tmp_path / "one",
-              config_dict=CONFIG, eval_batches_fn=eval_fn)  # fmt: skip
+        train(
+            one,
+            ToyObjective(),
+            ToyBatches(),
+            config(**SETTINGS),
+            tmp_path / "one",
+            config_dict=CONFIG,
+            eval_batches_fn=eval_fn,
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -60,13 +60,23 @@ class Data(NamedTuple):
 
 def test_subset_keeps_every_window_of_a_kept_question_and_renumbers():
     """QA draws questions: all windows of a drawn question stay, the rest go; dev is whole."""
-    windows = [Window(0, "q0a"), Window(0, "q0b"), Window(1, "q1"), Window(2, "q2a"),
-               Window(2, "q2b"), Window(3, "q3")]  # fmt: skip
+    windows = [
+        Window(0, "q0a"),
+        Window(0, "q0b"),
+        Window(1, "q1"),
+        Window(2, "q2a"),
+        Window(2, "q2b"),
+        Window(3, "q3"),
+    ]
     data = Data(["q0", "q1", "q2", "q3"], windows, ["dev0", "dev1"])
     part = subset(data, [0, 2])
     assert part.train_examples == ["q0", "q2"] and part.dev == ["dev0", "dev1"]
     assert [(w.example, w.name) for w in part.train_features] == [
-        (0, "q0a"), (0, "q0b"), (1, "q2a"), (1, "q2b")]  # fmt: skip
+        (0, "q0a"),
+        (0, "q0b"),
+        (1, "q2a"),
+        (1, "q2b"),
+    ]
 
 
 def test_parse_train_sizes():
@@ -86,8 +96,13 @@ def test_default_rule_table():
     """Turc et al. 2019 / issue 12: small encoders at higher rates and more epochs."""
     table = {h: default_values(h, False) for h in (128, 256, 257, 512, 768, 1024)}
     assert {h: (v["learning_rate"], v["epochs"]) for h, v in table.items()} == {
-        128: (1e-4, 10), 256: (1e-4, 10), 257: (5e-5, 4), 512: (5e-5, 4),
-        768: (2e-5, 3), 1024: (2e-5, 3)}  # fmt: skip
+        128: (1e-4, 10),
+        256: (1e-4, 10),
+        257: (5e-5, 4),
+        512: (5e-5, 4),
+        768: (2e-5, 3),
+        1024: (2e-5, 3),
+    }
     assert default_values(768, True) == {"learning_rate": 1e-3, "epochs": 3}
     assert default_values(None, False) == {"learning_rate": None, "epochs": 3}
 
@@ -122,10 +137,16 @@ def workspace(tmp_path_factory):
     for name, n in (("train", 40), ("dev", 12)):
         rows = [f"{sentence('good' if i % 2 else 'bad')}\t{i % 2}" for i in range(n)]
         (sst / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
-    tokenizer = train_wordpiece([sentence(w) for w in ("good", "bad") for _ in range(20)],
-                                vocab_size=60, min_frequency=1)  # fmt: skip
-    config = preset_config("bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=32,
-                           num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    tokenizer = train_wordpiece(
+        [sentence(w) for w in ("good", "bad") for _ in range(20)], vocab_size=60, min_frequency=1
+    )
+    config = preset_config(
+        "bert-tiny",
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     torch.manual_seed(0)
     checkpoint = root / "checkpoint"
     save_pretrained(checkpoint, build_pretraining_model(config), config.to_dict())
@@ -143,10 +164,12 @@ def run(args):
 def test_curve_with_learning_rates_selected_per_size(workspace, tmp_path):
     root, checkpoint = workspace
     out = tmp_path / "curve"
-    code, lines, err = run(["--task", "sst2", "--data", str(root), "--model", str(checkpoint),
-                            "--out", str(out), "--train-sizes", "8,all,20", "--seeds", "1,2",
-                            "--learning-rate", "1e-2,1e-5", "--epochs", "2", "--batch-size", "8",
-                            "--pooling", "cls"])  # fmt: skip
+    code, lines, err = run(
+        ["--task", "sst2", "--data", str(root), "--model", str(checkpoint)]
+        + ["--out", str(out), "--train-sizes", "8,all,20", "--seeds", "1,2"]
+        + ["--learning-rate", "1e-2,1e-5", "--epochs", "2", "--batch-size", "8"]
+        + ["--pooling", "cls"]
+    )
     assert code == 0, err
     curve = json.loads((out / "summary.json").read_text())
     assert curve["train_examples"] == 40 and curve["train_size_seed"] == 0
@@ -157,15 +180,20 @@ def test_curve_with_learning_rates_selected_per_size(workspace, tmp_path):
         size = json.loads((out / row["dir"] / "summary.json").read_text())
         medians = [c["median"] for c in size["candidates"]]
         for c in size["candidates"]:  # every candidate ran every seed; its median is theirs
-            seeds = [json.loads((out / row["dir"] / c["name"] / f"seed-{s}" / "metrics.json")
-                                .read_text()) for s in (1, 2)]  # fmt: skip
+            seeds = [
+                json.loads(
+                    (out / row["dir"] / c["name"] / f"seed-{s}" / "metrics.json").read_text()
+                )
+                for s in (1, 2)
+            ]
             assert [m["train_examples"] for m in seeds] == [row["train_examples"]] * 2
             assert {str(m["seed"]): m["score"] for m in seeds} == c["scores"]
             assert c["median"] == statistics.median(m["score"] for m in seeds)
             assert (c["min"], c["max"]) == (min(c["scores"].values()), max(c["scores"].values()))
         chosen = size["candidates"][medians.index(max(medians))]
-        assert size["hyperparameters"] == {k: chosen[k] for k in ("learning_rate", "epochs",
-                                                                  "batch_size")}  # fmt: skip
+        assert size["hyperparameters"] == {
+            k: chosen[k] for k in ("learning_rate", "epochs", "batch_size")
+        }
         assert row["hyperparameters"] == size["hyperparameters"]
         assert row["scores"] == chosen["scores"] and row["median"] == chosen["median"]
         assert size["best_dir"] == f"{chosen['name']}/seed-{size['best_seed']}"
@@ -184,10 +212,12 @@ def test_curve_with_learning_rates_selected_per_size(workspace, tmp_path):
 def test_downstream_curve_and_default_epochs(workspace, tmp_path):
     """The frozen-feature path takes --train-sizes too; one size, one seed, no candidates."""
     root, _ = workspace
-    code, lines, err = run(["--task", "sst2", "--data", str(root), "--model",
-                            "random-embeddings", "--downstream", "bag-of-embeddings", "--out",
-                            str(tmp_path / "o"), "--train-sizes", "10", "--batch-size", "8",
-                            "--downstream-learning-rate", "1e-2"])  # fmt: skip
+    code, lines, err = run(
+        ["--task", "sst2", "--data", str(root), "--model", "random-embeddings"]
+        + ["--downstream", "bag-of-embeddings", "--out", str(tmp_path / "o")]
+        + ["--train-sizes", "10", "--batch-size", "8"]
+        + ["--downstream-learning-rate", "1e-2"]
+    )
     assert code == 0, err
     assert "defaults for --downstream: epochs 3 (--learning-rate/--epochs to choose)" in lines
     row = json.loads((tmp_path / "o" / "summary.json").read_text())["curve"][0]
@@ -204,7 +234,8 @@ def test_bad_train_sizes_are_one_line_exit_2(workspace, tmp_path):
     train = root / "SST-2" / "train.tsv"
     assert code == 2 and err.strip().splitlines() == [
         f"muppets: error: train_sizes: 41 is larger than the training set (40 examples in "
-        f"{train}); use all for the whole set"]  # fmt: skip
+        f"{train}); use all for the whole set"
+    ]
     code, _, err = run([*base, str(tmp_path / "b"), "--train-sizes", "10,0"])
     assert code == 2 and err.strip().splitlines() == [
         "muppets: error: train_sizes must be comma-separated integers > 0 or all, got '0'"

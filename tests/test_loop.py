@@ -92,8 +92,12 @@ def make_batch(index: int, size: int = 4) -> dict:
     labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
     input_ids = torch.where(masked, torch.zeros_like(input_ids), input_ids) * attention_mask
     nsp = torch.randint(0, 2, (size,), generator=g)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "next_sentence_label": nsp}  # fmt: skip
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "next_sentence_label": nsp,
+    }
 
 
 class ToyBatches:
@@ -138,8 +142,9 @@ def one_thread():
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(max_steps=6, learning_rate=1e-2, warmup_steps=2, log_every=1, eval_every=0,
-                save_every=0)  # fmt: skip
+    base = dict(
+        max_steps=6, learning_rate=1e-2, warmup_steps=2, log_every=1, eval_every=0, save_every=0
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -152,9 +157,15 @@ def eval_batches():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("max_steps", 0), ("schedule", "step"), ("gradient_accumulation_steps", 0),
-     ("max_grad_norm", 0.0), ("warmup_ratio", 1.5), ("time_budget_seconds", -1.0)],
-)  # fmt: skip
+    [
+        ("max_steps", 0),
+        ("schedule", "step"),
+        ("gradient_accumulation_steps", 0),
+        ("max_grad_norm", 0.0),
+        ("warmup_ratio", 1.5),
+        ("time_budget_seconds", -1.0),
+    ],
+)
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         config(**{field: value})
@@ -184,8 +195,14 @@ def test_k_micro_batches_equal_one_batch_of_k_times_b(tmp_path):
         tmp_path / "k3",
         config_dict=CONFIG,
     )
-    out = train(big_model, ToyObjective(), ToyBatches(batches=big), config(**cfg),
-                tmp_path / "k1", config_dict=CONFIG)  # fmt: skip
+    out = train(
+        big_model,
+        ToyObjective(),
+        ToyBatches(batches=big),
+        config(**cfg),
+        tmp_path / "k1",
+        config_dict=CONFIG,
+    )
     for (name, a), b in zip(small_model.named_parameters(), big_model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
         assert not torch.equal(a, ToyMLM().state_dict()[name])  # it did train
@@ -212,8 +229,9 @@ def test_resume_is_bitwise_and_replays_no_batch(tmp_path):
     with pytest.raises(RuntimeError, match="preempted"):
         train(ToyMLM(dropout=0.1), ToyObjective(), first, cfg, tmp_path / "b", config_dict=CONFIG)
     resumed, second = ToyMLM(dropout=0.1, seed=7), ToyBatches()  # a new process: fresh objects
-    out = train(resumed, ToyObjective(), second, cfg, tmp_path / "b", config_dict=CONFIG,
-                resume=True)  # fmt: skip
+    out = train(
+        resumed, ToyObjective(), second, cfg, tmp_path / "b", config_dict=CONFIG, resume=True
+    )
 
     assert out["step"] == 6
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
@@ -224,8 +242,14 @@ def test_resume_is_bitwise_and_replays_no_batch(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
     assert source.seen == first.seen + second.seen == list(range(12))
     # metrics.jsonl: the resumed run's losses are the straight run's, step for step.
-    losses = {d: [(r["step"], r["loss"]) for r in read_metrics(tmp_path / d / "metrics.jsonl")
-                  if r["event"] == "train"] for d in "ab"}  # fmt: skip
+    losses = {
+        d: [
+            (r["step"], r["loss"])
+            for r in read_metrics(tmp_path / d / "metrics.jsonl")
+            if r["event"] == "train"
+        ]
+        for d in "ab"
+    }
     assert losses["a"] == losses["b"] and len(losses["a"]) == 6
 
 
@@ -258,15 +282,29 @@ def test_a_resume_mid_logging_window_logs_what_an_uninterrupted_run_logs(tmp_pat
 def test_resume_refuses_a_changed_model_config(tmp_path):
     train(ToyMLM(), ToyObjective(), ToyBatches(), config(max_steps=2), tmp_path, config_dict=CONFIG)
     with pytest.raises(InputError, match="hidden_size") as error:
-        train(ToyMLM(), ToyObjective(), ToyBatches(), config(max_steps=4), tmp_path,
-              config_dict={**CONFIG, "hidden_size": 16}, resume=True)  # fmt: skip
+        train(
+            ToyMLM(),
+            ToyObjective(),
+            ToyBatches(),
+            config(max_steps=4),
+            tmp_path,
+            config_dict={**CONFIG, "hidden_size": 16},
+            resume=True,
+        )
     assert error.value.path.endswith("config.json")
 
 
 def test_a_new_run_will_not_overwrite_checkpoints_and_resume_needs_one(tmp_path):
     with pytest.raises(InputError, match="nothing to resume"):
-        train(ToyMLM(), ToyObjective(), ToyBatches(), config(), tmp_path, config_dict=CONFIG,
-              resume=True)  # fmt: skip
+        train(
+            ToyMLM(),
+            ToyObjective(),
+            ToyBatches(),
+            config(),
+            tmp_path,
+            config_dict=CONFIG,
+            resume=True,
+        )
     train(ToyMLM(), ToyObjective(), ToyBatches(), config(max_steps=2), tmp_path, config_dict=CONFIG)
     with pytest.raises(InputError, match="earlier run"):
         train(ToyMLM(), ToyObjective(), ToyBatches(), config(), tmp_path, config_dict=CONFIG)
@@ -278,8 +316,14 @@ def test_a_new_run_will_not_overwrite_checkpoints_and_resume_needs_one(tmp_path)
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
     model = ToyMLM()
     with pytest.raises(TrainingError, match="step 3") as error:
-        train(model, ToyObjective(nan_at_call=3), ToyBatches(), config(save_every=2), tmp_path,
-              config_dict=CONFIG)  # fmt: skip
+        train(
+            model,
+            ToyObjective(nan_at_call=3),
+            ToyBatches(),
+            config(save_every=2),
+            tmp_path,
+            config_dict=CONFIG,
+        )
     saved = ckpt.checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in saved] == ["step-00000002"]
     assert "step-00000002" in str(error.value)
@@ -296,11 +340,23 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
 def test_metrics_jsonl_records_and_loss_plot(tmp_path):
     model, source = ToyMLM(), ToyBatches()
     cfg = config(log_every=2, eval_every=3, schedule="linear", warmup_steps=2)
-    out = train(model, ToyObjective(), source, cfg, tmp_path, config_dict=CONFIG,
-                eval_batches_fn=eval_batches)  # fmt: skip
+    out = train(
+        model,
+        ToyObjective(),
+        source,
+        cfg,
+        tmp_path,
+        config_dict=CONFIG,
+        eval_batches_fn=eval_batches,
+    )
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [(r["event"], r["step"]) for r in records] == [
-        ("train", 2), ("eval", 3), ("train", 4), ("train", 6), ("eval", 6)]  # fmt: skip
+        ("train", 2),
+        ("eval", 3),
+        ("train", 4),
+        ("train", 6),
+        ("eval", 6),
+    ]
     train_records = [r for r in records if r["event"] == "train"]
     for r in train_records:  # lr of the step just taken (0-based index step - 1)
         assert r["lr"] == pytest.approx(1e-2 * lr_factor(r["step"] - 1, "linear", 2, 6))

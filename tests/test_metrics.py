@@ -71,8 +71,9 @@ def test_glue_metrics_dispatch():
     assert glue_metrics("rte", PREDS, LABELS) == {"accuracy": 0.7}
     assert glue_metrics("mrpc", PREDS, LABELS) == {"accuracy": 0.7, "f1": 8 / 11}
     assert glue_metrics("stsb", SCORES, GOLD_SCORES) == {
-        "pearson": pearson(SCORES, GOLD_SCORES), "spearman": spearman(SCORES, GOLD_SCORES),
-    }  # fmt: skip
+        "pearson": pearson(SCORES, GOLD_SCORES),
+        "spearman": spearman(SCORES, GOLD_SCORES),
+    }
 
 
 def test_squad_normalisation_as_the_official_script():
@@ -108,13 +109,27 @@ def test_squad_v2_breakdown_and_best_threshold():
     na_probs = {"q1": 0.9, "q2": 0.2, "q3": 0.1, "q4": 0.8}
     out = squad_v2_scores(gold, preds, na_probs)
     # exact [0, 1, 1, 0]; f1 [2/3, 1, 1, 0]
-    assert out == pytest.approx({
-        "exact": 50.0, "f1": 100 * (2 / 3 + 2) / 4, "total": 4, "missing": 0,
-        "HasAns_exact": 50.0, "HasAns_f1": 100 * (2 / 3 + 1) / 2, "HasAns_total": 2,
-        "NoAns_exact": 50.0, "NoAns_f1": 50.0, "NoAns_total": 2,
-        # scanning na_prob upwards: q3 (+1) -> 3 of 4 at threshold 0.1; q2 +0; q4 -1; q1 +0 / +2/3
-        "best_exact": 75.0, "best_exact_thresh": 0.1, "best_f1": 75.0, "best_f1_thresh": 0.1,
-    }, abs=1e-12)  # fmt: skip
+    assert out == pytest.approx(
+        {
+            "exact": 50.0,
+            "f1": 100 * (2 / 3 + 2) / 4,
+            "total": 4,
+            "missing": 0,
+            "HasAns_exact": 50.0,
+            "HasAns_f1": 100 * (2 / 3 + 1) / 2,
+            "HasAns_total": 2,
+            "NoAns_exact": 50.0,
+            "NoAns_f1": 50.0,
+            "NoAns_total": 2,
+            # scanning na_prob upwards: q3 (+1) -> 3 of 4 at threshold 0.1; q2 +0; q4 -1;
+            # q1 +0 / +2/3
+            "best_exact": 75.0,
+            "best_exact_thresh": 0.1,
+            "best_f1": 75.0,
+            "best_f1_thresh": 0.1,
+        },
+        abs=1e-12,
+    )
     # above the threshold the answer counts as "": right for q4 (no answer), wrong for q1
     out = squad_v2_scores(gold, preds, na_probs, na_prob_threshold=0.5)
     assert (out["exact"], out["f1"], out["HasAns_f1"], out["NoAns_exact"]) == (
@@ -192,9 +207,11 @@ def test_entity_scores_iob1_and_tricky_chunks():
     # a type seen only in predictions: support 0, every ratio 0.0 (no warning)
     out = entity_scores([["O", "O"]], [["B-X", "O"]])
     assert out == {
-        "precision": 0.0, "recall": 0.0, "f1": 0.0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
         "per_type": {"X": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}},
-    }  # fmt: skip
+    }
 
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

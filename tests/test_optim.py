@@ -35,8 +35,14 @@ def test_exactly_which_parameters_get_weight_decay():
     decayed, not_decayed = param_groups(model, weight_decay=0.01)
     assert names(model, decayed) == ["dense.weight", "word_embeddings.weight"]
     assert names(model, not_decayed) == [  # a module's own parameters come before its children's
-        "layer_norm_scales", "scalar_mix", "dense.bias", "LayerNorm.weight", "LayerNorm.bias",
-        "ln_f.weight", "ln_f.bias"]  # fmt: skip
+        "layer_norm_scales",
+        "scalar_mix",
+        "dense.bias",
+        "LayerNorm.weight",
+        "LayerNorm.bias",
+        "ln_f.weight",
+        "ln_f.bias",
+    ]
     assert (decayed["weight_decay"], not_decayed["weight_decay"]) == (0.01, 0.0)
     assert decays("encoder.layer.0.attention.output.dense.weight", torch.zeros(2, 2))
     assert not decays("encoder.layer.0.attention.output.LayerNorm.weight", torch.zeros(2, 2))

@@ -22,8 +22,13 @@ def shards(tmp_path_factory):
     """A 2,000-token WordPiece vocabulary and train/valid shards of the bundled sample."""
     root = tmp_path_factory.mktemp("pretrain")
     tok = str(root / "tok")
-    assert main(["tokenizer", "train", "--inputs", str(SAMPLE / "wiki.train.txt")]
-                + ["--out", tok, "--vocab-size", "2000"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["tokenizer", "train", "--inputs", str(SAMPLE / "wiki.train.txt")]
+            + ["--out", tok, "--vocab-size", "2000"]
+        )
+        == 0
+    )
     for split in ("train", "valid"):
         args = ["prepare", "--inputs", str(SAMPLE / f"wiki.{split}.txt"), "--tokenizer", tok]
         assert main([*args, "--out", str(root / split)]) == 0

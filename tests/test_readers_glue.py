@@ -66,24 +66,51 @@ def test_stsb_float_label_by_header_name(tmp_path):
 
 
 PAIR_TASKS = [  # task, split, header, row, expected (text_a, text_b, label id)
-    ("qqp", "dev", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "7\t1\t2\tWhy?\tHow?\t1",
-     ("Why?", "How?", 1)),
-    ("mnli", "dev_mismatched",
-     "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2"
-     "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
-     "0\t1\t1n\tletters\t(\t(\t(\t(\tA cat.\tAn animal.\tneutral\tneutral\tentailment"
-     "\tneutral\tneutral\tneutral", ("A cat.", "An animal.", 2)),
-    ("mnli", "train",
-     "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label",
-     "0\t1\t1c\tgov\t(\t(\t(\t(\tIt is.\tIt isn't.\tcontradiction\tcontradiction",
-     ("It is.", "It isn't.", 0)),
-    ("qnli", "dev", "index\tquestion\tsentence\tlabel", "0\tWho?\tHe did.\tnot_entailment",
-     ("Who?", "He did.", 1)),
-    ("rte", "train", "index\tsentence1\tsentence2\tlabel", "0\tA b.\tA.\tentailment",
-     ("A b.", "A.", 0)),
-    ("wnli", "dev", "index\tsentence1\tsentence2\tlabel", "3\tIt fell.\tThe cup fell.\t1",
-     ("It fell.", "The cup fell.", 1)),
-]  # fmt: skip
+    (
+        "qqp",
+        "dev",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
+        "7\t1\t2\tWhy?\tHow?\t1",
+        ("Why?", "How?", 1),
+    ),
+    (
+        "mnli",
+        "dev_mismatched",
+        "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2"
+        "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
+        "0\t1\t1n\tletters\t(\t(\t(\t(\tA cat.\tAn animal.\tneutral\tneutral\tentailment"
+        "\tneutral\tneutral\tneutral",
+        ("A cat.", "An animal.", 2),
+    ),
+    (
+        "mnli",
+        "train",
+        "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label",
+        "0\t1\t1c\tgov\t(\t(\t(\t(\tIt is.\tIt isn't.\tcontradiction\tcontradiction",
+        ("It is.", "It isn't.", 0),
+    ),
+    (
+        "qnli",
+        "dev",
+        "index\tquestion\tsentence\tlabel",
+        "0\tWho?\tHe did.\tnot_entailment",
+        ("Who?", "He did.", 1),
+    ),
+    (
+        "rte",
+        "train",
+        "index\tsentence1\tsentence2\tlabel",
+        "0\tA b.\tA.\tentailment",
+        ("A b.", "A.", 0),
+    ),
+    (
+        "wnli",
+        "dev",
+        "index\tsentence1\tsentence2\tlabel",
+        "3\tIt fell.\tThe cup fell.\t1",
+        ("It fell.", "The cup fell.", 1),
+    ),
+]
 
 
 @pytest.mark.parametrize("task, split, header, row, expected", PAIR_TASKS)
@@ -119,10 +146,17 @@ def test_glue_table():
         "ax",
     ]
     assert {t: s.metric for t, s in GLUE_TASKS.items()} == {
-        "cola": "mcc", "sst2": "accuracy", "mrpc": "accuracy_f1", "stsb": "pearson_spearman",
-        "qqp": "accuracy_f1", "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy",
-        "wnli": "accuracy", "ax": "mcc",
-    }  # fmt: skip
+        "cola": "mcc",
+        "sst2": "accuracy",
+        "mrpc": "accuracy_f1",
+        "stsb": "pearson_spearman",
+        "qqp": "accuracy_f1",
+        "mnli": "accuracy",
+        "qnli": "accuracy",
+        "rte": "accuracy",
+        "wnli": "accuracy",
+        "ax": "mcc",
+    }
     assert GLUE_TASKS["mnli"].labels == ("contradiction", "entailment", "neutral")
     assert GLUE_TASKS["stsb"].regression and not GLUE_TASKS["rte"].regression
 
@@ -209,9 +243,14 @@ def test_table_jsonl_and_its_errors(tmp_path):
 
 
 REAL_DEV = {  # task: (examples, sum of label ids or of STS-B scores)
-    "cola": (1043, 721), "sst2": (872, 444), "mrpc": (408, 279), "stsb": (1500, 3545.861),
-    "qnli": (5463, 2761), "rte": (277, 131), "wnli": (71, 31),
-}  # fmt: skip
+    "cola": (1043, 721),
+    "sst2": (872, 444),
+    "mrpc": (408, 279),
+    "stsb": (1500, 3545.861),
+    "qnli": (5463, 2761),
+    "rte": (277, 131),
+    "wnli": (71, 31),
+}
 
 
 @pytest.mark.skipif(not GLUE_DIR.is_dir(), reason="../shared/data/glue is not here")

@@ -31,24 +31,38 @@ def line_of(path, text):
 
 def test_squad_v11_exact_repaired_and_dropped_answers(tmp_path):
     qas = [
-        {"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0},
-                                                         {"text": "cat", "answer_start": 4}]},
+        {
+            "id": "q1",
+            "question": "Who sat?",
+            "answers": [{"text": "The cat", "answer_start": 0}, {"text": "cat", "answer_start": 4}],
+        },
         # "cat" is at 4 and 17; offset 15 is nearest to 17
         {"id": "q2", "question": "Who ran?", "answers": [{"text": "cat", "answer_start": 15}]},
         # "dog" is not in the context: dropped from the targets, kept for evaluation
-        {"id": "q3", "question": "To what?", "answers": [{"text": "mat", "answer_start": 32},
-                                                         {"text": "dog", "answer_start": 3}]},
-    ]  # fmt: skip
+        {
+            "id": "q3",
+            "question": "To what?",
+            "answers": [{"text": "mat", "answer_start": 32}, {"text": "dog", "answer_start": 3}],
+        },
+    ]
     path = squad_file(tmp_path, qas)
     with pytest.warns(UserWarning) as caught:
         examples, stats = read_squad(path)
     l1, l2, l3 = (line_of(path, f'"{q}"') for q in ("q1", "q2", "q3"))
     assert examples == [
-        QAExample("q1", "Who sat?", CONTEXT, [Answer("The cat", 0), Answer("cat", 4)],
-                  ["The cat", "cat"], False, path, l1),
+        QAExample(
+            "q1",
+            "Who sat?",
+            CONTEXT,
+            [Answer("The cat", 0), Answer("cat", 4)],
+            ["The cat", "cat"],
+            False,
+            path,
+            l1,
+        ),
         QAExample("q2", "Who ran?", CONTEXT, [Answer("cat", 17)], ["cat"], False, path, l2),
         QAExample("q3", "To what?", CONTEXT, [Answer("mat", 32)], ["mat", "dog"], False, path, l3),
-    ]  # fmt: skip
+    ]
     assert (stats.questions, stats.answers, stats.repaired, stats.dropped) == (3, 4, 1, 1)
     assert stats.messages == [
         f"{path}:{l2}: question q2: answer 'cat' is not at offset 15; moved to 17",
@@ -60,11 +74,15 @@ def test_squad_v11_exact_repaired_and_dropped_answers(tmp_path):
 
 def test_squad_v20_impossible_questions_and_one_line_files(tmp_path):
     qas = [
-        {"question": "Who sat?", "id": "a", "answers": [{"text": "cat", "answer_start": 4}],
-         "is_impossible": False},
+        {
+            "question": "Who sat?",
+            "id": "a",
+            "answers": [{"text": "cat", "answer_start": 4}],
+            "is_impossible": False,
+        },
         {"question": "Who flew?", "id": "b", "answers": [], "is_impossible": True},
         {"question": "Who?", "id": "c"},  # no answers at all: an unlabeled (test) question
-    ]  # fmt: skip
+    ]
     path = squad_file(tmp_path, qas, indent=None, version="v2.0")
     examples, stats = read_qa(path)
     assert [(e.id, e.answers, e.gold_texts, e.is_impossible, e.line) for e in examples] == [
@@ -131,11 +149,16 @@ def test_mrqa_inclusive_spans_are_the_targets(tmp_path):
     examples, stats = read_qa(path)
     assert examples == [
         QAExample(
-            "m1", "Who ran?", CONTEXT,
+            "m1",
+            "Who ran?",
+            CONTEXT,
             [Answer("The cat", 13), Answer("cat", 4), Answer("cat", 17)],
-            ["the cat", "cat"], False, path, 2,
+            ["the cat", "cat"],
+            False,
+            path,
+            2,
         )
-    ]  # fmt: skip
+    ]
     assert (stats.questions, stats.answers, stats.repaired) == (1, 3, 0)
 
     record["qas"][0]["detected_answers"][0]["char_spans"] = [[30, 36]]  # ends past the context

@@ -59,8 +59,12 @@ def test_top_20_heuristic_misses_what_the_exact_search_finds():
 
     def top_n(start, end, n=20):
         starts, ends = np.argsort(-start, kind="stable")[:n], np.argsort(-end, kind="stable")[:n]
-        pairs = [(start[i] + end[j], i, j) for i in starts for j in ends
-                 if mask[i] and mask[j] and i <= j < i + L]  # fmt: skip
+        pairs = [
+            (start[i] + end[j], i, j)
+            for i in starts
+            for j in ends
+            if mask[i] and mask[j] and i <= j < i + L
+        ]
         return max(pairs)
 
     assert top_n(start, end)[0] == 11.0

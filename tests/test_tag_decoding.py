@@ -48,9 +48,8 @@ def test_repair_bio_rewrites_chunk_starting_i_tags():
         "I-PER",
     ]
     assert tags[0] == "I-PER"  # the input is not changed
-    assert entity_spans(tags) == entity_spans(repair_bio(tags)) == [
-        ("PER", 0, 0), ("PER", 2, 3), ("LOC", 4, 4), ("ORG", 5, 6), ("PER", 7, 8),
-    ]  # fmt: skip
+    spans = [("PER", 0, 0), ("PER", 2, 3), ("LOC", 4, 4), ("ORG", 5, 6), ("PER", 7, 8)]
+    assert entity_spans(tags) == entity_spans(repair_bio(tags)) == spans
 
 
 def test_split_tag_rejects_what_is_not_a_tag():

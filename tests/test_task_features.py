@@ -57,8 +57,10 @@ def test_classification_features_are_bert_pairs(tokenizer):
 
 
 def test_collate_pads_to_the_longest_of_the_batch_only(tokenizer):
-    examples = [Example(text, None, 0.5 * n, f"d-{n}", "f", n) for n, text in
-                enumerate(["cat", "the old cat sat on the mat", "dog ran"])]  # fmt: skip
+    examples = [
+        Example(text, None, 0.5 * n, f"d-{n}", "f", n)
+        for n, text in enumerate(["cat", "the old cat sat on the mat", "dog ran"])
+    ]
     features = classification_features(examples, tokenizer, max_seq_length=128)
     batch = collate_features(features, tokenizer.pad_id)
     T = max(len(f) for f in features)
@@ -91,8 +93,9 @@ def test_inference_buckets_are_sorted_and_training_buckets_are_sortish():
 
 
 def test_epoch_batches_resume_where_they_stopped(tokenizer):
-    examples = [Example(" ".join(WORDS[: 1 + n % 9]), None, n % 2, f"t-{n}", "f", n)
-                for n in range(30)]  # fmt: skip
+    examples = [
+        Example(" ".join(WORDS[: 1 + n % 9]), None, n % 2, f"t-{n}", "f", n) for n in range(30)
+    ]
     features = classification_features(examples, tokenizer, 32)
 
     def collate(batch):
@@ -145,8 +148,12 @@ def test_qa_windows_cover_every_token_and_label_the_answer(tokenizer):
         assert CONTEXT[offsets[s][0] : offsets[e][1]] == "the south bank of the river"
     for f in outside:  # the answer is not wholly inside: both labels at [CLS]
         assert f.targets == {"start_positions": 0, "end_positions": 0}
-        chars = {c for (a, b), m in zip(f.token_offsets, f.context_mask, strict=True) if m
-                 for c in range(a, b)}  # fmt: skip
+        chars = {
+            c
+            for (a, b), m in zip(f.token_offsets, f.context_mask, strict=True)
+            if m
+            for c in range(a, b)
+        }
         answer = set(range(example.answers[0].char_start, example.answers[0].char_start + 27))
         assert not answer <= chars
 
@@ -171,8 +178,12 @@ def test_tagging_labels_first_subwords_and_splits_long_sentences(tokenizer):
     assert len(feature) > len(words) + 2  # some words are several sub-tokens
     pieces = tagging_features([sentence], tokenizer, 7, labels)  # room for 5 sub-tokens
     assert len(pieces) > 1 and all(len(p) <= 7 for p in pieces)
-    seen = [int(w) for p in pieces for w, y in zip(p.word_ids, p.targets["labels"], strict=True)
-            if y != -100]  # fmt: skip
+    seen = [
+        int(w)
+        for p in pieces
+        for w, y in zip(p.word_ids, p.targets["labels"], strict=True)
+        if y != -100
+    ]
     assert seen == list(range(len(words)))  # every word labelled once, in order
     bad = Sentence(words, ["B-LOC", "O", "B-PER", "O", "O", "O"], "train.txt", 10)
     with pytest.raises(InputError, match=r"train.txt:12: unknown tag 'B-PER'"):

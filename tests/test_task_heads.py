@@ -37,8 +37,14 @@ POOLER = ["encoder.pooler.dense.weight", "encoder.pooler.dense.bias"]
 
 
 def hf_config(model_type: str, num_labels: int = 3):
-    sizes = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=32, num_labels=num_labels)  # fmt: skip
+    sizes = dict(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=num_labels,
+    )
     if model_type == "bert":
         return transformers.BertConfig(max_position_embeddings=32, **sizes)
     return transformers.RobertaConfig(max_position_embeddings=34, type_vocab_size=1, **sizes)
@@ -66,13 +72,25 @@ def make_batch(pad_id: int, two_segments: bool) -> dict[str, torch.Tensor]:
 
 # head: (transformers class name, our head builder, HF -> ours, key rows)
 HEADS = {
-    "classification": ("ForSequenceClassification", lambda e, k: SequenceClassifier(e, k),
-                       classifier_state_dict_from_hf, HF_CLASSIFIER_KEYS),
-    "span_qa": ("ForQuestionAnswering", lambda e, k: SpanQAHead(e), span_qa_state_dict_from_hf,
-                HF_SPAN_QA_KEYS),
-    "tagging": ("ForTokenClassification", lambda e, k: TokenTagger(e, k),
-                tagger_state_dict_from_hf, HF_TAGGER_KEYS),
-}  # fmt: skip
+    "classification": (
+        "ForSequenceClassification",
+        lambda e, k: SequenceClassifier(e, k),
+        classifier_state_dict_from_hf,
+        HF_CLASSIFIER_KEYS,
+    ),
+    "span_qa": (
+        "ForQuestionAnswering",
+        lambda e, k: SpanQAHead(e),
+        span_qa_state_dict_from_hf,
+        HF_SPAN_QA_KEYS,
+    ),
+    "tagging": (
+        "ForTokenClassification",
+        lambda e, k: TokenTagger(e, k),
+        tagger_state_dict_from_hf,
+        HF_TAGGER_KEYS,
+    ),
+}
 
 
 def converted_pair(model_type: str, head: str, num_labels: int = 3):
