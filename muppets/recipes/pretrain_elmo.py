@@ -28,6 +28,7 @@ from muppets.data.streams import (
     count_words,
     evaluation_windows,
 )
+from muppets.data.text import resolve_inputs
 from muppets.errors import ConfigError, InputError
 from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
 from muppets.tasks.objectives import BiLMLoss, BiLMObjective, count_bilm_targets
@@ -90,6 +91,7 @@ class ElmoPretrainConfig:
             ("threads", self.threads >= 0, ">= 0"),
         ]
         check(self, rules)
+        check(self.batches, [("batch_size", self.batches.batch_size >= 1, ">= 1")])
         self.train_config(1)  # TrainConfig's own checks, now rather than after the word count
 
     def train_config(self, accumulation: int) -> TrainConfig:
@@ -131,6 +133,12 @@ def pretrain_elmo(config: ElmoPretrainConfig) -> dict:
 
 
 def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
+    for name in ("train_data", "valid_data"):  # a missing file is said with the option's name
+        try:
+            if getattr(config, name):
+                resolve_inputs(getattr(config, name))
+        except InputError as error:
+            raise ConfigError(f"{name} {error.path}: {error.message}") from None
     info = dist.init_distributed(None if config.device == "auto" else config.device)
     rank, world = dist.rank(), dist.world_size()
     out = Path(config.out)

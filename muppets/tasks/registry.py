@@ -215,14 +215,16 @@ def has_labels(spec: TaskSpec, path: str | Path) -> bool:
     return fields[0] != "index" if glue.label is None else glue.label in fields
 
 
-def training_labels(spec: TaskSpec, train_path: str | Path, columns: Columns = Columns()) -> list:
+def training_labels(
+    spec: TaskSpec, train_path: str | Path, columns: Columns = Columns(), errors: str = "strict"
+) -> list:
     """The label list: the task's own, else collected from the training file (sorted; "O"
     first for tags)."""
     if spec.labels or spec.head in ("regression", "span_qa"):
         return list(spec.labels)
     if spec.reader == "table":
-        return table_labels(train_path, columns.label, columns.format, columns.header)
-    tags = {tag for sentence in read_conll(train_path) for tag in sentence.tags}
+        return table_labels(train_path, columns.label, columns.format, columns.header, errors)
+    tags = {tag for sentence in read_conll(train_path, errors=errors) for tag in sentence.tags}
     return sorted(tags, key=lambda t: (t != "O", t[2:], t))
 
 

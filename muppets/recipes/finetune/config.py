@@ -113,6 +113,9 @@ class FinetuneConfig:
         False,
     )
     whitespace_tokens: bool = option("--downstream: words split on whitespace only (SST-2)", False)
+    errors: str = option(
+        "bytes that are not UTF-8: strict (stop at file:line) or replace", "strict"
+    )
     feature_cache_mb: int = option("ELMo: cache all layers if they fit (0: biLM every batch)", 2048)
 
     def __post_init__(self):
@@ -127,6 +130,7 @@ class FinetuneConfig:
         rules = [
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("errors", self.errors in ("strict", "replace"), "strict or replace"),
         ]
         check(self, rules)
         self.seed_list()

@@ -56,8 +56,8 @@ def prepare_encoder_task(
         max_answer_length=config.max_answer_length,
         null_threshold=config.null_threshold,
     )
-    train_examples = setup.read(train_path, "train")
-    dev = {s: setup.read(p, s) for s, p in dev_paths.items()}
+    train_examples = setup.read(train_path, "train", errors=config.errors)
+    dev = {s: setup.read(p, s, errors=config.errors) for s, p in dev_paths.items()}
     if spec.head == "classification":
         print(f"{name}: " + label_counts(labels, {"train": train_examples, **dev}))
     if spec.head == "span_qa":  # SQuAD v2.0 when any question is unanswerable

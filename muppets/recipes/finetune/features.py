@@ -145,11 +145,12 @@ def prepare_downstream(
         tags = labels if tagging else None
         return word_features(examples, tagging, tags, config.whitespace_tokens)
 
-    train_examples = setup.read(train_path, "train")
+    train_examples = setup.read(train_path, "train", errors=config.errors)
     train_features = words(train_examples)
     evals = {}
     for split, path in paths.items():
-        examples = setup.read(path, spec.dev_splits[0] if split == "test" else split)
+        split_name = spec.dev_splits[0] if split == "test" else split
+        examples = setup.read(path, split_name, errors=config.errors)
         evals[split] = (examples, words(examples))
     pairs = any(f.words_b is not None for f in train_features)
     source: WordEmbeddings | ElmoLayers | ElmoWithWords

@@ -107,7 +107,7 @@ def finetune_task(config: FinetuneConfig, name: str, out: Path) -> dict:
     else:
         dev_paths = {split: split_path(spec, config.data, split) for split in spec.dev_splits}
     dev_paths.update(find_test_file(spec, config.data, dev_paths))  # CoNLL: test.txt, on every path
-    labels = list(config.labels or []) or training_labels(spec, train_path, columns)
+    labels = list(config.labels or []) or training_labels(spec, train_path, columns, config.errors)
     if config.downstream:  # frozen ELMo features (or the random-embeddings baseline)
         data = prepare_downstream(config, name, train_path, dev_paths, labels)
         parts = downstream_parts

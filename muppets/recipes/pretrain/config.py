@@ -21,6 +21,7 @@ from muppets.training.options import (
     Logging,
     Optimization,
     Steps,
+    check,
     device_option,
     flat_options,
     from_options,
@@ -70,6 +71,8 @@ class PretrainConfig:
     def __post_init__(self):
         if not self.train_data:
             raise ConfigError("train_data is required (a directory from `muppets prepare`)")
+        # batch_size 0 is a multiple of any micro-batch: named here, not as 0 accumulation steps
+        check(self.batches, [("batch_size", self.batches.batch_size >= 1, ">= 1")])
         if self.objective not in INSTANCES_FOR:
             valid = ", ".join(INSTANCES_FOR)
             raise ConfigError(f"objective must be one of {valid}, got {self.objective!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from muppets.data.pretraining import PretrainingBatches, SpecialIds, evaluation_batches
-from muppets.data.shards import ShardedCorpus
+from muppets.data.shards import MANIFEST, ShardedCorpus
 from muppets.errors import ConfigError, InputError
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.recipes.pretrain.config import PretrainConfig
@@ -50,6 +50,8 @@ def held_out_batches(config: PretrainConfig, tokenizer, rank: int = 0, world_siz
 
 def pretrain(config: PretrainConfig) -> dict:
     """Train; returns the (last phase's) result: step, tokens, losses, checkpoint."""
+    for each in [config, *config.phase_configs()]:
+        check_data(each)
     info = dist.init_distributed(None if config.device == "auto" else config.device)
     try:
         if not config.phases:
@@ -57,6 +59,22 @@ def pretrain(config: PretrainConfig) -> dict:
         return run_phases(config, info.device)
     finally:
         dist.cleanup()
+
+
+def check_data(config: PretrainConfig) -> None:
+    """train_data and valid_data are directories from `muppets prepare`, said by their option's
+    name (not by what the first reader of them misses)."""
+    for name in ("train_data", "valid_data"):
+        path = getattr(config, name)
+        if not path:
+            continue
+        if not Path(path).is_dir():
+            raise ConfigError(f"{name} {path}: no such directory (one from `muppets prepare`)")
+        if not (Path(path) / MANIFEST).is_file():
+            raise ConfigError(
+                f"{name} {path}: no {MANIFEST} here (not a directory from `muppets prepare`, "
+                "or one it did not finish)"
+            )
 
 
 def run_phases(config: PretrainConfig, device) -> dict:
