@@ -1,9 +1,9 @@
 """Held-out MLM loss of a pretraining run next to the unigram-frequency baseline.
 
-The baseline predicts every masked token from the training corpus's token frequencies (add-one
-smoothed) whatever the context: the loss a model gets from learning nothing but the unigram
-distribution. It is measured on exactly the held-out instances the run evaluates on (the same
-config, seed and masks), so the two losses are directly comparable.
+The baseline (muppets/tasks/baselines.py) predicts every masked token from the training corpus's
+token frequencies (add-one smoothed) whatever the context: the loss a model gets from learning
+nothing but the unigram distribution. It is measured on exactly the held-out instances the run
+evaluates on (the same config, seed and masks), so the two losses are directly comparable.
 
     .venv/bin/python bench/mlm_baseline.py runs/bert-mini
 """
@@ -20,6 +20,7 @@ import numpy as np
 from muppets.cli.args import load_toml
 from muppets.data.shards import ShardedCorpus
 from muppets.recipes.pretrain import PretrainConfig, held_out_batches
+from muppets.tasks.baselines import unigram_baseline, unigram_counts
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training.options import from_options
 
@@ -31,15 +32,12 @@ def main():
     config = from_options(PretrainConfig, **load_toml(args.run / "pretrain.toml"))
     tokenizer = load_tokenizer(config.train_data)
 
-    counts = np.ones(tokenizer.vocab_size, dtype=np.float64)  # add-one smoothing
-    for shard in ShardedCorpus(config.train_data).shards:
-        counts += np.bincount(shard.tokens, minlength=tokenizer.vocab_size)
-    log_p = np.log(counts / counts.sum())
-
+    shards = ShardedCorpus(config.train_data).shards
+    counts = unigram_counts((shard.tokens for shard in shards), tokenizer.vocab_size)
     batches = held_out_batches(config, tokenizer)
     targets = np.concatenate([b["labels"][b["labels"] != -100].numpy() for b in batches])
-    baseline_loss = float(-log_p[targets].mean())
-    baseline_accuracy = float((targets == np.argmax(log_p)).mean())
+    baseline = unigram_baseline(counts, targets)
+    baseline_loss, baseline_accuracy = baseline["loss"], baseline["accuracy"]
 
     records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["event"] == "eval"]
