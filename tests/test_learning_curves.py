@@ -21,9 +21,10 @@ from muppets.cli.main import main
 from muppets.errors import ConfigError
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.recipes.finetune.curves import parse_train_sizes, subset, subset_indices
-from muppets.recipes.finetune.hyperparameters import choose, default_values, parse_values
+from muppets.recipes.finetune.hyperparameters import choose, default_values
 from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.training.checkpoint import save_pretrained
+from muppets.training.options import listed
 
 WORDS = ["the", "a", "movie", "plot", "was", "very", "so", "and"]
 
@@ -107,15 +108,13 @@ def test_default_rule_table():
     assert default_values(None, False) == {"learning_rate": None, "epochs": 3}
 
 
-def test_parse_values_and_choose():
-    assert parse_values("5e-5, 1e-4,3e-4", float, "learning_rate") == [5e-5, 1e-4, 3e-4]
-    assert (
-        parse_values(2e-5, float, "learning_rate") == [2e-5] and parse_values(None, int, "x") == []
-    )
+def test_listed_values_and_choose():
+    assert listed("5e-5, 1e-4,3e-4", float, "learning_rate") == [5e-5, 1e-4, 3e-4]
+    assert listed(2e-5, float, "learning_rate") == [2e-5] and listed(None, int, "x") == []
     with pytest.raises(ConfigError, match="learning_rate must be a float or a comma-separated"):
-        parse_values("1e-4,fast", float, "learning_rate")
+        listed("1e-4,fast", float, "learning_rate")
     with pytest.raises(ConfigError, match="epochs must be distinct values > 0"):
-        parse_values("0,3", int, "epochs")
+        listed("0,3", int, "epochs")
     assert choose([0.5, 0.7, 0.6]) == 1
     assert choose([0.7, 0.5, 0.7]) == 0  # a tie goes to the first
     assert choose([math.nan, 0.1]) == 1

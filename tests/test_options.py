@@ -157,12 +157,12 @@ def test_unknown_toml_keys_name_the_key_and_the_file(tmp_path):
 
 
 def test_the_resolved_toml_holds_every_value_and_reads_back(tmp_path):
-    # fine-tuning's rate and epochs may be lists, so they are text (a TOML number is read as text)
+    # fine-tuning's rate and epochs are listable: "1e-4" from the command line is one number
     config = from_options(FinetuneConfig, task="sst2", model="m", learning_rate="1e-4", epochs="5")
     text = config_to_toml(config)
     values = tomllib.loads(text)
     expected = {k: v for k, v in flat_options(config).items() if v is not None}
-    assert values == expected and values["learning_rate"] == "1e-4" and values["epochs"] == "5"
+    assert values == expected and values["learning_rate"] == 1e-4 and values["epochs"] == 5
     assert values["dropout"] == 0.1 and values["early_stopping_patience"] == 2
     path = tmp_path / "finetune.toml"
     path.write_text(text)
@@ -220,8 +220,8 @@ def test_fine_tuning_sets_its_own_dropout_whatever_the_checkpoints(tmp_path, tin
         from_options(FinetuneConfig, task="sst2", model="m", dropout=1.0)
 
 
-def test_a_toml_number_is_read_for_a_field_that_takes_a_list_as_text(tmp_path):
+def test_a_toml_number_is_read_for_a_listable_option(tmp_path):
     path = tmp_path / "finetune.toml"
     path.write_text('task = "sst2"\nmodel = "m"\nlearning_rate = 3e-4\nepochs = 4\n')
     config = resolve(FinetuneConfig, ["--config", str(path)])
-    assert (config.optimization.learning_rate, config.run.epochs) == ("0.0003", "4")
+    assert (config.optimization.learning_rate, config.run.epochs) == (3e-4, 4)

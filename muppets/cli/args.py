@@ -7,8 +7,10 @@ Values resolve in this order, later
 wins: dataclass defaults < `--config file.toml` < `--set key=value` < explicit flags. Unknown keys
 are an error that names the key and the file. A field that is a list of dataclasses (pretrain's
 `phases`) is read from TOML only, as an array of tables (`[[phases]]`), each key checked against
-the dataclass and named `phases[k].key` (k from 1). The resolved config, defaults included, is
-written beside the command's outputs so that every run can be reproduced.
+the dataclass and named `phases[k].key` (k from 1). A `listable` option (training/options.py)
+takes a number, a TOML list of numbers or "5e-5,1e-4" text, which its group checks. The resolved
+config, defaults included, is written beside the command's outputs so that every run can be
+reproduced.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,20 @@ def _coerce(value: Any, kind: type, is_list: bool, key: str, where: str) -> Any:
         return [_coerce(v, kind, False, key, where) for v in value]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)  # a field that takes a list as text ("1e-4,3e-4") given one number
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}", path=where)
     return value
+
+
+def _listable(value: Any, key: str, where: str | None = None) -> Any:
+    """A listable option's value as given (its group parses and checks it): a number, a list of
+    numbers, or comma-separated text."""
+    numbers = value if isinstance(value, list) else [value]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers) and numbers:
+        return value
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} must be a number or a list of numbers, got {value!r}", path=where)
 
 
 def _parse_text(text: str, kind: type, key: str) -> Any:
@@ -94,6 +106,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         kind, _, is_list = _field_type(owner, field)
         if dataclasses.is_dataclass(kind):
             continue  # tables ([[phases]]) come from TOML files only
+        if field.metadata.get("listable"):
+            kind = str  # "5e-5,1e-4": the group parses the list
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
@@ -137,42 +151,70 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid TOML: {e}", path=path) from None
 
 
+def _given(namespace: argparse.Namespace, groups: dict[str, type], names) -> Iterator[tuple]:
+    """The options given, as (where, key, value) in the order that resolves them, later wins: the
+    --config file's items (where: its path), then `--set key=value` (where "--set", value the text,
+    None without "="), then the flags among `names` (where "flag")."""
+    if getattr(namespace, "config", None):
+        where = str(namespace.config)
+        for key, value in _flat_items(load_toml(namespace.config), groups, where):
+            yield where, key, value
+    for item in getattr(namespace, "set", None) or []:
+        key, sep, text = item.partition("=")
+        yield "--set", key, text if sep else None
+    for name in names:
+        if name in namespace:
+            yield "flag", name, getattr(namespace, name)
+
+
+def resolved_option(namespace: argparse.Namespace, key: str) -> Any:
+    """One option's value as build_config resolves it, before its type is checked (--set: the
+    text), or None when not given; no other option is looked at."""
+    value = None
+    for _, name, given in _given(namespace, {}, [key]):
+        value = given if name == key else value
+    return value
+
+
 def build_config(cls: type, namespace: argparse.Namespace) -> Any:
     """Resolve defaults < --config < --set < flags into an instance of `cls`."""
     fields = flat_fields(cls)
     valid = ", ".join(sorted(fields))
     values: dict[str, Any] = {}
-    if getattr(namespace, "config", None):
-        where = str(namespace.config)
-        for key, value in _flat_items(load_toml(namespace.config), group_fields(cls), where):
-            if key not in fields:
+    for where, key, value in _given(namespace, group_fields(cls), fields):
+        if where == "flag":
+            values[key] = value
+            continue
+        if key not in fields or value is None:
+            if where != "--set":
                 raise ConfigError(f"unknown config key '{key}' (valid keys: {valid})", path=where)
-            _, owner, field, _ = fields[key]
-            kind, _, is_list = _field_type(owner, field)
-            if dataclasses.is_dataclass(kind):
-                values[key] = _tables(value, kind, key, where)
-            else:
-                values[key] = _coerce(value, kind, is_list, key, where)
-    for item in getattr(namespace, "set", None) or []:
-        key, sep, text = item.partition("=")
-        if not sep or key not in fields:
+            item = key if value is None else f"{key}={value}"
             raise ConfigError(f"--set {item}: unknown key '{key}' (valid keys: {valid})")
         _, owner, field, _ = fields[key]
         kind, _, is_list = _field_type(owner, field)
-        if dataclasses.is_dataclass(kind):
-            raise ConfigError(f"--set {item}: {key} is given in a TOML file ([[{key}]] tables)")
-        values[key] = (
-            [_parse_text(t, kind, key) for t in text.split(",") if t]
-            if is_list
-            else _parse_text(text, kind, key)
-        )
-    for name in fields:
-        if name in namespace:
-            values[name] = getattr(namespace, name)
+        if where == "--set":
+            values[key] = _set_value(key, value, kind, is_list, field)
+        elif field.metadata.get("listable"):
+            values[key] = _listable(value, key, where)
+        elif dataclasses.is_dataclass(kind):
+            values[key] = _tables(value, kind, key, where)
+        else:
+            values[key] = _coerce(value, kind, is_list, key, where)
     try:
         return from_options(cls, **values)
     except TypeError as e:  # a required field was not given
         raise ConfigError(str(e)) from None
+
+
+def _set_value(key: str, text: str, kind: type, is_list: bool, field: dataclasses.Field) -> Any:
+    """A `--set key=value` text as the field's value."""
+    if dataclasses.is_dataclass(kind):
+        raise ConfigError(f"--set {key}={text}: {key} is given in a TOML file ([[{key}]] tables)")
+    if field.metadata.get("listable"):
+        return text
+    if is_list:
+        return [_parse_text(t, kind, key) for t in text.split(",") if t]
+    return _parse_text(text, kind, key)
 
 
 def _tables(value: Any, kind: type, key: str, where: str) -> list:

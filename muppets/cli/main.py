@@ -119,19 +119,6 @@ def command_parser(command: Command, add_help: bool = True) -> argparse.Argument
     return parser
 
 
-def resolved_option(args: argparse.Namespace, key: str) -> Any:
-    """One option's value as build_config resolves it (flag > --set > --config file), or None."""
-    from muppets.cli.args import load_toml
-
-    if key in args:
-        return getattr(args, key)
-    for item in reversed(args.set):
-        name, _, value = item.partition("=")
-        if name == key:
-            return value
-    return load_toml(args.config).get(key) if args.config else None
-
-
 def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
     """The command and its parsed options. The one rule that picks a command from an option:
     `pretrain` whose resolved model is an elmo-* preset runs `pretrain-elmo` on the same
@@ -145,6 +132,8 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
         # --help waits for the command that runs: `pretrain --model elmo-tiny --help` is ELMo's
         known, _ = command_parser(command, add_help=False).parse_known_args(rest)
         try:
+            from muppets.cli.args import resolved_option
+
             model = str(resolved_option(known, "model") or "")
         except MuppetsError:  # a bad --config file: build_config reports it (and obeys --debug)
             model = ""

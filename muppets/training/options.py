@@ -7,6 +7,10 @@ its own fields. On the command line and in TOML files the options stay flat (`--
 `learning_rate = 1e-3`): `flat_fields` names every option with the group that holds it, and
 `from_options` builds a config from flat names, as the CLI does. A group turns into the loop's
 TrainConfig fields through its `loop_options()`.
+
+An option marked `listable=True` takes one number or several: a recipe that selects candidates on
+dev (fine-tuning) lists them (`--learning-rate 5e-5,1e-4`, `learning_rate = [5e-5, 1e-4]`), and
+None leaves the value to the recipe. The group checks every value; `loop_options()` takes one.
 """
 
 from __future__ import annotations
@@ -35,6 +39,40 @@ def device_option() -> Any:
     return option("cpu, cuda or auto", "auto")
 
 
+def listed(value: Any, kind: type, name: str) -> list:
+    """The values of a listable option: None -> [], one number -> [it], a list -> the list, text
+    from the command line ("5e-5,1e-4") -> its numbers; each value > 0 and distinct."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    items = items if isinstance(items, list | tuple) else [items]
+    try:
+        if any(isinstance(v, bool) or (kind is int and isinstance(v, float)) for v in items):
+            raise ValueError
+        values = [kind(v.strip() if isinstance(v, str) else v) for v in items]
+    except (TypeError, ValueError):
+        message = f"{name} must be a {kind.__name__} or a comma-separated list, got {value!r}"
+        raise ConfigError(message) from None
+    if len(values) == 1 and not values[0] > 0:
+        raise ConfigError(f"{name} must be > 0, got {values[0]!r}")
+    if not values or any(not v > 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{name} must be distinct values > 0, got {value!r}")
+    return values
+
+
+def one_or_list(value: Any, kind: type, name: str) -> Any:
+    """A listable option as it is kept: None, one number, or a list of two or more."""
+    values = listed(value, kind, name)
+    return None if not values else values[0] if len(values) == 1 else values
+
+
+def single(value: Any, name: str) -> Any:
+    """The one value a run trains with: a list or None left to the recipe is an error here."""
+    if value is None or isinstance(value, list):
+        raise ConfigError(f"{name}: one value is needed here, got {value!r}")
+    return value
+
+
 def check(config: Any, rules: list[tuple[str, bool, str]]) -> None:
     """Raise a ConfigError naming the first field whose rule fails: (field, ok, rule)."""
     for name, ok, rule in rules:
@@ -46,7 +84,11 @@ def check(config: Any, rules: list[tuple[str, bool, str]]) -> None:
 class Optimization:
     """AdamW (no decay on biases and norms) and the learning-rate schedule (training/optim.py)."""
 
-    learning_rate: float = option("peak learning rate", 1e-4)
+    learning_rate: float | list[float] | None = option(
+        "peak learning rate (finetune: a comma-separated list is selected on dev)",
+        1e-4,
+        listable=True,
+    )
     schedule: str = option("linear, cosine or constant after warmup", "linear")
     warmup_steps: int = option("warmup steps", 10_000)
     warmup_ratio: float | None = option("warmup as a share of all steps (overrides steps)", None)
@@ -55,9 +97,10 @@ class Optimization:
     max_grad_norm: float = option("gradient clipping norm", 1.0)
 
     def __post_init__(self):
+        # each listed rate > 0 (listed() raises); None: the recipe's choice
+        self.learning_rate = one_or_list(self.learning_rate, float, "learning_rate")
         ratio = self.warmup_ratio
         rules = [
-            ("learning_rate", self.learning_rate > 0, "> 0"),
             ("schedule", self.schedule in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
             ("warmup_ratio", ratio is None or 0 <= ratio < 1, "in [0, 1)"),
@@ -68,7 +111,8 @@ class Optimization:
         check(self, rules)
 
     def loop_options(self) -> dict:
-        return dataclasses.asdict(self)  # TrainConfig's names
+        options = dataclasses.asdict(self)  # TrainConfig's names
+        return {**options, "learning_rate": single(self.learning_rate, "learning_rate")}
 
 
 @dataclass
@@ -149,13 +193,17 @@ class Epochs:
     """A run counted in passes over a task's training set (fine-tuning), evaluated on dev a few
     times per epoch, and stopped early when dev stops improving."""
 
-    epochs: int = option("passes over the training data", 3)
+    epochs: int | list[int] | None = option(
+        "passes over the training data (finetune: a comma-separated list is selected on dev)",
+        3,
+        listable=True,
+    )
     evals_per_epoch: int = option("dev evaluations per epoch", 1)
     early_stopping_patience: int = option("stop after N evaluations without a better dev score", 2)
 
     def __post_init__(self):
+        self.epochs = one_or_list(self.epochs, int, "epochs")  # each >= 1; None: the recipe's
         rules = [
-            ("epochs", self.epochs >= 1, ">= 1"),
             ("evals_per_epoch", self.evals_per_epoch >= 1, ">= 1"),
             ("early_stopping_patience", self.early_stopping_patience >= 0, ">= 0"),
         ]
@@ -163,7 +211,7 @@ class Epochs:
 
     def loop_options(self, steps_per_epoch: int) -> dict:
         return {
-            "max_steps": self.epochs * steps_per_epoch,
+            "max_steps": single(self.epochs, "epochs") * steps_per_epoch,
             "eval_every": max(1, steps_per_epoch // self.evals_per_epoch),
             "early_stopping_patience": self.early_stopping_patience,
         }

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from muppets.errors import ConfigError
 from muppets.recipes.finetune.curves import parse_train_sizes
 from muppets.recipes.finetune.features import check_downstream
-from muppets.recipes.finetune.hyperparameters import parse_values
 from muppets.tasks.registry import TASKS, Columns, task_spec
 from muppets.training.options import (
     Epochs,
@@ -17,6 +15,7 @@ from muppets.training.options import (
     check,
     device_option,
     group,
+    one_or_list,
     option,
 )
 
@@ -26,34 +25,6 @@ def _column(text: str | None) -> str | int | None:
     if text is None:
         return None
     return int(text) if text.lstrip("-").isdigit() else text
-
-
-# The shared groups with the two options that fine-tuning may list (selected on dev) or leave to
-# the encoder's size (hyperparameters.py): a number, a comma-separated string, or None. They
-# subclass the groups only to retype one field each; the other options and their rules are the
-# groups' own. (A list-valued float/int option in training/options.py would remove them.)
-@dataclass
-class FinetuneOptimization(Optimization):
-    learning_rate: str | None = option(
-        "peak learning rate, or a comma-separated list selected on dev over the seeds "
-        "(default: by the encoder's hidden size, hyperparameters.py)"
-    )
-
-    def __post_init__(self):
-        rates = parse_values(self.learning_rate, float, "learning_rate")
-        Optimization(**{**dataclasses.asdict(self), "learning_rate": (rates or [1.0])[0]})
-
-
-@dataclass
-class FinetuneEpochs(Epochs):
-    epochs: str | None = option(
-        "passes over the training data, or a comma-separated list selected on dev "
-        "(default: by the encoder's hidden size)"
-    )
-
-    def __post_init__(self):
-        epochs = parse_values(self.epochs, int, "epochs")
-        Epochs(**{**dataclasses.asdict(self), "epochs": (epochs or [1])[0]})
 
 
 @dataclass
@@ -67,15 +38,17 @@ class FinetuneConfig:
     out: str = option("output directory (one seed-<s>/ per seed)", "runs/finetune")
     seeds: str = option("comma-separated seeds; each is run and the median reported", "1")
     freeze: bool = option("train only the head on frozen encoder features", False)
-    batch_size: str = option(
-        "training examples (QA: windows) per step, or a comma-separated list selected on dev", "32"
+    batch_size: int | list[int] = option(
+        "training examples (QA: windows) per step, or a comma-separated list selected on dev",
+        32,
+        listable=True,
     )
     eval_batch_size: int = option("examples per prediction batch", 128)
     max_seq_length: int | None = option("tokens per input (default: 128, QA 384)")
-    # Devlin et al. appendix A.3: warmup over 10% of the steps; the rate and the epochs fit the
-    # encoder's size unless given (hyperparameters.py).
-    optimization: FinetuneOptimization = group(FinetuneOptimization, warmup_ratio=0.1)
-    run: FinetuneEpochs = group(FinetuneEpochs)
+    # Devlin et al. appendix A.3: warmup over 10% of the steps. The rate and the epochs fit the
+    # encoder's size unless given (None: hyperparameters.py); a list of them is selected on dev.
+    optimization: Optimization = group(Optimization, learning_rate=None, warmup_ratio=0.1)
+    run: Epochs = group(Epochs, epochs=None)
     train_sizes: str | None = option(
         "learning curve: comma-separated training-set sizes (or all), nested seeded subsets"
     )
@@ -125,7 +98,7 @@ class FinetuneConfig:
             task_spec(self.task)
         elif self.train_file or self.dev_file:
             raise ConfigError("--task glue reads every task's files under --data, not --*-file")
-        parse_values(self.batch_size, int, "batch_size")
+        self.batch_size = one_or_list(self.batch_size, int, "batch_size")
         parse_train_sizes(self.train_sizes)
         rules = [
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),

@@ -17,8 +17,8 @@ import itertools
 import math
 import statistics
 
-from muppets.errors import ConfigError
 from muppets.models.registry import PRESETS, preset_config
+from muppets.training.options import listed
 from muppets.training.pretrained import bert_config, resolve_checkpoint
 
 # (largest hidden size, learning rate, epochs): the first row whose size fits is the default.
@@ -27,22 +27,6 @@ DEFAULT_RULE = ((256, 1e-4, 10), (512, 5e-5, 4), (math.inf, 2e-5, 3))
 # quickstart's frozen rows use.
 FROZEN_RATE = 1e-3
 DOWNSTREAM_EPOCHS = 3  # --downstream: the epochs the frozen-feature task models had before
-
-
-def parse_values(value, kind: type, name: str) -> list:
-    """A comma-separated list ("5e-5,1e-4"), one number, or None (-> []); each value > 0."""
-    if value is None:
-        return []
-    texts = [t.strip() for t in str(value).split(",")] if isinstance(value, str) else [value]
-    try:
-        values = [kind(t) for t in texts]
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{name} must be a {kind.__name__} or a comma-separated list, got {value!r}"
-        ) from None
-    if not values or any(not v > 0 for v in values) or len(set(values)) != len(values):
-        raise ConfigError(f"{name} must be distinct values > 0, got {value!r}")
-    return values
 
 
 def default_values(hidden_size: int | None, freeze: bool) -> dict:
@@ -67,9 +51,9 @@ def candidates(config) -> list[dict]:
     """Every combination of the listed values, as {learning_rate, epochs, batch_size}; an option
     not given takes its default for the encoder's size (printed, so a run says what it used)."""
     given = {
-        "learning_rate": parse_values(config.optimization.learning_rate, float, "learning_rate"),
-        "epochs": parse_values(config.run.epochs, int, "epochs"),
-        "batch_size": parse_values(config.batch_size, int, "batch_size"),
+        "learning_rate": listed(config.optimization.learning_rate, float, "learning_rate"),
+        "epochs": listed(config.run.epochs, int, "epochs"),
+        "batch_size": listed(config.batch_size, int, "batch_size"),
     }
     if not given["learning_rate"] or not given["epochs"]:
         hidden = encoder_hidden_size(config)
