@@ -202,6 +202,8 @@ class BertModel(nn.Module):
             c.hidden_dropout_prob,
             roberta_positions=c.model_type == "roberta",
         )
+        # ELECTRA (electra.py) builds the embeddings at a width E < H and projects them up.
+        self.embeddings_project: nn.Linear | None = None
         self.layers = nn.ModuleList(
             TransformerLayer(
                 c.hidden_size,
@@ -236,7 +238,9 @@ class BertModel(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         packing = make_packing(attention_mask, B, T)
         rows = None if positions is None else unpad(positions, packing).nonzero().squeeze(1)
-        x = self.embeddings(input_ids, token_type_ids, packing)  # (N, H)
+        x = self.embeddings(input_ids, token_type_ids, packing)  # (N, H), or (N, E): ELECTRA
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)  # (N, H)
         states = [x]
         for i, layer in enumerate(self.layers):
             x = layer(x, packing, rows if i == self.num_layers - 1 else None)  # (N or R, H)

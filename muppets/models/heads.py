@@ -3,7 +3,8 @@
 Devlin et al. 2019 (https://arxiv.org/abs/1810.04805) section 3.1: masked LM with a decoder tied to
 the input word embeddings (as in transformers' BertLMPredictionHead / RobertaLMHead), and the
 next-sentence classifier on the pooled [CLS] vector. ALBERT's sentence-order prediction (Lan et al.
-2020, section 4.1) uses the same 2-way head.
+2020, section 4.1) uses the same 2-way head. ELECTRA (Clark et al. 2020) adds replaced-token
+detection, and its generator's MLM head narrows to the embedding width E.
 
 The vocabulary projection runs only at masked positions: (M, V) logits, never (B, T, V); the
 encoder's last layer itself is finished only at those positions (and [CLS]), see forward_at.
@@ -25,7 +26,11 @@ from muppets.models.layers import ACTIVATIONS, initialize
 
 
 class MaskedLMHead(nn.Module):
-    """dense + activation + LayerNorm, then the tied decoder (weight passed in) + own bias."""
+    """dense + activation + LayerNorm, then the tied decoder (weight passed in) + own bias.
+
+    embedding_size: the width of the word embeddings when it is not the hidden size (ELECTRA's
+    generator: dense H -> E, as google-research/electra's _get_masked_lm_output).
+    """
 
     def __init__(
         self,
@@ -34,18 +39,37 @@ class MaskedLMHead(nn.Module):
         activation: str,
         layer_norm_eps: float,
         initializer_range: float,
+        embedding_size: int | None = None,
     ):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        E = embedding_size or hidden_size
+        self.dense = nn.Linear(hidden_size, E)
         self.activation = ACTIVATIONS[activation]
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.norm = nn.LayerNorm(E, eps=layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))  # (V,) the decoder's own bias
         initialize(self, initializer_range)
 
     def forward(self, hidden: Tensor, decoder_weight: Tensor) -> Tensor:
-        """(M, H) hidden states at masked positions, (V, H) word embeddings -> (M, V) logits."""
-        x = self.norm(self.activation(self.dense(hidden)))
+        """(M, H) hidden states at masked positions, (V, E) word embeddings -> (M, V) logits."""
+        x = self.norm(self.activation(self.dense(hidden)))  # (M, E)
         return F.linear(x, decoder_weight, self.bias)
+
+
+class ReplacedTokenHead(nn.Module):
+    """ELECTRA's discriminator head: dense H -> H + activation, then dense H -> 1: one logit per
+    token, "was it replaced?" (google-research/electra run_pretraining.py,
+    _get_discriminator_output; transformers' ElectraDiscriminatorPredictions)."""
+
+    def __init__(self, hidden_size: int, activation: str, initializer_range: float):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = ACTIVATIONS[activation]
+        self.prediction = nn.Linear(hidden_size, 1)
+        initialize(self, initializer_range)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(N, H) -> (N,) logits."""
+        return self.prediction(self.activation(self.dense(hidden))).squeeze(-1)
 
 
 class SentencePairHead(nn.Module):

@@ -2,17 +2,21 @@
 
 BERT sizes: Devlin et al. 2019 (base, large) and Turc et al. 2019, "Well-Read Students Learn
 Better" (https://arxiv.org/abs/1908.08962: tiny, mini, small, medium). RoBERTa: Liu et al. 2019,
-with the values of the released roberta-base / roberta-large config.json files.
+with the values of the released roberta-base / roberta-large config.json files. ELECTRA: Clark et
+al. 2020, Table 6 (small, base, large: embedding size, generator size 1/4, 1/3, 1/4); tiny and
+mini are bert-tiny / bert-mini discriminators with E = H / 2 as Small's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from muppets.errors import ConfigError
 from muppets.models.bert import BertConfig, BertModel
+from muppets.models.electra import ElectraConfig, ElectraPretrainingModel, build_discriminator
 from muppets.models.heads import MaskedLMHead, PretrainingModel, SentencePairHead
 
 # Shared by every BERT preset (google-research/bert's released bert_config.json files).
@@ -35,6 +39,10 @@ _ROBERTA = {
 }
 
 
+# ELECTRA: BERT's vocabulary and positions (google-research/electra's configure_pretraining.py).
+_ELECTRA = {**_BERT, "model_type": "electra"}
+
+
 def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
     # Every preset uses the paper's feed-forward width, intermediate = 4 * hidden.
     return {
@@ -55,13 +63,31 @@ PRESETS: dict[str, dict[str, Any]] = {
     "roberta-mini": {**_ROBERTA, **_size(4, 256, 4)},
     "roberta-base": {**_ROBERTA, **_size(12, 768, 12)},
     "roberta-large": {**_ROBERTA, **_size(24, 1024, 16)},
+    # generator_hidden_size: the paper's. The released google/electra-small-generator is 1.0
+    # (hidden 256, 4 heads, FFN 1024): preset_config("electra-small", generator_hidden_size=1.0).
+    "electra-tiny": {**_ELECTRA, **_size(2, 128, 2), "embedding_size": 64},
+    "electra-mini": {**_ELECTRA, **_size(4, 256, 4), "embedding_size": 128},
+    "electra-small": {**_ELECTRA, **_size(12, 256, 4), "embedding_size": 128},
+    "electra-base": {
+        **_ELECTRA,
+        **_size(12, 768, 12),
+        "embedding_size": 768,
+        "generator_hidden_size": 1 / 3,
+    },
+    "electra-large": {**_ELECTRA, **_size(24, 1024, 16), "embedding_size": 1024},
 }
 
-# model_type -> encoder class; RoBERTa is BERT with other presets.
-MODELS: dict[str, type[nn.Module]] = {"bert": BertModel, "roberta": BertModel}
+# model_type -> encoder builder; RoBERTa is BERT with other presets; ELECTRA's encoder is its
+# discriminator (BERT's encoder over embeddings of width E).
+MODELS: dict[str, Callable[[Any], nn.Module]] = {
+    "bert": BertModel,
+    "roberta": BertModel,
+    "electra": build_discriminator,
+}
+CONFIGS: dict[str, type] = {"bert": BertConfig, "roberta": BertConfig, "electra": ElectraConfig}
 
 
-def preset_config(name: str, **overrides: Any) -> BertConfig:
+def preset_config(name: str, **overrides: Any) -> BertConfig | ElectraConfig:
     """The config of a preset, with fields overridden (e.g. vocab_size=8000).
 
     Overriding hidden_size alone keeps intermediate_size = 4 * hidden_size.
@@ -71,13 +97,14 @@ def preset_config(name: str, **overrides: Any) -> BertConfig:
     values = dict(PRESETS[name])
     if "hidden_size" in overrides and "intermediate_size" not in overrides:
         values["intermediate_size"] = 4 * overrides["hidden_size"]
-    unknown = sorted(set(overrides) - set(BertConfig.__dataclass_fields__))
+    config_class = CONFIGS[values["model_type"]]
+    unknown = sorted(set(overrides) - set(config_class.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"unknown config field {unknown[0]!r} in overrides of preset {name!r}")
-    return BertConfig(**{**values, **overrides})
+    return config_class(**{**values, **overrides})
 
 
-def build_encoder(config: BertConfig) -> nn.Module:
+def build_encoder(config: BertConfig | ElectraConfig) -> nn.Module:
     if config.model_type not in MODELS:
         raise ConfigError(
             f"config field model_type={config.model_type!r}: valid: {', '.join(MODELS)}"
@@ -86,9 +113,14 @@ def build_encoder(config: BertConfig) -> nn.Module:
 
 
 def build_pretraining_model(
-    config: BertConfig, with_pair_head: bool | None = None
-) -> PretrainingModel:
-    """Encoder + tied MLM head (+ NSP/SOP head; by default for BERT, not for RoBERTa)."""
+    config: BertConfig | ElectraConfig, with_pair_head: bool | None = None
+) -> PretrainingModel | ElectraPretrainingModel:
+    """Encoder + tied MLM head (+ NSP/SOP head; by default for BERT, not for RoBERTa); for
+    ELECTRA, generator + discriminator (no pair head)."""
+    if isinstance(config, ElectraConfig):
+        if with_pair_head:
+            raise ConfigError("ELECTRA has no sentence-pair head (NSP/SOP): use objective electra")
+        return ElectraPretrainingModel(config)
     if with_pair_head is None:
         with_pair_head = config.model_type == "bert"
     c = config
