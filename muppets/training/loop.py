@@ -292,7 +292,8 @@ def evaluate(model: nn.Module, objective, batches, device: torch.device) -> dict
     """Sum objective.metrics over this rank's batches and over all ranks, then take ratios.
 
     "<c>_loss" = <c>_loss_sum / <c>_count and "<c>_accuracy" = <c>_correct / <c>_count for every
-    component c; "loss" is the sum of the component losses, comparable to the training loss.
+    component c; "loss" is the sum of the component losses, comparable to the training loss. An
+    objective with `summarize(sums) -> {name: number}` adds what it makes of the global sums.
     """
     was_training = model.training
     model.eval()
@@ -314,4 +315,6 @@ def evaluate(model: nn.Module, objective, batches, device: torch.device) -> dict
             if f"{c}_correct" in sums:
                 out[f"{c}_accuracy"] = sums[f"{c}_correct"] / count
     out["loss"] = sum(v for key, v in out.items() if key.endswith("_loss"))
+    if hasattr(objective, "summarize"):  # figures that are not ratios (ELECTRA's AUC)
+        out.update(objective.summarize(sums))
     return out
