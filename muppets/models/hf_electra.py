@@ -191,16 +191,21 @@ def config_from_hf(
     return config
 
 
+def refuse_generator(config: dict, path: object) -> None:
+    """A transformers generator directory where the discriminator's is wanted: one clear line."""
+    if ARCHITECTURES["generator"] in (config.get("architectures") or []):
+        raise InputError(
+            "is an ELECTRA generator (ElectraForMaskedLM): give the discriminator's directory "
+            "(ElectraForPreTraining), with the generator in its generator/ sub-directory",
+            path,
+        )
+
+
 def load_hf_electra(directory: str | Path) -> tuple[ElectraConfig, ElectraPretrainingModel]:
     """A transformers ElectraForPreTraining directory (+ `generator/` when present) -> ours."""
     directory = Path(directory)
     disc_config = _read_json(directory / "config.json")
-    if ARCHITECTURES["generator"] in (disc_config.get("architectures") or []):
-        raise InputError(
-            "is an ELECTRA generator (ElectraForMaskedLM): give the discriminator's directory "
-            "(ElectraForPreTraining), with the generator in its generator/ sub-directory",
-            directory / "config.json",
-        )
+    refuse_generator(disc_config, directory / "config.json")
     gen_dir = directory / GENERATOR_DIR
     gen_config = (
         _read_json(gen_dir / "config.json") if (gen_dir / "config.json").is_file() else None

@@ -1,7 +1,9 @@
 """`muppets convert`: checkpoints both ways between muppets and Hugging Face transformers.
 
 A Hugging Face directory is told apart by the "architectures" key that transformers writes in
-config.json; the tokenizer files travel along.
+config.json; the tokenizer files travel along. ELECTRA's two towers are two transformers models:
+the discriminator (ElectraForPreTraining) in the output directory, the generator
+(ElectraForMaskedLM) in its generator/ sub-directory (models/hf_electra.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from muppets.errors import ConfigError
+from muppets.models.electra import ElectraConfig
 from muppets.models.hf import save_hf_checkpoint
+from muppets.models.hf_electra import save_hf_electra
 from muppets.training.checkpoint import save_pretrained
 from muppets.training.options import option
 from muppets.training.pretrained import TOKENIZER_FILES, load_pretrained, resolve_checkpoint
@@ -50,9 +54,14 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
     source = resolve_checkpoint(config.input)
     tokenizer_files = [source / n for n in TOKENIZER_FILES if (source / n).exists()]
     if config.to == "hf":
-        save_hf_checkpoint(model, model_config, out)
+        written = [out]
+        if isinstance(model_config, ElectraConfig):  # discriminator in out, generator/ beside
+            written = save_hf_electra(model, model_config, out)
+        else:
+            save_hf_checkpoint(model, model_config, out)
         for f in tokenizer_files:
-            shutil.copy2(f, out / f.name)
+            for directory in written:
+                shutil.copy2(f, directory / f.name)
     else:
         save_pretrained(out, model, model_config.to_dict(), extra_files=tokenizer_files)
     print(f"convert: {source} -> {out} ({config.to} format)")

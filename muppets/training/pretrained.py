@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from torch import nn
 
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
+from muppets.models.electra import ElectraConfig, ElectraPretrainingModel
 from muppets.models.elmo import ElmoBiLM, ElmoConfig
 from muppets.models.heads import PretrainingModel
 from muppets.models.hf import load_hf_checkpoint
+from muppets.models.hf_electra import load_hf_electra, refuse_generator
 from muppets.models.registry import build_encoder, build_pretraining_model
 from muppets.tasks.registry import build_head
 from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
@@ -52,10 +55,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise InputError("not a checkpoint (no config.json) nor a run with checkpoints", path)
 
 
-def bert_config(directory: Path) -> BertConfig:
-    """The BertConfig of a checkpoint; a bad field names its config.json."""
+def bert_config(directory: Path) -> BertConfig | ElectraConfig:
+    """The config of a BERT-family checkpoint (ELECTRA's by its model_type); a bad field names
+    its config.json."""
+    values = read_config(directory)
+    refuse_generator(values, directory / CONFIG)
+    config_class = ElectraConfig if values.get("model_type") == "electra" else BertConfig
     try:
-        return BertConfig.from_dict(read_config(directory))
+        return config_class.from_dict(values)
     except ConfigError as e:
         raise ConfigError(e.message, directory / CONFIG) from None
 
@@ -75,6 +82,8 @@ def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, Wor
     config = bert_config(directory)
     tokenizer = load_tokenizer(directory)
     check_vocabulary(tokenizer, config, directory)  # checked first: the clearest message
+    if isinstance(config, ElectraConfig):
+        return _load_electra(directory, config).eval(), config, tokenizer
     if "architectures" in read_config(directory):
         config, model = load_hf_checkpoint(directory)
     else:
@@ -87,6 +96,33 @@ def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, Wor
         model = build_pretraining_model(config, with_pair_head=has_pair_head)
         load_weights(model, directory)
     return model.eval(), config, tokenizer
+
+
+def _load_electra(directory: Path, config: ElectraConfig) -> nn.Module:
+    """Both towers (or a transformers discriminator alone); its `encoder` is the discriminator.
+    The generator's copy of the shared embeddings, when stored, must be the discriminator's."""
+    if "architectures" in read_config(directory):
+        return load_hf_electra(directory)[1]
+    weights = directory / "model.safetensors"
+    try:
+        with safe_open(weights, framework="pt") as f:
+            names = set(f.keys())
+            for name in sorted(n for n in names if n.startswith("generator.embeddings.")):
+                twin = "discriminator." + name[len("generator.") :]
+                if twin in names and not torch.equal(f.get_tensor(name), f.get_tensor(twin)):
+                    raise InputError(
+                        f"the generator's and the discriminator's embeddings disagree ({name}): "
+                        "ELECTRA's towers share them",
+                        weights,
+                    )
+    except InputError:
+        raise
+    except Exception as e:  # safetensors raises several types for a bad header
+        raise InputError(f"cannot read safetensors weights: {e}", weights) from None
+    with_generator = any(n.startswith("generator.") for n in names)
+    model = ElectraPretrainingModel(config, with_generator=with_generator)
+    load_weights(model, directory)
+    return model
 
 
 def load_elmo(path: str | Path) -> tuple[ElmoBiLM, ElmoConfig, WordVocabulary | None]:

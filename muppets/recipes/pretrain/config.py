@@ -14,6 +14,7 @@ from pathlib import Path
 
 from muppets.data.pretraining import PretrainingDataConfig
 from muppets.errors import ConfigError
+from muppets.models.registry import PRESETS
 from muppets.recipes.pretrain.phases import Phase, as_phase, check_lengths, overrides
 from muppets.training.loop import TrainConfig
 from muppets.training.options import (
@@ -29,7 +30,14 @@ from muppets.training.options import (
     option,
 )
 
-INSTANCES_FOR = {"mlm+nsp": "nsp", "mlm+sop": "sop", "mlm": "full_sentences"}
+# ELECTRA: full sentences packed to the length (as its build_pretraining_dataset.py packs
+# segments); the objective undoes the pipeline's masks and masks again by ELECTRA's rule.
+INSTANCES_FOR = {
+    "mlm+nsp": "nsp",
+    "mlm+sop": "sop",
+    "mlm": "full_sentences",
+    "electra": "full_sentences",
+}
 
 
 @dataclass
@@ -38,7 +46,10 @@ class PretrainConfig:
     valid_data: str | None = option("held-out shards directory for evaluation", None)
     out: str = option("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain")
     model: str = option("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
-    objective: str = option("mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa)", "mlm+nsp")
+    objective: str = option(
+        "mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa), electra (electra-* models)",
+        "mlm+nsp",
+    )
     pre_layer_norm: bool = option("pre-LN Transformer layers instead of the paper's post-LN", False)
     dropout: float | None = option("hidden and attention dropout (default: the preset's)", None)
     # data
@@ -76,6 +87,12 @@ class PretrainConfig:
         if self.objective not in INSTANCES_FOR:
             valid = ", ".join(INSTANCES_FOR)
             raise ConfigError(f"objective must be one of {valid}, got {self.objective!r}")
+        electra = PRESETS.get(self.model, {}).get("model_type") == "electra"
+        if self.model in PRESETS and electra != (self.objective == "electra"):
+            raise ConfigError(
+                f"model {self.model!r} with objective {self.objective!r}: ELECTRA models "
+                "(electra-*) train with objective electra, and only they do"
+            )
         self.phases = [as_phase(item, k) for k, item in enumerate(self.phases, 1)]
         if self.phases:
             check_lengths(self.phases, self.run.time_budget)

@@ -20,6 +20,7 @@ from muppets.errors import ConfigError, InputError
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.recipes.pretrain.config import PretrainConfig
 from muppets.recipes.pretrain.phases import merge_metrics, plot_phases
+from muppets.tasks.electra_objective import ElectraObjective
 from muppets.tasks.objectives import objective_for
 from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training import distributed as dist
@@ -159,14 +160,15 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
             f"takes ({model_config.max_sequence_length} positions)"
         )
     torch.manual_seed(config.run.seed)  # the same initial weights on every rank
-    model = build_pretraining_model(model_config, with_pair_head=config.objective != "mlm")
+    pair = config.objective in ("mlm+nsp", "mlm+sop")
+    model = build_pretraining_model(model_config, with_pair_head=pair)
     if config.init_from and not config.run.resume:
         _load_initial_weights(model, model_config, tokenizer, config.init_from)
     model.to(device)
     extra = [Path(config.train_data) / name for name in TOKENIZER_FILES]
     result = train(
         model,
-        objective_for(config.objective),
+        _objective(config, ids),
         batches,
         config.train_config(data.accumulation_steps(world)),
         config.out,
@@ -196,6 +198,18 @@ def _merge_phases(out: Path, count: int) -> None:
             options = json.loads(saved.read_text(encoding="utf-8"))["config"]
             labels.append(f"phase {k}: {options['max_seq_length']} tokens")
     plot_phases(records, labels, out / "loss.png")
+
+
+def _objective(config: PretrainConfig, ids: SpecialIds):
+    if config.objective != "electra":
+        return objective_for(config.objective)
+    # ELECTRA masks inside the step (pretrain_helpers.mask) at the run's rate and cap.
+    return ElectraObjective(
+        mask_id=ids.mask_id,
+        special_ids=(ids.cls_id, ids.sep_id, ids.mask_id),
+        masked_lm_prob=config.masked_lm_prob,
+        max_predictions_per_seq=config.max_predictions_per_seq,
+    )
 
 
 _MAY_DIFFER = {"hidden_dropout_prob", "attention_probs_dropout_prob"}
