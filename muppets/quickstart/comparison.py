@@ -1,26 +1,35 @@
-"""The six SST-2 models of the quickstart, each trained by `finetune` within its share of the
-budget, and what the report says about each: dev accuracy, time, parameters trained / total.
+"""The comparison's rows, each trained by `finetune` over the label budgets of the plan
+(plan.py), and what the report says about each budget: the median score and its min-max over the
+seeds, the learning rate chosen on dev, time, parameters trained / total.
 
-FinetuneConfig has no time cap, so a run is sized before it starts (plan_finetune): as many
-epochs as the estimate fits (up to max_epochs; early stopping may end it sooner), or a random
-subset of the training sentences when not even one epoch fits. The estimate counts tokens (SST-2
-words x WORDPIECES_PER_WORD, plus 2) at a fixed cost per token for each kind of run (COST), in
-units of the BERT pretraining throughput measured on the same machine just before.
+A row calls `finetune` with `train_sizes` and `seeds`: the subsets are nested prefixes of one
+permutation seeded by the quickstart's `--seed`, so every row sees the same sentences at a given
+budget. A row that runs more seeds at some budgets than at others (the word-level rows: every
+seed at the smallest budget, one above) makes one call per seed list, into `seeds-<list>/`.
+The CoNLL-2003 rows (with --data-dir) are selected on dev and report test entity F1.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
-from dataclasses import dataclass
+import statistics
 from pathlib import Path
 
 from safetensors import safe_open
 
-from muppets.quickstart.config import QuickstartConfig
+from muppets.data.readers.conll import read_conll
+from muppets.quickstart.config import (
+    CONLL_LABEL_BUDGETS,
+    Inputs,
+    QuickstartConfig,
+    stage_shares,
+)
+from muppets.quickstart.plan import WORDPIECES_PER_WORD, Data, Plan, plan_comparison
 from muppets.quickstart.stages import StageContext
+from muppets.recipes.finetune.curves import parse_train_sizes
+from muppets.recipes.finetune.hyperparameters import candidate_name
 from muppets.recipes.finetune.run import FinetuneConfig, finetune
 from muppets.training.options import from_options
 from muppets.training.pretrained import resolve_checkpoint
@@ -34,58 +43,12 @@ NEEDS = {
     "random-bilstm": (),
     "bag-of-embeddings": (),
 }
-WORDPIECES_PER_WORD = 1.25  # SST-2 words -> WordPiece tokens (about, for the estimate)
-# Seconds per token of a run, as multiples of 1 / (BERT pretraining tokens per second): a
-# training token, a dev token (one evaluation per epoch), and a token featurized once per run
-# (the frozen ELMo's layers, cached). Measured on the bundled sample, 2 shared cores, 1 thread.
-COST = {
-    "bert-finetuned": (1.2, 0.5, 0.0),
-    "bert-frozen": (0.3, 0.5, 0.0),
-    "bert-scratch": (1.2, 0.5, 0.0),
-    "elmo-bilstm": (1.0, 1.0, 2.0),
-    "random-bilstm": (1.4, 1.0, 0.0),
-    "bag-of-embeddings": (0.1, 0.2, 0.0),
-}
-MIN_EXAMPLES = 256
+CONLL_NEEDS = {"conll-bert-finetuned": ("bert",), "conll-bert-scratch": ("tokenizer",)}
 
 
-@dataclass(frozen=True)
-class Plan:
-    epochs: int
-    train_examples: int  # of the training set's `available`
-    available: int
-    estimated_seconds: float
-
-
-def plan_finetune(
-    seconds: float,
-    examples: int,
-    tokens_per_example: float,
-    dev_tokens: float,
-    tokens_per_second: float,
-    cost: tuple[float, float, float],
-    max_epochs: int,
-    max_examples: int = 0,
-) -> Plan:
-    """As many epochs (up to max_epochs) as fit in `seconds`; if not even one does, a subset of
-    the training examples that fits (at least MIN_EXAMPLES). `cost`: seconds per train / dev /
-    featurized token, in units of 1 / tokens_per_second."""
-    train_cost, dev_cost, once_cost = (c / tokens_per_second for c in cost)
-    n = min(examples, max_examples) if max_examples else examples
-
-    def estimate(n: int, epochs: int) -> float:
-        train = n * tokens_per_example
-        featurized = (train + dev_tokens) * once_cost
-        return featurized + epochs * (train * train_cost + dev_tokens * dev_cost)
-
-    epochs = max_epochs
-    while epochs > 1 and estimate(n, epochs) > seconds:
-        epochs -= 1
-    if estimate(n, 1) > seconds:  # a fraction of one epoch: fewer examples
-        fixed = estimate(0, 1)
-        per_example = (estimate(n, 1) - fixed) / max(n, 1)
-        n = min(n, max(MIN_EXAMPLES, int((seconds - fixed) / per_example)))
-    return Plan(epochs, n, examples, estimate(n, epochs))
+def row_needs(config: QuickstartConfig) -> dict[str, tuple[str, ...]]:
+    """The rows of this run: the six SST-2 rows, and the two CoNLL-2003 rows with --data-dir."""
+    return {**NEEDS, **(CONLL_NEEDS if config.data_dir else {})}
 
 
 def read_sst2(path: Path) -> tuple[str, list[str]]:
@@ -100,91 +63,106 @@ def majority_share(dev_file: Path) -> float:
     return max(labels.count(label) for label in set(labels)) / len(labels)
 
 
-def _tokens(lines: list[str]) -> float:
-    """WordPiece tokens of SST-2 lines, [CLS] and [SEP] included (about)."""
-    return sum(WORDPIECES_PER_WORD * len(line.split("\t")[0].split()) + 2 for line in lines)
+def _tokens(word_counts: list[int]) -> float:
+    """WordPiece tokens of texts of these word counts, [CLS] and [SEP] included (about)."""
+    return sum(WORDPIECES_PER_WORD * n + 2 for n in word_counts)
 
 
-def run_row(row: str, config: QuickstartConfig, sst2: Path, ctx: StageContext) -> dict:
-    """Plan the row within the stage's seconds, fine-tune one seed into `<row>/run`, and summarise
-    it for the report. The plan is sized by the BERT stage's throughput (it ran, or was skipped,
-    before every row)."""
-    directory, out, seed = ctx.directory, ctx.out, config.seed
-    bert_model, device = config.bert_model, config.device
+def task_data(inputs: Inputs) -> dict[str, Data]:
+    """SST-2's (and CoNLL-2003's) sizes for the estimate, by task name."""
+    train = [len(line.split("\t")[0].split()) for line in read_sst2(inputs.sst2 / "train.tsv")[1]]
+    dev = [len(line.split("\t")[0].split()) for line in read_sst2(inputs.sst2 / "dev.tsv")[1]]
+    data = {"sst2": Data(len(train), _tokens(train) / max(len(train), 1), _tokens(dev))}
+    if inputs.conll is not None:
+        words = {}
+        for split in ("train", "valid", "test"):
+            words[split] = [len(s.words) for s in read_conll(inputs.conll / f"{split}.txt")]
+        per = _tokens(words["train"]) / max(len(words["train"]), 1)
+        data["conll2003"] = Data(len(words["train"]), per, _tokens(words["valid"] + words["test"]))
+    return data
+
+
+def comparison_plan(config: QuickstartConfig, inputs: Inputs, tokens_per_second: float) -> Plan:
+    """The plan every row stage computes alike (a pure function of the same inputs)."""
+    rows = list(row_needs(config))
+    shares = stage_shares(bool(config.data_dir))
+    seconds = sum(shares[row] for row in rows) * config.budget_seconds
+    data = task_data(inputs)
+    by_row = {row: data["conll2003" if row.startswith("conll") else "sst2"] for row in rows}
+    return plan_comparison(
+        seconds,
+        rows,
+        by_row,
+        config.budget_list(),
+        config.seed_list(),
+        len(config.bert_learning_rates.split(",")),
+        config.max_epochs,
+        tokens_per_second,
+        parse_train_sizes(CONLL_LABEL_BUDGETS) if config.data_dir else (),
+    )
+
+
+def run_row(row: str, config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
+    """Fine-tune the row's planned budgets and seeds; one summary per label budget."""
+    directory = ctx.directory
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    header, rows = read_sst2(sst2 / "train.tsv")
-    dev_rows = read_sst2(sst2 / "dev.tsv")[1]
-    tokens_per_example = _tokens(rows) / max(len(rows), 1)
-    throughput = ctx.done["bert"]["tokens_per_second"]
-    plan = plan_finetune(
-        ctx.seconds,
-        len(rows),
-        tokens_per_example,
-        _tokens(dev_rows),
-        throughput,
-        COST[row],
-        config.max_epochs,
-        config.max_train_examples,
-    )
-    train_file = sst2 / "train.tsv"
-    if plan.train_examples < len(rows):  # a random subset, the same for every row
-        subset = random.Random(seed).sample(rows, plan.train_examples)
-        train_file = directory / "train.tsv"
-        train_file.write_text("\n".join([header, *subset]) + "\n", encoding="utf-8")
-    print(
-        f"  {plan.train_examples:,} of {len(rows):,} training sentences, {plan.epochs} epoch(s), "
-        f"about {plan.estimated_seconds:.0f}s"
-    )
-    results = finetune(
-        from_options(
-            FinetuneConfig,
-            task="sst2",
-            train_file=str(train_file),
-            dev_file=str(sst2 / "dev.tsv"),
-            out=str(directory / "run"),
-            seeds=str(seed),
-            epochs=plan.epochs,
-            device=device,
-            **row_options(row, out, bert_model),
-        )
-    )
-    run = results["sst2"]["runs"][seed]  # score, best_epoch, stopped
-    seed_dir = directory / "run" / f"seed-{seed}"
-    # finetune() returns no step count or loop time: those two come from the seed's metrics.json.
-    metrics = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
-    trained, total = count_parameters(row, seed_dir, out)
+    plan = comparison_plan(config, inputs, ctx.done["bert"]["tokens_per_second"])
+    planned = plan.runs.get(row, {})
+    calls: dict[tuple[int, ...], list] = {}  # seed list -> the budgets run with it
+    for budget, seeds in planned.items():
+        calls.setdefault(tuple(seeds), []).append(budget)
+    rates = config.bert_learning_rates.split(",")[: plan.rates.get(row, 1)]
+    conll = row.startswith("conll")
+    points = []
+    for seeds, budgets in calls.items():
+        out = directory / ("seeds-" + "-".join(map(str, seeds)))
+        options = {
+            **row_options(row, ctx.out, config.bert_model, rates),
+            **task_files(row, inputs),
+            "out": str(out),
+            "seeds": ",".join(map(str, seeds)),
+            "train_sizes": ",".join("all" if b is None else str(b) for b in budgets),
+            "train_size_seed": config.seed,
+            "epochs": config.max_epochs,
+            "device": config.device,
+        }
+        finetune_config = from_options(FinetuneConfig, **options)
+        curve = finetune(finetune_config)[finetune_config.task]
+        varying = ["learning_rate"] if len(rates) > 1 else []
+        for point in curve["curve"]:
+            points.append(summarize(row, point, out, ctx.out, varying, finetune_config, conll))
+    points.sort(key=lambda p: p["train_examples"])
+    return {"points": points, "plan_notes": plan.notes, "plan_seconds": plan.seconds}
+
+
+def task_files(row: str, inputs: Inputs) -> dict:
+    if row.startswith("conll"):  # valid.txt selects, test.txt is scored (find_test_file)
+        return {"task": "conll2003", "data": str(inputs.conll)}
+    sst2 = inputs.sst2
     return {
-        "accuracy": run["score"],
-        "train_seconds": metrics["elapsed_seconds"],
-        "epochs": plan.epochs,
-        "best_epoch": run["best_epoch"],
-        "steps": metrics["steps"],
-        "stopped": run["stopped"],
-        "train_examples": plan.train_examples,
-        "available_examples": len(rows),
-        "dev_examples": len(dev_rows),
-        "estimated_seconds": plan.estimated_seconds,
-        "trained_parameters": trained,
-        "total_parameters": total,
-        "run": str(seed_dir),
+        "task": "sst2",
+        "train_file": str(sst2 / "train.tsv"),
+        "dev_file": str(sst2 / "dev.tsv"),
     }
 
 
-def row_options(row: str, out: Path, bert_model: str) -> dict:
-    """FinetuneConfig fields of each row. BERT: lr 2e-4 (small BERTs take larger rates than
-    BERT-base's 2e-5..5e-5, Turc et al. 2019); a frozen BERT's [CLS] pooler only learnt NSP, so
-    its head reads the mean of the last layer. The ELMo and embedding rows read SST-2's own words
-    (the file is already tokenized) and keep finetune's defaults for their task models; the ELMo
-    row feeds the biLSTM [word vectors; ELMo], as Peters et al. 2018 (section 3.3) add ELMo to a
-    task model: ELMo alone from a biLM this small loses to plain word vectors (bench/RESULTS.md)."""
-    if row == "bert-finetuned":
-        return {"model": str(out / "bert"), "learning_rate": 2e-4}
+def row_options(row: str, out: Path, bert_model: str, rates: list[str]) -> dict:
+    """FinetuneConfig fields of each row. BERT: the rates of BERT_LEARNING_RATES, chosen on dev
+    (small BERTs take larger rates than BERT-base's 2e-5..5e-5, Turc et al. 2019); a frozen
+    BERT's [CLS] pooler only learnt NSP, so its head reads the mean of the last layer. The ELMo
+    and embedding rows read SST-2's own words (the file is already tokenized) and keep
+    finetune's defaults for their task models; the ELMo row feeds the biLSTM [word vectors;
+    ELMo], as Peters et al. 2018 (section 3.3) add ELMo to a task model: ELMo alone from a biLM
+    this small loses to plain word vectors (bench/RESULTS.md)."""
+    rate = ",".join(rates)
+    if row in ("bert-finetuned", "conll-bert-finetuned"):
+        return {"model": str(out / "bert"), "learning_rate": rate}
     if row == "bert-frozen":
-        frozen = {"freeze": True, "learning_rate": 1e-3, "pooling": "mean"}
+        frozen = {"freeze": True, "learning_rate": "1e-3", "pooling": "mean"}
         return {"model": str(out / "bert"), **frozen}
-    if row == "bert-scratch":
-        return {"model": bert_model, "tokenizer": str(out / "tokenizer"), "learning_rate": 2e-4}
+    if row in ("bert-scratch", "conll-bert-scratch"):
+        return {"model": bert_model, "tokenizer": str(out / "tokenizer"), "learning_rate": rate}
     words = {"whitespace_tokens": True}
     if row == "elmo-bilstm":
         elmo = {"model": str(out / "elmo"), "elmo_word_embeddings": True}
@@ -192,6 +170,50 @@ def row_options(row: str, out: Path, bert_model: str) -> dict:
     if row == "random-bilstm":
         return {"model": "random-embeddings", "downstream": "bilstm", **words}
     return {"model": "random-embeddings", "downstream": "bag-of-embeddings", **words}
+
+
+def summarize(row, point, out, run_out, varying, config, conll) -> dict:
+    """One label budget of a row, from finetune's curve point and the seeds' metrics.json."""
+    size_dir = out / point["dir"]
+    chosen = point["hyperparameters"]
+    where = size_dir / candidate_name(chosen, varying) if varying else size_dir
+    metrics = {
+        int(s): json.loads((where / f"seed-{s}" / "metrics.json").read_text(encoding="utf-8"))
+        for s in point["scores"]
+    }
+    # CoNLL: selected on dev (valid.txt), reported on test; SST-2: dev (its test has no labels).
+    scores = {s: m["test"]["f1"] if conll else m["score"] for s, m in metrics.items()}
+    best = max(scores, key=lambda s: scores[s])
+    trained, total = count_parameters(row, where / f"seed-{best}", run_out)
+    seconds = sum(
+        json.loads(p.read_text(encoding="utf-8"))["elapsed_seconds"]
+        for p in size_dir.glob("**/seed-*/metrics.json")
+    )
+    values = list(scores.values())
+    summary = {
+        "budget": point["train_size"],
+        "train_examples": point["train_examples"],
+        "metric": "test entity F1" if conll else "dev accuracy",
+        "scores": {str(s): v for s, v in scores.items()},
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "seeds": len(values),
+        "learning_rate": chosen["learning_rate"] or config.downstream_learning_rate,
+        "epochs": chosen["epochs"],
+        "best_epochs": {str(s): m["best_epoch"] for s, m in metrics.items()},
+        "steps": {str(s): m["steps"] for s, m in metrics.items()},
+        "train_seconds": seconds,
+        "trained_parameters": trained,
+        "total_parameters": total,
+        "run": str(where),
+    }
+    if conll:
+        summary["dev_scores"] = {str(s): m["score"] for s, m in metrics.items()}
+    candidates = json.loads((size_dir / "summary.json").read_text()).get("candidates")
+    if candidates:
+        summary["candidates"] = candidates
+    return summary
 
 
 def _numel(path: Path, keep=lambda name: True) -> int:

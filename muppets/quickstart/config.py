@@ -1,4 +1,7 @@
-"""The quickstart's options (QuickstartConfig, resolved and checked once) and where its data is."""
+"""The quickstart's options (QuickstartConfig, resolved and checked once), the recipe constants
+that decide its results (budget shares, pretraining phases, fine-tuning rates), and where its data
+is. The constants are the ones to edit when a probe finds better values; settings.json pins them
+with the options, so a run resumed under other constants is refused."""
 
 from __future__ import annotations
 
@@ -9,9 +12,67 @@ from pathlib import Path
 from muppets.errors import ConfigError, InputError
 from muppets.models.elmo import PRESETS as ELMO_PRESETS
 from muppets.models.registry import PRESETS as BERT_PRESETS
+from muppets.recipes.finetune.curves import parse_train_sizes
 from muppets.training.budget import parse_duration
+from muppets.training.options import listed
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+# Shares of the budget; they add up to 1. The comparison rows share theirs as one pool
+# (comparison.plan_comparison): what one row does not spend another may.
+SHARES = {
+    "tokenizer": 0.01,
+    "shards": 0.02,
+    "bert": 0.33,
+    "elmo": 0.14,
+    "fill-mask": 0.01,
+    "bert-finetuned": 0.16,
+    "bert-frozen": 0.01,
+    "bert-scratch": 0.16,
+    "elmo-bilstm": 0.06,
+    "random-bilstm": 0.06,
+    "bag-of-embeddings": 0.01,
+    "report": 0.03,
+}
+CONLL_SHARE = 0.12  # --data-dir: of the budget, taken from the SST-2 BERT rows for CoNLL's
+
+
+def stage_shares(with_conll: bool) -> dict[str, float]:
+    """SHARES, or with --data-dir SHARES with CONLL_SHARE moved from the two SST-2 BERT rows to
+    the two CoNLL-2003 rows (before the report)."""
+    if not with_conll:
+        return dict(SHARES)
+    shares = {k: v for k, v in SHARES.items() if k != "report"}
+    for row in ("bert-finetuned", "bert-scratch"):
+        shares[row] -= CONLL_SHARE / 2
+    half = CONLL_SHARE / 2
+    return {
+        **shares,
+        "conll-bert-finetuned": half,
+        "conll-bert-scratch": half,
+        "report": SHARES["report"],
+    }
+
+
+# BERT pretraining in phases (recipes/pretrain/phases.py): short instances first, when a small
+# model learns most per second, then the length fine-tuning reads (Devlin et al. 2019 A.2).
+BERT_PHASES = (
+    {"share": 0.6, "max_seq_length": 32, "batch_size": 64},
+    {"share": 0.4, "max_seq_length": 128, "batch_size": 32},
+)
+BERT_PRETRAINING = {
+    "objective": "mlm+nsp",
+    "learning_rate": 1e-3,
+    "warmup_ratio": 0.06,
+    "masked_lm_prob": 0.15,
+}
+# The BERT rows choose their rate on dev by the median over seeds (Devlin et al. A.3), so neither
+# the pretrained nor the scratch model is held to a rate that suits only the other (Turc et al.
+# 2019 select small BERTs' rates among 1e-4 and 3e-4 and lower).
+BERT_LEARNING_RATES = "1e-4,3e-4"
+# The label budgets (training sentences) and seeds of the comparison when none are given.
+LABEL_BUDGETS, DATA_DIR_LABEL_BUDGETS, SEEDS = "1000,all", "1000,10000", "1,2,3"
+CONLL_LABEL_BUDGETS = "1000,all"
 
 
 def _help(text: str, default):
@@ -34,9 +95,20 @@ class QuickstartConfig:
     bert_model: str = _help("BERT preset pretrained and fine-tuned", "bert-tiny")
     elmo_model: str = _help("ELMo preset pretrained", "elmo-small")
     max_pretrain_steps: int = _help("upper bound on the steps of each pretraining", 1_000_000)
-    max_epochs: int = _help("upper bound on fine-tuning epochs", 10)
-    max_train_examples: int = _help("fine-tune on at most this many (0: what the budget allows)", 0)
-    seed: int = _help("seed of pretraining and fine-tuning", 1)
+    max_epochs: int = _help(
+        "fine-tuning epochs of every run (early stopping may end it sooner)", 10
+    )
+    label_budgets: str | None = _help(
+        "SST-2 training sentences of the learning curve, comma-separated (or all); none: "
+        f"{LABEL_BUDGETS}, or {DATA_DIR_LABEL_BUDGETS} with --data-dir",
+        None,
+    )
+    seeds: str = _help("fine-tuning seeds of the claims (the BERT rows)", SEEDS)
+    bert_learning_rates: str = _help(
+        "the BERT rows' learning rates, comma-separated, chosen on dev by the median over seeds",
+        BERT_LEARNING_RATES,
+    )
+    seed: int = _help("seed of pretraining and of the label subsets", 1)
     # One thread: these models are small, so a second intra-op thread gains little on an idle
     # 2-core machine (bert-tiny pretraining about 33k against 20k tokens/s) and loses up to 8x
     # when anything else runs (2.2k against 18.8k tokens/s beside two other jobs).
@@ -48,6 +120,12 @@ class QuickstartConfig:
         # it) and parsed here, once: a bad duration is refused before any stage runs.
         self.budget = self.budget or ("1h" if self.data_dir else "12m")
         self._budget_seconds = parse_duration(self.budget)
+        default = DATA_DIR_LABEL_BUDGETS if self.data_dir else LABEL_BUDGETS
+        self.label_budgets = self.label_budgets or default
+        try:
+            parse_train_sizes(self.label_budgets)
+        except ConfigError as error:  # the recipe's message names its own option
+            raise ConfigError(error.message.replace("train_sizes", "label_budgets")) from None
         bert_presets = ", ".join(p for p in BERT_PRESETS if p.startswith("bert"))
         rules = [
             ("vocab_size", self.vocab_size >= 100, ">= 100"),
@@ -55,12 +133,28 @@ class QuickstartConfig:
             ("elmo_model", self.elmo_model in ELMO_PRESETS, "one of " + ", ".join(ELMO_PRESETS)),
             ("max_pretrain_steps", self.max_pretrain_steps >= 1, ">= 1"),
             ("max_epochs", self.max_epochs >= 1, ">= 1"),
-            ("max_train_examples", self.max_train_examples >= 0, ">= 0"),
             ("threads", self.threads >= 0, ">= 0"),
         ]
         for name, ok, rule in rules:
             if not ok:
                 raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        self.seed_list()
+        listed(self.bert_learning_rates, float, "bert_learning_rates")
+
+    def budget_list(self) -> list[int | None]:
+        """The label budgets, ascending, None (all) last."""
+        return parse_train_sizes(self.label_budgets)
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError:
+            seeds = []
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ConfigError(
+                f"seeds must be distinct comma-separated integers, got {self.seeds!r}"
+            )
+        return seeds
 
     @property
     def budget_seconds(self) -> float:
@@ -73,6 +167,7 @@ class Inputs:
     train_text: list[str]  # files or globs
     valid_text: list[str]
     sst2: Path  # holding train.tsv and dev.tsv
+    conll: Path | None = None  # holding train.txt, valid.txt, test.txt (--data-dir only)
 
 
 def find_inputs(config: QuickstartConfig) -> Inputs:
@@ -83,11 +178,15 @@ def find_inputs(config: QuickstartConfig) -> Inputs:
         wiki = Path(config.data_dir) / "wikipedia-en-extract"
         train, valid = wiki / "wiki.train.0*.txt", wiki / "wiki.valid.txt"
         sst2 = Path(config.data_dir) / "glue"
-    inputs = Inputs([str(train)], [str(valid)], sst2 / "SST-2")
+    conll = Path(config.data_dir) / "conll2003" if config.data_dir else None
+    inputs = Inputs([str(train)], [str(valid)], sst2 / "SST-2", conll)
     for pattern in inputs.train_text + inputs.valid_text:
         if not glob.glob(pattern):
             raise InputError("no such text file", pattern)
     for split in ("train.tsv", "dev.tsv"):
         if not (inputs.sst2 / split).is_file():
             raise InputError("no SST-2 file here", inputs.sst2 / split)
+    for split in ("train.txt", "valid.txt", "test.txt") if conll else ():
+        if not (conll / split).is_file():
+            raise InputError("no CoNLL-2003 file here", conll / split)
     return inputs

@@ -1,23 +1,30 @@
 """`muppets quickstart`: the whole story in one command, stage by stage, under one budget.
 
 On the bundled sample (muppets/samples: 2 MB of Wikipedia, 6,000 SST-2 sentences) by default, or
-with `--data-dir DIR` on DIR/wikipedia-en-extract/wiki.train.0*.txt and DIR/glue/SST-2:
+with `--data-dir DIR` on DIR/wikipedia-en-extract/wiki.train.0*.txt, DIR/glue/SST-2 and
+DIR/conll2003:
   1. a WordPiece tokenizer trained on the text, and the text tokenized into shards;
-  2. a small BERT pretrained (MLM + NSP) and a small ELMo biLM, each under a time budget;
-  3. SST-2: the BERT fine-tuned, the BERT frozen under a linear head, the same architecture from
-     scratch, the ELMo frozen under a biLSTM, random embeddings under the same biLSTM, and a bag
-     of (random, trained) embeddings; one seed each;
-  4. a fill-mask example, a comparison table, report.html, report.json and the PNG figures.
+  2. a small BERT pretrained (MLM + NSP) in phases (config.BERT_PHASES: short instances first)
+     and a small ELMo biLM, each under a time budget; the unigram baseline of BERT's held-out
+     masked tokens (tasks/baselines.py) beside its loss;
+  3. SST-2 learning curves over the label budgets (`--label-budgets`, nested subsets): the BERT
+     fine-tuned and the same architecture from scratch (every seed at every budget, the learning
+     rate chosen on dev), the ELMo frozen under a biLSTM and random embeddings under the same
+     biLSTM (every seed at the smallest budget), the BERT frozen under a linear head and a bag of
+     embeddings (one seed, the largest budget); with --data-dir, CoNLL-2003 NER pretrained vs
+     scratch (test entity F1);
+  4. a fill-mask example, the comparison table, report.html, report.json and the PNG figures.
 Each stage runs in `<out>/<stage>/` and leaves a done.json (stages.py): Ctrl-C and the same
-command again resume from the finished stages. `<out>/settings.json` pins the settings that
-decide the results; another `--budget` or `--data-dir` needs another `--out`.
+command again resume from the finished stages (an interrupted pretraining inside its phase).
+`<out>/settings.json` pins the settings and the recipe constants that decide the results;
+another `--budget` or `--data-dir` needs another `--out`.
 
 The budget (`--budget`, 12m on the sample, 1h with --data-dir) is split over the stages by the
-fixed SHARES below. Pretraining gets its share as the loop's time budget (less what the stage
-spends around the loop: the vocabulary pass, held-out evaluation, saving). Fine-tuning has no time
-cap, so its epochs, and if even one epoch does not fit a random subset of the training set, are
-sized to the share (comparison.py): the cost per token of each kind of run is a fixed multiple
-of the BERT pretraining throughput just measured on this machine.
+fixed shares of config.py. Pretraining gets its share as the loop's time budget (less what the
+stage spends around the loop: the vocabulary pass, held-out evaluation, saving). Fine-tuning has
+no time cap, so the comparison's runs are planned before they start (plan.py): estimated from
+the BERT pretraining throughput just measured, and dropped in a stated order, with a note in the
+table, when they do not all fit.
 """
 
 from __future__ import annotations
@@ -27,39 +34,36 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from muppets.data.prepare import PrepareConfig, TokenizerTrainConfig, prepare_corpus
 from muppets.data.prepare import train_tokenizer as train_wordpiece
+from muppets.data.shards import ShardedCorpus
 from muppets.errors import ConfigError
 from muppets.models.elmo import PRESETS as ELMO_PRESETS
 from muppets.quickstart import comparison, report
-from muppets.quickstart.config import Inputs, QuickstartConfig, find_inputs
+from muppets.quickstart.config import (
+    BERT_PHASES,
+    BERT_PRETRAINING,
+    CONLL_LABEL_BUDGETS,
+    Inputs,
+    QuickstartConfig,
+    find_inputs,
+    stage_shares,
+)
 from muppets.quickstart.stages import Stage, StageContext, run_stages
 from muppets.recipes.fill_mask import fill_mask
-from muppets.recipes.pretrain import PretrainConfig, pretrain
+from muppets.recipes.pretrain import Phase, PretrainConfig, held_out_batches, pretrain
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
+from muppets.tasks.baselines import unigram_baseline, unigram_counts
+from muppets.tokenization.wordpiece import load_tokenizer
 from muppets.training.checkpoint import checkpoints
 from muppets.training.options import from_options
 from muppets.training.pretrained import load_pretrained
 
 __all__ = ["QuickstartConfig", "run_quickstart"]  # QuickstartConfig: defined in config.py
 
-# Shares of the budget; they add up to 1.
-SHARES = {
-    "tokenizer": 0.01,
-    "shards": 0.02,
-    "bert": 0.35,
-    "elmo": 0.22,
-    "fill-mask": 0.01,
-    "bert-finetuned": 0.08,
-    "bert-frozen": 0.03,
-    "bert-scratch": 0.08,
-    "elmo-bilstm": 0.08,
-    "random-bilstm": 0.08,
-    "bag-of-embeddings": 0.02,
-    "report": 0.02,
-}
 LOOP_SHARE = 0.85  # of a pretraining stage's seconds, for the training loop itself
 FILL_MASK_TEXTS = (
     "he was born in [MASK] .",
@@ -71,6 +75,7 @@ FILL_MASK_TEXTS = (
 def run_quickstart(config: QuickstartConfig) -> dict:
     """Run (or resume) every stage; print the table; returns report.json's contents."""
     out, inputs = Path(config.out), find_inputs(config)
+    check_budgets(config, inputs)
     pin_settings(config, out)
     threads = torch.get_num_threads()
     if config.threads:
@@ -86,10 +91,32 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     return summary
 
 
+def check_budgets(config: QuickstartConfig, inputs: Inputs) -> None:
+    """A label budget larger than SST-2's training set: one line before any stage runs."""
+    available = len(comparison.read_sst2(inputs.sst2 / "train.tsv")[1])
+    for budget in config.budget_list():
+        if budget is not None and budget > available:
+            raise ConfigError(
+                f"label_budgets: {budget} is larger than the SST-2 training set ({available:,} "
+                f"sentences in {inputs.sst2 / 'train.tsv'}); use all for the whole set"
+            )
+
+
+def recipe_constants(config: QuickstartConfig) -> dict:
+    """The constants of config.py that decide the results, pinned with the settings."""
+    return {
+        "shares": stage_shares(bool(config.data_dir)),
+        "bert_phases": [dict(phase) for phase in BERT_PHASES],
+        "bert_pretraining": BERT_PRETRAINING,
+        "conll_label_budgets": CONLL_LABEL_BUDGETS if config.data_dir else None,
+    }
+
+
 def pin_settings(config: QuickstartConfig, out: Path) -> None:
     """settings.json: what decides the results. A resumed run must have the same."""
     unpinned = ("out", "threads", "device")  # where and how fast, not what
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in unpinned}
+    settings["recipe"] = recipe_constants(config)
     path = out / "settings.json"
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
@@ -106,19 +133,23 @@ def pin_settings(config: QuickstartConfig, out: Path) -> None:
 
 
 def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
+    shares, rows = stage_shares(bool(config.data_dir)), comparison.row_needs(config)
+
     def stage(name, title, run, needs=()):
-        return Stage(name, title, SHARES[name], run, needs)
+        return Stage(name, title, shares[name], run, needs)
 
     def row_stage(row: str, needs: tuple[str, ...]) -> Stage:
         def run(ctx: StageContext) -> dict:
-            return comparison.run_row(row, config, inputs.sst2, ctx)
+            return comparison.run_row(row, config, inputs, ctx)
 
-        return stage(row, f"SST-2: {report.ROWS[row]}", run, needs)
+        task = "CoNLL-2003" if row.startswith("conll") else "SST-2"
+        return stage(row, f"{task}: {report.ROWS[row]}", run, needs)
 
     tokenizer_title = f"train a {config.vocab_size:,}-token WordPiece tokenizer"
-    bert_title = f"pretrain BERT ({config.bert_model}, MLM + NSP)"
+    lengths = " then ".join(str(p["max_seq_length"]) for p in BERT_PHASES)
+    bert_title = f"pretrain BERT ({config.bert_model}, MLM + NSP, {lengths} tokens)"
     elmo_title = f"pretrain ELMo ({config.elmo_model}, biLM)"
-    report_needs = ("shards", "bert", "elmo", "fill-mask", *comparison.NEEDS)
+    report_needs = ("shards", "bert", "elmo", "fill-mask", *rows)
     return [
         stage("tokenizer", tokenizer_title, lambda ctx: train_tokenizer(config, inputs, ctx)),
         stage(
@@ -130,7 +161,7 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
         stage("bert", bert_title, lambda ctx: pretrain_bert(config, ctx), ("shards",)),
         stage("elmo", elmo_title, lambda ctx: pretrain_bilm(config, inputs, ctx)),
         stage("fill-mask", "fill-mask with the pretrained BERT", fill_mask_examples, ("bert",)),
-        *(row_stage(row, needs) for row, needs in comparison.NEEDS.items()),
+        *(row_stage(row, needs) for row, needs in rows.items()),
         stage(
             "report",
             "write the report",
@@ -168,41 +199,88 @@ def prepare_shards(inputs: Inputs, ctx: StageContext) -> dict:
 
 
 def _fresh_or_resumed(directory: Path) -> bool:
-    """True when an interrupted run left a checkpoint to resume; otherwise start clean."""
-    if checkpoints(directory / "checkpoints"):
-        print(f"  resuming from {checkpoints(directory / 'checkpoints')[-1]}")
+    """True when an interrupted run left a checkpoint (or a finished phase) to resume from;
+    otherwise start clean."""
+    found = list(checkpoints(directory / "checkpoints"))
+    for phase in sorted(directory.glob("phase-*")):  # pretrain() skips a finished phase
+        found += checkpoints(phase / "checkpoints")
+        if (phase / "result.json").is_file():
+            found.append(phase)
+    if found:
+        print(f"  resuming from {found[-1]}")
         return True
     shutil.rmtree(directory, ignore_errors=True)
     return False
 
 
-def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
+def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> PretrainConfig:
+    """BERT_PHASES one after the other (a phase's micro-batch is its batch) under the stage's
+    loop seconds; BERT_PRETRAINING's objective, rate, warmup and masking for every phase."""
     shards = ctx.out / "shards"
-    resume = _fresh_or_resumed(ctx.directory)
-    recipe = from_options(
+    phases = [Phase(**phase, micro_batch_size=phase["batch_size"]) for phase in BERT_PHASES]
+    return from_options(
         PretrainConfig,
         train_data=str(shards / "train"),
         valid_data=str(shards / "valid"),
         out=str(ctx.directory),
         model=config.bert_model,
-        objective="mlm+nsp",
-        max_seq_length=128,
-        batch_size=32,
-        micro_batch_size=32,
+        **BERT_PRETRAINING,
+        batch_size=BERT_PHASES[-1]["batch_size"],
+        micro_batch_size=BERT_PHASES[-1]["batch_size"],
         eval_instances=512,
         max_steps=config.max_pretrain_steps,
         time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
-        learning_rate=1e-3,
-        warmup_ratio=0.06,
         log_every=10,
         eval_every=200,
         save_every=200,
         seed=config.seed,
         resume=resume,
         device=config.device,
+        phases=phases,
     )
+
+
+def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
+    resume = _fresh_or_resumed(ctx.directory)
+    recipe = bert_recipe(config, ctx, resume)
     result = pretrain(recipe)
-    return {**_run_summary(result), "eval": result["eval"]}
+    saved = json.loads((ctx.directory / "result.json").read_text(encoding="utf-8"))
+    phases = saved["phases"]  # each phase's own steps, tokens and seconds
+    total = {
+        "step": sum(r["step"] for r in phases),
+        "tokens_seen": sum(r["tokens_seen"] for r in phases),
+        "elapsed_seconds": sum(r["elapsed_seconds"] for r in phases),
+        "train_loss": result["train_loss"],
+        "stopped": result["stopped"],
+    }
+    summary = {**_run_summary(total), "eval": result["eval"]}
+    summary["phases"] = [
+        {
+            "max_seq_length": plan.max_seq_length,
+            "batch_size": plan.batches.batch_size,
+            "steps": r["step"],
+            "tokens": r["tokens_seen"],
+            "train_seconds": r["elapsed_seconds"],
+            "stopped": r["stopped"],
+            "eval": r["eval"],
+            "unigram_baseline": held_out_unigram_baseline(plan),
+        }
+        for plan, r in zip(recipe.phase_configs(), phases, strict=True)
+    ]
+    # The last phase's held-out batches are the ones the final model is judged on.
+    summary["unigram_baseline"] = summary["phases"][-1]["unigram_baseline"]
+    return summary
+
+
+def held_out_unigram_baseline(recipe: PretrainConfig) -> dict:
+    """The unigram baseline (tasks/baselines.py) on the masked targets of the held-out batches
+    this (phase's) run evaluates on, from the training shards' token counts."""
+    tokenizer = load_tokenizer(recipe.train_data)
+    shards = ShardedCorpus(recipe.train_data).shards
+    counts = unigram_counts((shard.tokens for shard in shards), tokenizer.vocab_size)
+    batches = held_out_batches(recipe, tokenizer)
+    targets = np.concatenate([b["labels"][b["labels"] != -100].numpy() for b in batches])
+    return unigram_baseline(counts, targets)
 
 
 def _run_summary(result: dict) -> dict:
@@ -264,13 +342,20 @@ def fill_mask_examples(ctx: StageContext) -> dict:
 
 
 def write_report(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
-    done = ctx.done
-    rows = [{"name": row, "model": report.ROWS[row], **done[row]} for row in comparison.NEEDS]
+    done, rows = ctx.done, comparison.row_needs(config)
+    table = [
+        {"name": row, "model": report.ROWS[row], **point}
+        for row in rows
+        for point in done[row]["points"]
+    ]
+    notes = done[next(iter(rows))]["plan_notes"]  # every row computed the same plan
     summary = {
         "settings": json.loads((ctx.out / "settings.json").read_text()),
-        "rows": rows,
+        "rows": table,
+        "plan": {"notes": notes, "estimated_seconds": done[next(iter(rows))]["plan_seconds"]},
         "majority": comparison.majority_share(inputs.sst2 / "dev.tsv"),
-        "dev_size": rows[0]["dev_examples"],
+        "dev_size": len(comparison.read_sst2(inputs.sst2 / "dev.tsv")[1]),
+        "available_examples": len(comparison.read_sst2(inputs.sst2 / "train.tsv")[1]),
         "pretraining": {"bert": done["bert"], "elmo": done["elmo"]},
         "data": {"shards": done["shards"]},
         "fill_mask": done["fill-mask"]["examples"],
