@@ -112,6 +112,10 @@ def plot_learning_curves(rows: list[dict], majority: float | None, png: Path) ->
             line = {"color": "#999", "linestyle": "--", "linewidth": 1}
             ax.axhline(100 * majority, **line, label="majority class")
         ax.set_xscale("log")
+        shown = {name for name, _, _ in curves}
+        budgets = sorted({r["train_examples"] for r in rows if r["name"] in shown})
+        ax.set_xticks(budgets, [f"{b:,}" for b in budgets])  # the budgets, not powers of 10
+        ax.minorticks_off()
         ax.set_xlabel("label budget (training sentences)")
         ax.set_ylabel("test entity F1 (%)" if title.startswith("CoNLL") else "dev accuracy (%)")
         ax.set_title(title)
