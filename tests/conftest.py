@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,3 +265,24 @@ def elmo_workspace(tmp_path_factory):
             conv.weight.mul_(20.0)
     save_pretrained(elmo, bilm, config.to_dict(), [elmo / "word_vocab.txt"])
     return root, elmo
+
+
+# ---------------------------------------------------------------- tiny pretraining shards
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """A 500-token WordPiece and train/valid shards of a slice of the bundled sample (~3 s): for
+    runs that must be short (divergence, kill -9, malformed inputs)."""
+    samples = Path(__file__).resolve().parents[1] / "muppets" / "samples"
+    root = tmp_path_factory.mktemp("tiny-shards")
+    lines = (samples / "wiki.train.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    end = next(n for n in range(2000, len(lines)) if lines[n].startswith("</doc>")) + 1
+    (root / "train.txt").write_text("".join(lines[:end]), encoding="utf-8")
+    tok = str(root / "tok")
+    text = str(root / "train.txt")
+    assert main(["tokenizer", "train", "--inputs", text, "--out", tok, "--vocab-size", "500"]) == 0
+    for split, source in (("train", text), ("valid", str(samples / "wiki.valid.txt"))):
+        out = str(root / split)
+        assert main(["prepare", "--inputs", source, "--tokenizer", tok, "--out", out]) == 0
+    return root

@@ -43,6 +43,7 @@ from muppets.data.streams import tokenize_words
 from muppets.data.text import ReadStats, read_lines, resolve_inputs
 from muppets.errors import ConfigError, InputError
 from muppets.tasks.features import ScalarMix, remove_sentence_boundaries
+from muppets.tasks.prediction import NONFINITE
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.training.checkpoint import read_config
 from muppets.training.options import device_option, option
@@ -200,6 +201,9 @@ def extract(config: ExtractConfig) -> dict:
         features = select_layers(layers, mask, config.layers).float().cpu().numpy()  # (K,B,T,D)
         for b, line in enumerate(lines):
             n = len(tokens[b])
+            if not np.isfinite(features[:, b, :n]).all():
+                broken = f"the model gives {NONFINITE} (line {line} of {path})"
+                raise InputError(broken, resolve_checkpoint(config.model))
             writer.add(f"line-{line}", features[:, b, :n], tokens[b])  # (K, n, D)
             n_lines, n_tokens = n_lines + 1, n_tokens + n
 

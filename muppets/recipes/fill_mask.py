@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from muppets.errors import ConfigError, InputError
 from muppets.models.heads import PretrainingModel
+from muppets.tasks.prediction import NONFINITE
 from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.training.options import option
-from muppets.training.pretrained import load_pretrained
+from muppets.training.pretrained import load_pretrained, resolve_checkpoint
 
 
 @torch.no_grad()
@@ -48,6 +50,8 @@ class FillMaskConfig:
 def run_fill_mask(config: FillMaskConfig) -> list[list[tuple[str, float]]]:
     model, _, tokenizer = load_pretrained(config.model)
     predictions = fill_mask(model, tokenizer, config.text, config.top_k)
+    if not all(math.isfinite(p) for options in predictions for _, p in options):
+        raise InputError(f"the model gives {NONFINITE}", resolve_checkpoint(config.model))
     print(config.text)
     for n, options in enumerate(predictions, start=1):
         shown = "  ".join(f"{token} {p:.3f}" for token, p in options)

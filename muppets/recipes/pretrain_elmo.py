@@ -195,6 +195,8 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         eval_batches_fn=eval_fn,
         resume=config.run.resume,
         extra_files=[saved_vocabulary],
+        # no --init-from here: --resume takes the newest checkpoint, so the newer ones must go
+        restart="--resume once the checkpoints after it are deleted, and a lower --learning-rate",
     )
     lm_loss = (result.get("eval") or {}).get("lm_loss")
     valid_targets = sum(count_bilm_targets(b) for b in held_out)

@@ -17,10 +17,13 @@ import torch
 from torch import nn
 
 from muppets.data.task_features import bucketed_batches, inference_batches
+from muppets.errors import InputError
 from muppets.tasks.classification import class_predictions
 from muppets.tasks.registry import score
 from muppets.tasks.setup import TaskSetup
 from muppets.tasks.span_decoding import best_span
+
+NONFINITE = "outputs that are NaN or infinite: its weights are broken (a diverged checkpoint?)"
 
 PROGRESS_BATCHES = 20  # a progress bar on stderr from this many batches on
 
@@ -59,6 +62,11 @@ def predict(
     for indices, batch in bar:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        logits = torch.stack([out.start, out.end]) if setup.head == "span_qa" else out
+        if not torch.isfinite(logits).all():  # argmax of NaN is a label: refuse, do not write
+            bar.close()
+            model.train(was_training)
+            raise InputError(f"the model gives {NONFINITE}")
         if setup.head == "span_qa":
             rows = torch.stack([out.start, out.end], -1).float().cpu().numpy()  # (B, T, 2)
         elif setup.head == "tagging":

@@ -289,8 +289,10 @@ def save_checkpoint(
     trainer_state: dict,
     extra_files: Iterable = (),
     keep: int = 2,
+    protect: int | None = None,
 ) -> Path:
-    """Write `root/step-XXXXXXXX` atomically, then delete all but the newest `keep` checkpoints."""
+    """Write `root/step-XXXXXXXX` atomically, then delete all but the newest `keep` checkpoints
+    and the one of step `protect` (the divergence guard's newest sane checkpoint)."""
     target = Path(root) / f"step-{step:08d}"
     tmp = _staging(target)
     _write_model_files(tmp, model, config_dict, extra_files)
@@ -298,7 +300,8 @@ def save_checkpoint(
     _write_json(tmp / TRAINER_STATE, {**trainer_state, "optimizer": optimizer_json})
     _publish(tmp, target)
     for old in checkpoints(root)[:-keep]:
-        shutil.rmtree(old)
+        if protect is None or old != Path(root) / f"step-{protect:08d}":
+            shutil.rmtree(old)
     return target
 
 

@@ -68,6 +68,8 @@ class TrainConfig:
     best_metric: str | None = None
     best_mode: str = "max"  # max | min: which way is better
     early_stopping_patience: int = 0  # stop after this many evaluations without a best; 0: never
+    # The divergence guard (guard.py): a loss over this x its recent median stops the run.
+    loss_spike_factor: float | None = 10.0  # None: only a non-finite loss or gradient stops it
 
     def __post_init__(self):
         ratio, budget, norm = self.warmup_ratio, self.time_budget_seconds, self.max_grad_norm
@@ -90,6 +92,11 @@ class TrainConfig:
             ("time_budget_seconds", budget is None or budget > 0, "> 0"),
             ("best_mode", self.best_mode in ("max", "min"), "max or min"),
             ("early_stopping_patience", self.early_stopping_patience >= 0, ">= 0"),
+            (
+                "loss_spike_factor",
+                self.loss_spike_factor is None or self.loss_spike_factor > 1,
+                "> 1",
+            ),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -117,6 +124,7 @@ def train(
     resume: bool = False,
     extra_files=(),
     evaluate_fn=None,
+    restart: str = "--init-from {checkpoint} and a lower --learning-rate",
 ) -> dict:
     """Train `model` in place; checkpoints, metrics.jsonl and loss.png go to `out_dir`.
 
@@ -127,6 +135,8 @@ def train(
     record; it must give the same numbers on every rank. With `config.best_metric`, each new best
     model is written to `out_dir/best` (model files only), and `early_stopping_patience`
     evaluations without a new best end the run (stopped: "early_stopping").
+    A diverging loss stops the run with a TrainingError naming the checkpoint to restart from
+    and how (`restart`, formatted with {checkpoint}), or the best model so far.
     """
     out_dir, rank = Path(out_dir), dist.rank()
     if rank == 0:
@@ -152,6 +162,7 @@ def train(
         rank=rank,
         world=dist.world_size(),
         device=next(model.parameters()).device,
+        restart=restart,
     )
     state = resumed_state(run) if resume else new_state(run)
     run = dataclasses.replace(run, ddp_model=dist.wrap_ddp(model))
@@ -202,11 +213,12 @@ def take_step(run: Run, state: LoopState, micro: list[dict], bar) -> tuple[StepR
     set_learning_rate(run.optimizer, lr)
     clip, clock = run.config.max_grad_norm, state.elapsed_now
     result = compute_gradients(run.model, run.ddp_model, run.objective, micro, clip, clock)
-    if not result.finite:
-        bar.close()  # nothing is saved: the last good checkpoint stays the newest
+    diverging = state.guard.check(state.step, result.loss, result.grad_norm)
+    if diverging:
+        bar.close()  # the update is not applied and nothing is saved
         raise TrainingError(
-            f"step {state.step + 1}: loss {result.loss}, gradient norm {result.grad_norm}; "
-            f"last good checkpoint: {state.last_checkpoint or 'none'}"
+            f"step {state.step + 1}: {diverging}: diverging, stopped before this update; "
+            + restart_advice(run, state)
         )
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -214,6 +226,26 @@ def take_step(run: Run, state: LoopState, micro: list[dict], bar) -> tuple[StepR
     state.step, state.tokens_seen = state.step + 1, state.tokens_seen + result.tokens
     state.loss, state.elapsed = result.loss, result.elapsed
     return result, lr
+
+
+def restart_advice(run: Run, state: LoopState) -> str:
+    """Where to go on from: the best model so far (model selection), else the newest sane
+    checkpoint on disk (guard.py) and the flag that restarts from it."""
+    if run.config.best_metric is not None:
+        if state.best is None:
+            return "no best model yet (no evaluation before this step)"
+        best, metric = state.best, run.config.best_metric
+        where = f"step {best['step']}, {metric} {best['value']:.4g}"
+        return f"best model so far: {run.out_dir / 'best'} ({where})"
+    sane = state.guard.sane_checkpoint()
+    if sane is None:
+        return f"no checkpoint in {run.roots} had a sane loss"
+    step, loss, kind = sane
+    path = run.roots / f"step-{step:08d}"
+    flag = run.restart.format(checkpoint=path)
+    return (
+        f"last sane checkpoint: {path} (step {step}, {kind} loss {loss:.4g}); restart with {flag}"
+    )
 
 
 def follow_budget(run: Run, state: LoopState, result: StepResult, bar) -> str | None:

@@ -6,6 +6,7 @@ save, a stop decision) take it and update it, and `trainer_state.json` is its sa
   schedule {name, warmup_steps, total_steps, total_steps_measured, restart_step, restart_value}
   best, bad_evals                           model selection and early stopping
   log_window {loss_sums, steps, tokens, seconds}  the partial sums of the next train record
+  guard {history, checkpoints}              the divergence guard's recent losses (guard.py)
   train_config, world_size, ranks [{data, rng}], optimizer   (the last written by checkpoint.py)
 """
 
@@ -26,6 +27,7 @@ from muppets.training import budget as time_budget
 from muppets.training import checkpoint as ckpt
 from muppets.training import distributed as dist
 from muppets.training import logging as log
+from muppets.training.guard import LossGuard
 from muppets.training.optim import Schedule
 
 
@@ -47,6 +49,7 @@ class Run:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    restart: str = ""  # how the user restarts from a checkpoint ({checkpoint}), for loop's errors
 
     @property
     def roots(self) -> Path:
@@ -73,6 +76,7 @@ class LoopState:
     best: dict | None = None  # {"step", "value"} of the best evaluation
     bad_evals: int = 0  # evaluations since the best
     window: log.LogWindow = field(default_factory=log.LogWindow)
+    guard: LossGuard = field(default_factory=LossGuard)  # recent losses, checkpoints' losses
     # This process only:
     budget: time_budget.BudgetClock | None = None
     start_step: int = 0
@@ -120,6 +124,7 @@ def resumed_state(run: Run) -> LoopState:
     state.best, state.bad_evals = saved_state.get("best"), saved_state.get("bad_evals", 0)
     state.elapsed_before = saved_state["elapsed_seconds"]
     state.window = log.LogWindow(**saved_state.get("log_window", {}))
+    state.guard.load_state_dict(saved_state.get("guard", {}))
     schedule = saved_state["schedule"]
     if config.time_budget_seconds is not None and schedule["total_steps_measured"]:
         state.measured = True  # the budget's estimate so far; re-measured as this process runs
@@ -147,6 +152,7 @@ def resumed_state(run: Run) -> LoopState:
 
 def _started(state: LoopState, run: Run) -> LoopState:
     state.start_step, state.saved_at = state.step, state.step
+    state.guard.factor = run.config.loss_spike_factor
     state.start_time = time_budget.clock()
     state.elapsed = state.elapsed_before
     budget = run.config.time_budget_seconds
@@ -160,6 +166,8 @@ def _started(state: LoopState, run: Run) -> LoopState:
 def save(run: Run, state: LoopState) -> Path:
     """Checkpoint on rank 0, with every rank's data position and RNG states."""
     config, schedule = run.config, state.schedule
+    held_out = state.eval_metrics.get("loss") if state.evaluated_at == state.step else None
+    sane = state.guard.saved(state.step, held_out, config.keep_checkpoints)
     trainer_state = {
         "step": state.step,
         "tokens_seen": state.tokens_seen,
@@ -177,6 +185,7 @@ def save(run: Run, state: LoopState) -> Path:
         "best": state.best,
         "bad_evals": state.bad_evals,
         "log_window": dataclasses.asdict(state.window),
+        "guard": state.guard.state_dict(),
     }
     trainer_state["ranks"] = dist.all_gather_objects(
         {"data": run.batches.state_dict(), "rng": ckpt.rng_state()}
@@ -192,6 +201,7 @@ def save(run: Run, state: LoopState) -> Path:
             trainer_state,
             run.extra_files,
             config.keep_checkpoints,
+            protect=sane,
         )
     dist.barrier()  # no rank reads or reports the checkpoint before it exists
     state.last_checkpoint, state.saved_at = target, state.step
