@@ -149,6 +149,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         # tomllib's message ends with "(at line L, column C)"
         raise InputError(f"not valid TOML: {e}", path=path) from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8
+        raise InputError(f"not UTF-8 (byte {e.start}: {e.object[e.start]:#04x})", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a TOML file", path) from None
 
 
 def _given(namespace: argparse.Namespace, groups: dict[str, type], names) -> Iterator[tuple]:
@@ -285,6 +289,8 @@ def _toml_value(value: Any) -> str:
 def write_resolved_config(config: Any, out_dir: str | Path, name: str = "config.toml") -> Path:
     """Write the resolved config (defaults included) beside a command's outputs."""
     path = Path(out_dir) / name
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError("out: a file is here; give a directory", path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config_to_toml(config), encoding="utf-8")
     return path

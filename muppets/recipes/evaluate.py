@@ -152,6 +152,8 @@ class PredictConfig:
 
 
 def run_predict(config: PredictConfig) -> Path:
+    if Path(config.out).is_dir():  # before any work
+        raise InputError("out: a directory is here; give a file name", config.out)
     model, setup, tokenizer = _load_for(config)
     labelled = has_labels(setup.spec, config.input)
     examples = setup.read(config.input, setup.spec.dev_splits[0], labelled, config.errors)

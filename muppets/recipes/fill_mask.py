@@ -17,10 +17,17 @@ from muppets.training.pretrained import load_pretrained, resolve_checkpoint
 
 @torch.no_grad()
 def fill_mask(
-    model: PretrainingModel, tokenizer: WordPieceTokenizer, text: str, top_k: int = 5
+    model: PretrainingModel,
+    tokenizer: WordPieceTokenizer,
+    text: str,
+    top_k: int = 5,
+    positions: int | None = None,
 ) -> list[list[tuple[str, float]]]:
-    """For every [MASK] in `text`, the top_k (token, probability) predictions."""
+    """For every [MASK] in `text`, the top_k (token, probability) predictions; a text longer
+    than the model's `positions` is an InputError."""
     ids, types = tokenizer.encode_pair(text)
+    if positions is not None and len(ids) > positions:
+        raise InputError(f"text: {len(ids)} tokens, more than the model's {positions} positions")
     input_ids = torch.tensor([ids])  # (1, T)
     masked = input_ids.eq(tokenizer.mask_id)
     if not masked.any():
@@ -48,8 +55,9 @@ class FillMaskConfig:
 
 
 def run_fill_mask(config: FillMaskConfig) -> list[list[tuple[str, float]]]:
-    model, _, tokenizer = load_pretrained(config.model)
-    predictions = fill_mask(model, tokenizer, config.text, config.top_k)
+    model, model_config, tokenizer = load_pretrained(config.model)
+    positions = model_config.max_sequence_length
+    predictions = fill_mask(model, tokenizer, config.text, config.top_k, positions)
     if not all(math.isfinite(p) for options in predictions for _, p in options):
         raise InputError(f"the model gives {NONFINITE}", resolve_checkpoint(config.model))
     print(config.text)

@@ -104,6 +104,7 @@ class FinetuneConfig:
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("errors", self.errors in ("strict", "replace"), "strict or replace"),
+            ("pooling", self.pooling in ("pooler", "cls", "mean"), "pooler, cls or mean"),
         ]
         check(self, rules)
         self.seed_list()

@@ -67,6 +67,9 @@ def prepare_encoder_task(
     train_features = [f for f in featurized if f.targets]  # QA: no usable answer offset
     dev_features = {s: setup.featurize(examples, tokenizer) for s, examples in dev.items()}
     skipped = len({f.example for f in featurized}) - len({f.example for f in train_features})
+    if not train_features:  # every SQuAD answer dropped: say so, with the file
+        why = f"{skipped} questions without a usable answer" if skipped else "no examples"
+        raise InputError(f"nothing to train on: {why}", train_path)
     if skipped:
         print(f"{name}: {skipped} training questions without a usable answer are not trained on")
     return Prepared(setup, tokenizer, train_examples, train_features, dev, dev_features)
