@@ -76,7 +76,11 @@ def truncate_metrics(path: str | Path, step: int) -> None:
     """Drop events after `step`: on resume, those steps are trained again and logged again."""
     path = Path(path)
     if path.exists():
-        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines and not lines[-1].endswith("}"):  # a record cut short by a kill: redone
+            lines.pop()
+        records = [json.loads(line) for line in lines if line.strip()]
+        kept = [r for r in records if r.get("step", 0) <= step]
         path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 

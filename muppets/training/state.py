@@ -109,6 +109,8 @@ def new_state(run: Run) -> LoopState:
     if ckpt.checkpoints(run.roots):
         message = "holds checkpoints of an earlier run: resume it or use a new one"
         raise InputError(message, run.roots)
+    if run.rank == 0:  # records of an attempt killed before its first checkpoint
+        run.metrics_path.unlink(missing_ok=True)
     return _started(LoopState(schedule=fresh_schedule(run.config)), run)
 
 
