@@ -50,9 +50,8 @@ def final_state(out: Path) -> dict[str, torch.Tensor]:
     newest = checkpoints(out / "checkpoints")[-1]
     assert newest.name == f"step-{STEPS:08d}"
     state = load_file(newest / "model.safetensors")
-    optimizer = newest / "optimizer.safetensors"
-    if optimizer.exists():
-        state.update({f"optimizer.{k}": v for k, v in load_file(optimizer).items()})
+    optimizer = load_file(newest / "optimizer.safetensors")  # AdamW's moments
+    state.update({f"optimizer.{k}": v for k, v in optimizer.items()})
     return state
 
 
