@@ -24,7 +24,8 @@ def test_a_missing_train_data_names_the_option(tmp_path, capsys, command):
 
 
 def test_a_directory_not_from_prepare_names_train_data_and_the_manifest(tmp_path, capsys):
-    err = one_line_error(capsys, ["pretrain", "--train-data", str(tmp_path), "--out", "x"])
+    argv = ["pretrain", "--train-data", str(tmp_path), "--out", str(tmp_path / "run")]
+    err = one_line_error(capsys, argv)
     assert err.startswith(f"muppets: error: train_data {tmp_path}: no manifest.json here")
 
 
