@@ -3,27 +3,28 @@ files, or its predictions for a file (GLUE submission tsv, SQuAD predictions.jso
 `word gold pred`).
 
 A fine-tuned checkpoint directory is config.json (the encoder's), model.safetensors (encoder +
-head), the tokenizer files, and task.json (tasks/setup.py). The scores printed are those of the
-predictions `predict` writes: one decoding (tasks/prediction.py), with the SQuAD v2.0 threshold
-of task.json or --null-threshold.
+head), the tokenizer files, and task.json (tasks/setup.py); a --downstream one holds its task model
+over the features of a frozen biLM or of word embeddings (training/downstream_model.py). The
+scores printed are those of the predictions `predict` writes: one decoding (tasks/prediction.py,
+downstream_model.py), with the SQuAD v2.0 threshold of task.json or --null-threshold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import NamedTuple
 
 from muppets.errors import ConfigError, InputError
-from muppets.tasks.prediction import evaluate_examples, numbers, predict, write_predictions
+from muppets.tasks.prediction import numbers, predict, scores_of, write_predictions
 from muppets.tasks.registry import has_labels, split_path, task_spec
-from muppets.tasks.setup import TaskSetup
-from muppets.tokenization.wordpiece import WordPieceTokenizer
+from muppets.tasks.setup import TASK_FILE, TaskSetup
 from muppets.training.checkpoint import CONFIG
 from muppets.training.device import pick_device
+from muppets.training.downstream_model import is_downstream, load_downstream
 from muppets.training.options import device_option, option
 from muppets.training.pretrained import load_finetuned, resolve_finetuned
 
@@ -63,9 +64,38 @@ def _check_errors(errors: str) -> None:
         raise ConfigError(f"errors must be strict or replace, got {errors!r}")
 
 
-def _load_for(config) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
+class Loaded(NamedTuple):
+    """A fine-tuned model of either kind, as both commands use it."""
+
+    setup: TaskSetup
+    predict: Callable[[list, bool], tuple[object, dict]]  # (examples, labelled) -> preds, notes
+
+
+def _load_for(config) -> Loaded:
+    """The model (an encoder with its head, or a --downstream task model over its features), its
+    task setup (another task of the same head and labels if asked) and how it predicts."""
     directory = resolve_finetuned_or_explain(config.model)
+    device = pick_device(config.device)
+    if is_downstream(directory):
+        downstream = load_downstream(directory, device, config.batch_size)
+        setup = _adjusted(config, downstream.setup)
+
+        def predict_words(examples: list, labelled: bool) -> tuple[object, dict]:
+            return downstream.predict(examples, config.batch_size), {}
+
+        return Loaded(setup, predict_words)
     model, setup, tokenizer = load_finetuned(directory)
+    model, setup = model.to(device), _adjusted(config, setup)
+
+    def predict_tokens(examples: list, labelled: bool) -> tuple[object, dict]:
+        features = setup.featurize(examples, tokenizer, labelled=labelled)
+        return predict(model, setup, examples, features, tokenizer.pad_id, config.batch_size)
+
+    return Loaded(setup, predict_tokens)
+
+
+def _adjusted(config, setup: TaskSetup) -> TaskSetup:
+    """--task (another task of the same head and labels) and --null-threshold applied."""
     if config.task and config.task != setup.task:
         other = task_spec(config.task)  # e.g. a model fine-tuned on mnli, evaluated on rte files
         if other.head != setup.head or (other.labels and list(other.labels) != setup.labels):
@@ -78,15 +108,15 @@ def _load_for(config) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
         if not setup.squad_v2:
             raise ConfigError("null_threshold applies to SQuAD v2.0 models only")
         setup = dataclasses.replace(setup, null_threshold=float(config.null_threshold))
-    return model.to(pick_device(config.device)), setup, tokenizer
+    return setup
 
 
 def resolve_finetuned_or_explain(path: str | Path) -> Path:
-    """The fine-tuned directory; a --downstream run (no task.json: its model needs the biLM it
-    was trained over) is refused in one line that says where its scores and predictions are."""
+    """The fine-tuned directory; a --downstream run written before task.json was (its model
+    cannot be rebuilt) is refused in one line that says where its scores and predictions are."""
     for candidate in (Path(path), *sorted(Path(path).glob("seed-*"))):
         config_file = candidate / CONFIG
-        if not config_file.is_file():
+        if not config_file.is_file() or (candidate / TASK_FILE).is_file():
             continue
         try:
             kind = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
@@ -94,9 +124,9 @@ def resolve_finetuned_or_explain(path: str | Path) -> Path:
             continue
         if kind == "downstream":
             raise ConfigError(
-                f"{candidate} is a --downstream model, which evaluate/predict do not load: its "
-                "dev and test scores are in metrics.json and its dev predictions beside it "
-                "(fine-tune again with --dev-file FILE to score or predict another file)"
+                f"{candidate} is a --downstream model without {TASK_FILE} (an older muppets "
+                "wrote it): its dev and test scores are in metrics.json and its dev predictions "
+                "beside it; fine-tune it again to evaluate or predict other files"
             )
     return resolve_finetuned(path)
 
@@ -116,14 +146,12 @@ def _splits(config, setup: TaskSetup) -> dict[str, Path]:
 
 
 def run_evaluate(config: EvaluateConfig) -> dict:
-    model, setup, tokenizer = _load_for(config)
-    results = {}
+    loaded = _load_for(config)
+    setup, results = loaded.setup, {}
     for split, path in _splits(config, setup).items():
         examples = setup.read(path, setup.spec.dev_splits[0], errors=config.errors)
-        features = setup.featurize(examples, tokenizer)
-        scores, _ = evaluate_examples(
-            model, setup, examples, features, tokenizer.pad_id, config.batch_size
-        )
+        predictions, notes = loaded.predict(examples, True)
+        scores = scores_of(setup, examples, predictions, notes)
         results[split] = scores
         shown = ", ".join(f"{k} {v:.4f}" for k, v in numbers(scores).items())
         print(f"{setup.task} {split} ({len(examples)} examples): {shown}")
@@ -154,12 +182,11 @@ class PredictConfig:
 def run_predict(config: PredictConfig) -> Path:
     if Path(config.out).is_dir():  # before any work
         raise InputError("out: a directory is here; give a file name", config.out)
-    model, setup, tokenizer = _load_for(config)
+    loaded = _load_for(config)
+    setup = loaded.setup
     labelled = has_labels(setup.spec, config.input)
     examples = setup.read(config.input, setup.spec.dev_splits[0], labelled, config.errors)
-    features = setup.featurize(examples, tokenizer, labelled=False)
-    pad_id = tokenizer.pad_id
-    predictions, notes = predict(model, setup, examples, features, pad_id, config.batch_size)
+    predictions, notes = loaded.predict(examples, False)
     path = write_predictions(setup, examples, predictions, config.out)
     unpredicted = notes.get("words_unpredicted")
     extra = f" ({unpredicted} words without a sub-token: O)" if unpredicted else ""

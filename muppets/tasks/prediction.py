@@ -137,11 +137,16 @@ def evaluate_examples(model, setup: TaskSetup, examples, features, pad_id, batch
     returned (written), whatever decoding produced them. SQuAD v2.0 adds the threshold used and
     evaluate-v2.0.py's best thresholds (best_exact_thresh, best_f1_thresh) on these examples."""
     predictions, notes = predict(model, setup, examples, features, pad_id, batch_size)
+    return scores_of(setup, examples, predictions, notes), predictions
+
+
+def scores_of(setup: TaskSetup, examples: list, predictions, notes: dict) -> dict:
+    """The scores of predictions made by any model kind (notes: what `predict` returns)."""
     null_odds, spans = notes.get("null_odds"), notes.get("spans")
     scores = score(setup.spec, examples, predictions, setup.squad_v2, null_odds, spans)
     if setup.squad_v2:
         scores["null_threshold"] = float(setup.null_threshold)
-    return {**scores, **{k: v for k, v in notes.items() if not isinstance(v, dict)}}, predictions
+    return {**scores, **{k: v for k, v in notes.items() if not isinstance(v, dict)}}
 
 
 def numbers(scores: dict) -> dict[str, float]:

@@ -23,14 +23,16 @@ and is refused here), --downstream-hidden-size, --downstream-dropout, --embeddin
 --min-count, --whitespace-tokens. Shared with BERT runs: epochs, batch sizes, warmup, weight decay,
 clipping, evaluations, early stopping, seeds. --freeze is implied (accepted, changes nothing);
 --tokenizer, --pooling, --dropout, --max-seq-length and the QA options do not apply and are
-ignored. The feature sources are sources.py's; each seed runs through seeds.py, as BERT runs do.
+ignored. The feature sources are training/feature_sources.py's; each seed runs through seeds.py,
+as BERT runs do.
 
 Outputs, as BERT runs (encoder.py): <out>/seed-<s>/metrics.json ("score" = first dev split's
 metric), metrics.jsonl, loss.png, dev_metric.png, the dev predictions, and summary.json with the
 median over seeds. CoNLL runs read from --data also score the best model on the test file
 (metrics.json "test"). config.json describes the model ("model_type": "downstream") and
 model.safetensors holds the mix and the task model only (the biLM stays in --model);
-word_vocab.txt is the word embedding's vocabulary. `muppets evaluate` / `predict` do not load them.
+word_vocab.txt is the word embedding's vocabulary; task.json the task setup, as a BERT run's.
+`muppets evaluate` / `predict` load them (training/downstream_model.py) over the same biLM.
 """
 
 from __future__ import annotations
@@ -42,32 +44,28 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 
-from muppets.data.task_features import bucketed_batches
-from muppets.data.word_features import WordFeature, sentences_of, target_batch, word_features
+from muppets.data.word_features import WordFeature, sentences_of, word_features
 from muppets.errors import ConfigError, InputError
 from muppets.recipes.finetune.hyperparameters import candidates, resolved
 from muppets.recipes.finetune.seeds import SeedParts, run_seed
-from muppets.recipes.finetune.sources import (
+from muppets.tasks.downstream import (
+    DOWNSTREAM,
+    DownstreamObjective,
+    build_downstream,
+)
+from muppets.tasks.registry import GLUE, label_counts, score, split_path, task_spec
+from muppets.tasks.setup import TaskSetup, save_task
+from muppets.tokenization.words import build_word_vocabulary
+from muppets.training.device import pick_device
+from muppets.training.downstream_model import collate_words, predict_words
+from muppets.training.feature_sources import (
     RANDOM_EMBEDDINGS,
     ElmoLayers,
     ElmoWithWords,
     WordEmbeddings,
 )
-from muppets.tasks.classification import class_predictions
-from muppets.tasks.downstream import (
-    DOWNSTREAM,
-    DownstreamObjective,
-    build_downstream,
-    forward_batch,
-)
-from muppets.tasks.registry import GLUE, label_counts, score, split_path, task_spec
-from muppets.tasks.setup import TaskSetup
-from muppets.tokenization.words import build_word_vocabulary
-from muppets.training.device import pick_device
 from muppets.training.options import check, default_option
 from muppets.training.pretrained import WORD_VOCABULARY_FILE
 
@@ -118,12 +116,7 @@ class DownstreamData(NamedTuple):
     pairs: bool
 
     def collate(self, features: Sequence[WordFeature]) -> dict[str, Tensor]:
-        inputs, mask = self.source.batch([f.words for f in features])
-        batch = {"inputs": inputs, "attention_mask": mask}
-        if self.pairs:
-            inputs_b, mask_b = self.source.batch([f.words_b or () for f in features])
-            batch.update(inputs_b=inputs_b, attention_mask_b=mask_b)
-        return {**batch, **target_batch(features)}
+        return collate_words(self.source, self.pairs, features)
 
 
 def prepare_downstream(
@@ -173,31 +166,9 @@ def prepare_downstream(
 # ---------------------------------------------------------------- predictions and one seed
 
 
-@torch.no_grad()
-def predict_words(
-    model: nn.Module, data: DownstreamData, features: list[WordFeature], batch_size: int
-):
-    """Label ids / scores per example, or (tagging) a tag per word, batched by length."""
-    head, labels = data.setup.head, data.setup.labels
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    outputs: list = [None] * len(features)
-    for indices in bucketed_batches([len(f) for f in features], batch_size):
-        batch = {k: v.to(device) for k, v in data.collate([features[i] for i in indices]).items()}
-        logits = forward_batch(model, batch).float()  # (B, K) or (B, T, K)
-        rows = (logits.argmax(-1) if head == "tagging" else class_predictions(logits)).cpu()
-        for i, row in zip(indices, rows.numpy(), strict=True):
-            n = len(features[i].words)
-            outputs[i] = [labels[t] for t in row[:n]] if head == "tagging" else row
-    model.train(was_training)
-    if head == "tagging":
-        return outputs
-    return np.array(outputs).astype(float if head == "regression" else int)
-
-
 def evaluate_split(model, data: DownstreamData, split: str, batch_size: int):
     examples, features = data.evals[split]
-    predictions = predict_words(model, data, features, batch_size)
+    predictions = predict_words(model, data.setup, data.collate, features, batch_size)
     return score(data.setup.spec, examples, predictions), predictions
 
 
@@ -230,6 +201,7 @@ def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
         return evaluate_split(model, data, split, config.eval_batch_size)
 
     def save(run_dir: Path) -> None:
+        save_task(run_dir, setup)  # evaluate/predict load the run (training/downstream_model.py)
         if isinstance(data.source, (WordEmbeddings, ElmoWithWords)):
             data.source.vocabulary.save(run_dir / WORD_VOCABULARY_FILE)
 

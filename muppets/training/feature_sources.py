@@ -1,7 +1,8 @@
-"""What the frozen-feature path of `muppets finetune` feeds its task model (features.py): the
-feature sources. Each turns a batch of word sequences into the inputs of its features module:
-word ids (the random-embeddings baseline), a frozen biLM's layers (ELMo, cached in memory when
-they fit), or both (--elmo-word-embeddings, Peters et al. 2018 section 3.3).
+"""The feature sources of the frozen-feature path of `muppets finetune` (recipes/finetune/
+features.py), which `evaluate` and `predict` build again (downstream_model.py). Each turns a batch
+of word sequences into the inputs of its features module: word ids (the random-embeddings
+baseline), a frozen biLM's layers (ELMo, cached in memory when they fit), or both
+(--elmo-word-embeddings, Peters et al. 2018 section 3.3).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from muppets.tasks.downstream import ElmoWordFeatures, PrecomputedLayers
 from muppets.tasks.features import EmbeddingFeatures, FrozenFeatures
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.tokenization.words import WordVocabulary
-from muppets.training.pretrained import WORD_VOCABULARY_FILE, load_elmo
+from muppets.training.pretrained import WORD_VOCABULARY_FILE, load_elmo, resolve_checkpoint
 
 RANDOM_EMBEDDINGS = "random-embeddings"  # --model value of the baseline
 ELMO_AND_EMBEDDINGS = "elmo+embeddings"  # "features" of --elmo-word-embeddings
@@ -55,6 +56,8 @@ class ElmoLayers:
 
     def __init__(self, path: str, device: torch.device, batch_size: int):
         self.bilm, self.config, _ = load_elmo(path)  # eval mode: no dropout
+        # the checkpoint itself, absolute: evaluate/predict load the same biLM from any directory
+        self.checkpoint = resolve_checkpoint(path).resolve()
         self.bilm.requires_grad_(False).to(device)
         self.path, self.device, self.batch_size = path, device, batch_size
         self.cache: dict[tuple[str, ...], Tensor] | None = None  # words -> (J, n + 2, D), CPU
@@ -103,6 +106,7 @@ class ElmoLayers:
     def describe(self) -> dict:
         return {
             "elmo": str(self.path),
+            "elmo_checkpoint": str(self.checkpoint),
             "elmo_config": self.config.to_dict(),
             "feature_dim": self.config.hidden_size,
             "layers": self.config.num_layers + 1,
