@@ -10,6 +10,7 @@ never imported: conversion is a table over state dicts and config dicts.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -223,10 +224,25 @@ def _read_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:
         try:
             return torch.load(pickle, map_location="cpu", weights_only=True), pickle
         except Exception as e:  # an unpickling error of any kind: the file is the problem
-            raise InputError(f"cannot read PyTorch weights: {e}", pickle) from None
+            raise InputError(_pickle_refusal(e), pickle) from None
     raise InputError(
         "no model.safetensors or pytorch_model.bin in the checkpoint directory", directory
     )
+
+
+def _pickle_refusal(error: Exception) -> str:
+    """One line for torch.load's refusal (several lines of advice, among them to load with
+    weights_only=False, which would run the pickle's code) or any other unreadable pickle."""
+    text = str(error)
+    found = re.search(r"unsupported GLOBAL (\S+)", text) or re.search(r"GLOBAL (\S+)", text)
+    if "Weights only load failed" in text or found:
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"refused: this pickle holds more than tensors{what} and loading it could run code; "
+            "save the weights as model.safetensors from a copy you trust"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return f"cannot read PyTorch weights: {first}"
 
 
 def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingModel]:

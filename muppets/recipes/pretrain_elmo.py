@@ -194,9 +194,9 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,
         resume=config.run.resume,
+        resume_from=config.run.resume_from,
         extra_files=[saved_vocabulary],
-        # no --init-from here: --resume takes the newest checkpoint, so the newer ones must go
-        restart="--resume once the checkpoints after it are deleted, and a lower --learning-rate",
+        restart="--resume-from {checkpoint} and a lower --learning-rate",  # no --init-from here
     )
     lm_loss = (result.get("eval") or {}).get("lm_loss")
     valid_targets = sum(count_bilm_targets(b) for b in held_out)

@@ -122,15 +122,18 @@ def train(
     config_dict: dict,
     eval_batches_fn=None,
     resume: bool = False,
+    resume_from: str | Path | None = None,
     extra_files=(),
     evaluate_fn=None,
     restart: str = "--init-from {checkpoint} and a lower --learning-rate",
 ) -> dict:
     """Train `model` in place; checkpoints, metrics.jsonl and loss.png go to `out_dir`.
 
-    `config_dict`: the model config, saved as config.json and checked on resume. `eval_batches_fn`:
-    returns a fresh iterable of this rank's eval batches. `extra_files`: copied into every
-    checkpoint (tokenizer files). Call `distributed.init_distributed()` first under torchrun.
+    `config_dict`: the model config, saved as config.json and checked on resume (from the newest
+    checkpoint, or from `resume_from`, one of the run's: the newer ones are moved aside).
+    `eval_batches_fn`: returns a fresh iterable of this rank's eval batches. `extra_files`: copied
+    into every checkpoint (tokenizer files). Under torchrun, call
+    `distributed.init_distributed()` first.
     `evaluate_fn(model) -> {name: number}`: task scores (dev accuracy, F1, ...) added to each eval
     record; it must give the same numbers on every rank. With `config.best_metric`, each new best
     model is written to `out_dir/best` (model files only), and `early_stopping_patience`
@@ -164,7 +167,7 @@ def train(
         device=next(model.parameters()).device,
         restart=restart,
     )
-    state = resumed_state(run) if resume else new_state(run)
+    state = resumed_state(run, resume_from) if resume or resume_from else new_state(run)
     run = dataclasses.replace(run, ddp_model=dist.wrap_ddp(model))
     bar = log.progress_bar(state.schedule.total_steps, state.step, enabled=rank == 0)
     source = iter(batches)

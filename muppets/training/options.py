@@ -139,6 +139,11 @@ class Steps:
     save_every: int = option("steps between checkpoints (0: at the end)", 500)
     seed: int = option("seed of the weights, the data order, masking and dropout", 0)
     resume: bool = option("continue the run in --out from its last checkpoint", False)
+    resume_from: str | None = option(
+        "continue the run in --out from this checkpoint of it (OUT/checkpoints/step-N); the "
+        "newer ones move to OUT/checkpoints-after-N/",
+        None,
+    )
 
     def __post_init__(self):
         rules = [
@@ -148,6 +153,7 @@ class Steps:
         ]
         check(self, rules)
         self.time_budget_seconds()  # a bad duration names itself now
+        self.resume = self.resume or bool(self.resume_from)  # a named checkpoint is a resume
 
     def time_budget_seconds(self) -> float | None:
         return None if self.time_budget is None else parse_duration(self.time_budget)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from muppets.errors import InputError
+from muppets.errors import InputError, MuppetsError
 from muppets.training import budget as time_budget
 from muppets.training import checkpoint as ckpt
 from muppets.training import distributed as dist
@@ -114,14 +114,28 @@ def new_state(run: Run) -> LoopState:
     return _started(LoopState(schedule=fresh_schedule(run.config)), run)
 
 
-def resumed_state(run: Run) -> LoopState:
-    """Model, optimizer, data position, RNG and loop state from the newest checkpoint."""
+def resumed_state(run: Run, named: str | Path | None = None) -> LoopState:
+    """Model, optimizer, data position, RNG and loop state from the newest checkpoint, or from
+    `named`, one of the run's (the newer ones are moved aside first: see `rewind`)."""
     saved = ckpt.checkpoints(run.roots)
     if not saved:
         raise InputError("nothing to resume: no checkpoint in this directory", run.roots)
-    config, directory = run.config, saved[-1]
-    saved_state = ckpt.load_checkpoint(directory, run.model, run.optimizer, run.config_dict)
+    config, directory = run.config, saved[-1] if named is None else rewind(run, saved, named)
     state = LoopState(schedule=fresh_schedule(config), last_checkpoint=directory)
+    try:
+        saved_state = ckpt.load_checkpoint(directory, run.model, run.optimizer, run.config_dict)
+        mine = ckpt.rank_state(saved_state, run.rank, run.world, directory)
+        run.batches.load_state_dict(mine["data"])
+    except MuppetsError as error:
+        older = saved[: saved.index(directory)]
+        if not older or not isinstance(error, InputError):
+            raise
+        raise InputError(  # a damaged newest checkpoint: the older one is a flag away
+            f"{error.message}; the older checkpoint {older[-1]} is still there: add "
+            f"--resume-from {older[-1]} to continue from it",
+            error.path,
+            error.line,
+        ) from None
     state.step, state.tokens_seen = saved_state["step"], saved_state["tokens_seen"]
     state.best, state.bad_evals = saved_state.get("best"), saved_state.get("bad_evals", 0)
     state.elapsed_before = saved_state["elapsed_seconds"]
@@ -137,8 +151,6 @@ def resumed_state(run: Run) -> LoopState:
             schedule.get("restart_step", 0),
             schedule.get("restart_value", 0.0),
         )
-    mine = ckpt.rank_state(saved_state, run.rank, run.world, directory)
-    run.batches.load_state_dict(mine["data"])
     if mine["rng"] is not None:
         ckpt.set_rng_state(mine["rng"])
     else:  # another world size: not bitwise; fresh streams, unlike those of step 0
@@ -149,7 +161,30 @@ def resumed_state(run: Run) -> LoopState:
         changed = {key: [old.get(key), new[key]] for key in new if old.get(key) != new[key]}
         record = {"event": "resume", "step": state.step, "changed": changed}
         log.append_metrics(run.metrics_path, record)
+        if changed:  # said where it is seen, not only in metrics.jsonl
+            shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+            print(f"resume: step {state.step} of {directory} with {shown}", flush=True)
     return _started(state, run)
+
+
+def rewind(run: Run, saved: list[Path], named: str | Path) -> Path:
+    """The run's checkpoint `named`; the checkpoints after it move to
+    checkpoints-after-<step>/ (kept, but no longer what --resume takes or rotation removes)."""
+    found = [p for p in saved if p.resolve() == Path(named).resolve()]
+    if not found:
+        names = ", ".join(p.name for p in saved)
+        raise InputError(f"not a checkpoint of the run in {run.out_dir} (it has {names})", named)
+    directory, newer = found[0], saved[saved.index(found[0]) + 1 :]
+    if newer and run.rank == 0:
+        aside = run.out_dir / f"checkpoints-after-{directory.name.split('-')[1]}"
+        if aside.exists():
+            raise InputError("is in the way of the newer checkpoints: move it first", aside)
+        aside.mkdir()
+        for path in newer:
+            path.rename(aside / path.name)
+        print(f"resume: {len(newer)} newer checkpoint(s) moved to {aside}", flush=True)
+    dist.barrier()
+    return directory
 
 
 def _started(state: LoopState, run: Run) -> LoopState:

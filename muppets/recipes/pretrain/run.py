@@ -81,6 +81,8 @@ def check_data(config: PretrainConfig) -> None:
 def run_phases(config: PretrainConfig, device) -> dict:
     plan = config.phase_configs()
     check_plan(config, plan)
+    if config.run.resume_from:  # which phases to redo would be a guess: say so instead
+        raise ConfigError("resume_from is for runs without phases; --resume takes the newest")
     results = []
     for k, phase in enumerate(plan, 1):
         directory = Path(phase.out)
@@ -175,6 +177,7 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,
         resume=config.run.resume,
+        resume_from=config.run.resume_from,
         extra_files=[p for p in extra if p.exists()],
     )
     if phase is not None:
