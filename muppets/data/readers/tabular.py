@@ -79,7 +79,7 @@ def read_rows(
     lines = read_lines(path, check_errors_policy(errors), stats, keep_ends=True)
     if format == "jsonl":
         return None, list(_jsonl_rows(lines, path))
-    rows = _tsv_rows(lines) if format == "tsv" else _csv_rows(lines)
+    rows = _tsv_rows(lines) if format == "tsv" else _csv_rows(lines, path)
     names, out, width = None, [], None
     for line, row in rows:
         if width is None:
@@ -101,9 +101,16 @@ def _tsv_rows(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]
             yield line, raw.split("\t")
 
 
-def _csv_rows(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(lines: Iterator[tuple[int, str]], path: str) -> Iterator[tuple[int, list[str]]]:
     reader, start = csv.reader(text for _, text in lines), 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # Python's advice (universal-newline mode) is not the user's
+            why = "a carriage return (\\r) inside an unquoted field" if "new-line" in str(e) else e
+            raise InputError(f"not valid CSV: {why}", path, reader.line_num) from None
         if any(field.strip() for field in row):
             yield start, row
         start = reader.line_num + 1
