@@ -95,9 +95,13 @@ class PretrainingModel(nn.Module):
     computed at chosen positions only).
 
     State-dict names: `encoder.*`, `mlm_head.*`, `pair_head.*` (see hf.py for the mapping).
+    mlm_head is None for an encoder alone (transformers' BertModel files): it can be fine-tuned,
+    extracted from and converted, but not called; a command that needs the head says so.
     """
 
-    def __init__(self, encoder: nn.Module, mlm_head: MaskedLMHead, pair_head: nn.Module | None):
+    def __init__(
+        self, encoder: nn.Module, mlm_head: MaskedLMHead | None, pair_head: nn.Module | None
+    ):
         super().__init__()
         self.encoder = encoder
         self.mlm_head = mlm_head
@@ -115,6 +119,8 @@ class PretrainingModel(nn.Module):
         masked_positions: Tensor | None = None,
     ) -> PretrainingOutput:
         """masked_positions: (B, T) bool, real tokens to predict; None = every position."""
+        if self.mlm_head is None:
+            raise ValueError("this model has no MLM head (an encoder alone)")
         decoder_weight = self.encoder.embeddings.word_embeddings.weight  # (V, H), tied
         if masked_positions is None:
             hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)

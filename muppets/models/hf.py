@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -75,7 +75,15 @@ _MLM_HEAD = {
 _PAIR_HEAD = [("pair_head.linear.{wb}", "cls.seq_relationship.{wb}")]
 # HF tied copies of tensors we store once: dropped on load after checking they are the same.
 _TIED = {"bert": "cls.predictions.decoder", "roberta": "lm_head.decoder"}
-ARCHITECTURES = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM"}
+# (model_type, MLM head, pair head) -> the transformers class whose save_pretrained writes them.
+ARCHITECTURES = {
+    ("bert", True, True): "BertForPreTraining",
+    ("bert", True, False): "BertForMaskedLM",
+    ("bert", False, True): "BertForNextSentencePrediction",
+    ("bert", False, False): "BertModel",
+    ("roberta", True, False): "RobertaForMaskedLM",
+    ("roberta", False, False): "RobertaModel",
+}
 
 
 def _require_post_ln(config: BertConfig) -> None:
@@ -86,13 +94,16 @@ def _require_post_ln(config: BertConfig) -> None:
         )
 
 
-def key_table(config: BertConfig, with_pair_head: bool) -> list[tuple[str, tuple[str, ...]]]:
+def key_table(
+    config: BertConfig, with_pair_head: bool, with_mlm_head: bool = True
+) -> list[tuple[str, tuple[str, ...]]]:
     """Rows (our key, (HF keys...)) for a model with this config."""
     _require_post_ln(config)
     t = config.model_type
     rows = [(r, 0) for r in _EMBEDDINGS]
     rows += [(r, i) for i in range(config.num_hidden_layers) for r in _LAYER]
-    rows += [(r, 0) for r in _POOLER + _MLM_HEAD[t] + (_PAIR_HEAD if with_pair_head else [])]
+    heads = (_MLM_HEAD[t] if with_mlm_head else []) + (_PAIR_HEAD if with_pair_head else [])
+    rows += [(r, 0) for r in _POOLER + heads]
     table = []
     for row, i in rows:
         for wb in ("weight", "bias") if "{wb}" in row[0] else ("",):
@@ -112,8 +123,10 @@ def _check_keys(have: set[str], want: set[str], path: object, what: str) -> None
 
 
 def bert_state_dict_to_hf(state_dict: dict[str, Tensor], config: BertConfig) -> dict[str, Tensor]:
-    """PretrainingModel state dict -> transformers BertForPreTraining / RobertaForMaskedLM one."""
-    table = key_table(config, with_pair_head="pair_head.linear.weight" in state_dict)
+    """PretrainingModel state dict -> the transformers one (BertForPreTraining,
+    RobertaForMaskedLM, ...; an encoder alone as BertModel / RobertaModel save it: unprefixed)."""
+    with_mlm_head = "mlm_head.bias" in state_dict
+    table = key_table(config, "pair_head.linear.weight" in state_dict, with_mlm_head)
     _check_keys(set(state_dict), {ours for ours, _ in table}, None, "muppets state dict")
     out = {}
     for ours, theirs in table:
@@ -122,6 +135,9 @@ def bert_state_dict_to_hf(state_dict: dict[str, Tensor], config: BertConfig) -> 
         else:  # chunk() gives views of one storage; clone so each HF tensor owns its memory
             parts = state_dict[ours].chunk(len(theirs))
             out.update({name: part.clone() for name, part in zip(theirs, parts, strict=True)})
+    if not with_mlm_head and "pair_head.linear.weight" not in state_dict:
+        prefix = config.model_type + "."
+        out = {k[len(prefix) :]: v for k, v in out.items()}
     return out
 
 
@@ -153,11 +169,14 @@ def _normalise_hf_keys(
 def bert_state_dict_from_hf(
     state_dict: dict[str, Tensor], config: BertConfig, path: object = None
 ) -> dict[str, Tensor]:
-    """transformers state dict -> ours. RoBERTa files without a pooler (RobertaForMaskedLM)
-    leave `encoder.pooler.*` out; the model keeps its initial pooler."""
+    """transformers state dict -> ours. Files without a pooler (BertForMaskedLM,
+    RobertaForMaskedLM) leave `encoder.pooler.*` out, files without an MLM head (BertModel)
+    `mlm_head.*`: load_hf_checkpoint then keeps an initial pooler / builds no MLM head."""
     sd = _normalise_hf_keys(state_dict, config, path)
-    table = key_table(config, with_pair_head="cls.seq_relationship.weight" in sd)
-    if config.model_type == "roberta" and "roberta.pooler.dense.weight" not in sd:
+    t = config.model_type
+    with_mlm_head = any(theirs.format(wb="weight") in sd for _, theirs in _MLM_HEAD[t])
+    table = key_table(config, "cls.seq_relationship.weight" in sd, with_mlm_head)
+    if f"{t}.pooler.dense.weight" not in sd and f"{t}.pooler.dense.bias" not in sd:
         table = [row for row in table if not row[0].startswith("encoder.pooler.")]
     _check_keys(set(sd), {name for _, theirs in table for name in theirs}, path, "checkpoint keys")
     return {
@@ -166,14 +185,16 @@ def bert_state_dict_from_hf(
     }
 
 
-def config_to_hf(config: BertConfig, with_pair_head: bool = True) -> dict[str, Any]:
-    """Our config -> a transformers config.json dict."""
+def config_to_hf(
+    config: BertConfig, with_pair_head: bool = True, with_mlm_head: bool = True
+) -> dict[str, Any]:
+    """Our config -> a transformers config.json dict (RoBERTa has no pair head in transformers:
+    its pair head, if any, is left out of the architecture name)."""
     _require_post_ln(config)
     d = config.to_dict()
     del d["pre_layer_norm"]
-    arch = ARCHITECTURES[config.model_type]
-    if config.model_type == "bert" and not with_pair_head:
-        arch = "BertForMaskedLM"
+    pair = with_pair_head and config.model_type == "bert"
+    arch = ARCHITECTURES[(config.model_type, with_mlm_head, pair)]
     return {"architectures": [arch], **d, "tie_word_embeddings": True}
 
 
@@ -245,8 +266,17 @@ def _pickle_refusal(error: Exception) -> str:
     return f"cannot read PyTorch weights: {first}"
 
 
-def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingModel]:
-    """A transformers BERT/RoBERTa directory -> (config, encoder + heads), in eval mode."""
+class HfFiles(NamedTuple):
+    """A transformers BERT/RoBERTa directory read: its config.json, our config, its weights."""
+
+    values: dict[str, Any]  # config.json as written
+    config: BertConfig
+    weights: dict[str, Tensor]  # transformers' names
+    weights_path: Path
+
+
+def read_hf_directory(directory: str | Path) -> HfFiles:
+    """config.json (its model_type checked) and the weights of a transformers directory."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -264,19 +294,50 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingMo
     except ConfigError as e:
         raise ConfigError(e.message, config_path) from None
     weights, weights_path = _read_weights(directory)
-    ours = bert_state_dict_from_hf(weights, config, weights_path)
-    model = build_pretraining_model(config, with_pair_head="pair_head.linear.weight" in ours)
+    return HfFiles(d, config, weights, weights_path)
+
+
+def load_converted(model: torch.nn.Module, ours: dict[str, Tensor], path: object) -> list[str]:
+    """Load converted tensors (shapes checked against config.json); returns the model's keys the
+    file did not hold, left at their initial values (a pooler that transformers also
+    initialises: BertForMaskedLM files, QA and token-classification heads)."""
     expected = model.state_dict()
     for key, tensor in ours.items():
         if tensor.shape != expected[key].shape:
             raise InputError(
                 f"{key} has shape {tuple(tensor.shape)} but config.json implies "
                 f"{tuple(expected[key].shape)}",
-                weights_path,
+                path,
             )
     missing, unexpected = model.load_state_dict(ours, strict=False)
-    assert not unexpected and all(k.startswith("encoder.pooler.") for k in missing)
-    return config, model.eval()
+    assert not unexpected and all(k.startswith("encoder.pooler.") for k in missing), missing
+    return missing
+
+
+class HfCheckpoint(NamedTuple):
+    config: BertConfig
+    model: PretrainingModel  # in eval mode; mlm_head None for BertModel / RobertaModel files
+    absent: tuple[str, ...]  # "pooler" when the file has none (initialised as transformers does)
+
+
+def read_hf_checkpoint(directory: str | Path) -> HfCheckpoint:
+    """A transformers BERT/RoBERTa pretraining or bare-encoder directory -> ours."""
+    files = read_hf_directory(directory)
+    config = files.config
+    ours = bert_state_dict_from_hf(files.weights, config, files.weights_path)
+    model = build_pretraining_model(
+        config,
+        with_pair_head="pair_head.linear.weight" in ours,
+        with_mlm_head="mlm_head.bias" in ours,
+    )
+    missing = load_converted(model, ours, files.weights_path)
+    return HfCheckpoint(config, model.eval(), ("pooler",) if missing else ())
+
+
+def load_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, PretrainingModel]:
+    """A transformers BERT/RoBERTa directory -> (config, encoder + heads), in eval mode."""
+    checkpoint = read_hf_checkpoint(directory)
+    return checkpoint.config, checkpoint.model
 
 
 def save_hf_checkpoint(model: PretrainingModel, config: BertConfig, directory: str | Path) -> None:
@@ -284,7 +345,11 @@ def save_hf_checkpoint(model: PretrainingModel, config: BertConfig, directory: s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = bert_state_dict_to_hf(model.state_dict(), config)
-    hf_config = config_to_hf(config, with_pair_head=model.pair_head is not None)
+    heads = {
+        "with_pair_head": model.pair_head is not None,
+        "with_mlm_head": model.mlm_head is not None,
+    }
+    hf_config = config_to_hf(config, **heads)
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})

@@ -113,10 +113,13 @@ def build_encoder(config: BertConfig | ElectraConfig) -> nn.Module:
 
 
 def build_pretraining_model(
-    config: BertConfig | ElectraConfig, with_pair_head: bool | None = None
+    config: BertConfig | ElectraConfig,
+    with_pair_head: bool | None = None,
+    with_mlm_head: bool = True,
 ) -> PretrainingModel | ElectraPretrainingModel:
     """Encoder + tied MLM head (+ NSP/SOP head; by default for BERT, not for RoBERTa); for
-    ELECTRA, generator + discriminator (no pair head)."""
+    ELECTRA, generator + discriminator (no pair head). with_mlm_head=False: the encoder alone
+    (what a transformers BertModel / RobertaModel file holds)."""
     if isinstance(config, ElectraConfig):
         if with_pair_head:
             raise ConfigError("ELECTRA has no sentence-pair head (NSP/SOP): use objective electra")
@@ -124,8 +127,10 @@ def build_pretraining_model(
     if with_pair_head is None:
         with_pair_head = config.model_type == "bert"
     c = config
-    mlm = MaskedLMHead(
-        c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, c.initializer_range
-    )
+    mlm = None
+    if with_mlm_head:
+        mlm = MaskedLMHead(
+            c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, c.initializer_range
+        )
     pair = SentencePairHead(c.hidden_size, c.initializer_range) if with_pair_head else None
     return PretrainingModel(build_encoder(config), mlm, pair)

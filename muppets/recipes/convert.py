@@ -4,6 +4,11 @@ A Hugging Face directory is told apart by the "architectures" key that transform
 config.json; the tokenizer files travel along. ELECTRA's two towers are two transformers models:
 the discriminator (ElectraForPreTraining) in the output directory, the generator
 (ElectraForMaskedLM) in its generator/ sub-directory (models/hf_electra.py).
+
+Every shape converts: pretraining heads or not (BertForPreTraining, BertForMaskedLM, BertModel),
+and fine-tuned models both ways: our task.json <-> transformers' ...ForSequenceClassification /
+...ForTokenClassification / ...ForQuestionAnswering with id2label (tasks/hf_tasks.py). A pooler
+the file lacks is initialised as transformers does, and said once here.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from muppets.errors import ConfigError
 from muppets.models.electra import ElectraConfig
 from muppets.models.hf import save_hf_checkpoint
 from muppets.models.hf_electra import save_hf_electra
+from muppets.tasks.hf_tasks import save_hf_task
+from muppets.tasks.setup import save_task
 from muppets.training.checkpoint import save_pretrained
 from muppets.training.options import option
-from muppets.training.pretrained import TOKENIZER_FILES, load_pretrained, resolve_checkpoint
+from muppets.training.pretrained import TOKENIZER_FILES, load_checkpoint, resolve_checkpoint
 
 RESOLVED_CONFIG = "convert.toml"  # the CLI writes it into --out before the conversion
 
@@ -50,12 +57,14 @@ def convert(config: ConvertConfig) -> Path:
 
 
 def _convert(config: ConvertConfig, out: Path) -> Path:
-    model, model_config, _ = load_pretrained(config.input)
+    model, model_config, _, setup, absent = load_checkpoint(config.input)
     source = resolve_checkpoint(config.input)
     tokenizer_files = [source / n for n in TOKENIZER_FILES if (source / n).exists()]
     if config.to == "hf":
         written = [out]
-        if isinstance(model_config, ElectraConfig):  # discriminator in out, generator/ beside
+        if setup is not None:
+            save_hf_task(model, model_config, setup, out)
+        elif isinstance(model_config, ElectraConfig):  # discriminator in out, generator/ beside
             written = save_hf_electra(model, model_config, out)
         else:
             save_hf_checkpoint(model, model_config, out)
@@ -64,8 +73,21 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
                 shutil.copy2(f, directory / f.name)
     else:
         save_pretrained(out, model, model_config.to_dict(), extra_files=tokenizer_files)
-    print(f"convert: {source} -> {out} ({config.to} format)")
+        if setup is not None:
+            save_task(out, setup)
+    what = f", fine-tuned for {_task_line(setup)}" if setup is not None else ""
+    print(f"convert: {source} -> {out} ({config.to} format{what})")
+    if "pooler" in absent:
+        std = model_config.initializer_range
+        print(
+            f"convert: no pooler in {source}: initialised as transformers does (normal, std {std})"
+        )
     return out
+
+
+def _task_line(setup) -> str:
+    labels = f": labels {', '.join(setup.labels)}" if setup.labels else ""
+    return f"{setup.task} ({setup.head}{labels})"
 
 
 def _remove_created(out: Path, before: set[Path]) -> None:

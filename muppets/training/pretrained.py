@@ -4,14 +4,16 @@ A muppets checkpoint directory holds config.json (a family's config fields, name
 names them), model.safetensors with our state-dict names, and the family's vocabulary files:
 the WordPiece tokenizer files for BERT-family encoders, word_vocab.txt for ELMo. A fine-tuned
 directory adds task.json (tasks/setup.py). A Hugging Face directory is told apart by the
-"architectures" key that transformers writes in config.json. A run directory stands for its
-newest checkpoint (a run in phases: its last phase's).
+"architectures" key that transformers writes in config.json; any of its shapes loads (with or
+without pooler, MLM head, NSP head; a task model is a fine-tuned model, tasks/hf_tasks.py). A run
+directory stands for its newest checkpoint (a run in phases: its last phase's).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -22,9 +24,10 @@ from muppets.models.bert import BertConfig
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel
 from muppets.models.elmo import ElmoBiLM, ElmoConfig
 from muppets.models.heads import PretrainingModel
-from muppets.models.hf import load_hf_checkpoint
+from muppets.models.hf import read_hf_checkpoint
 from muppets.models.hf_electra import load_hf_electra, refuse_generator
-from muppets.models.registry import build_encoder, build_pretraining_model
+from muppets.models.registry import MODELS, build_encoder, build_pretraining_model
+from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
 from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
 from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
@@ -60,6 +63,13 @@ def bert_config(directory: Path) -> BertConfig | ElectraConfig:
     its config.json."""
     values = read_config(directory)
     refuse_generator(values, directory / CONFIG)
+    kind = values.get("model_type", "bert")  # old transformers files name only the class
+    if kind not in MODELS:
+        raise ConfigError(
+            f"config field model_type={kind!r}: not a BERT-family model; supported here: "
+            + ", ".join(MODELS),
+            directory / CONFIG,
+        )
     config_class = ElectraConfig if values.get("model_type") == "electra" else BertConfig
     try:
         return config_class.from_dict(values)
@@ -69,33 +79,72 @@ def bert_config(directory: Path) -> BertConfig | ElectraConfig:
 
 def check_vocabulary(tokenizer: WordPieceTokenizer, config: BertConfig, where: object) -> None:
     if tokenizer.vocab_size != config.vocab_size:
+        size = "larger" if config.vocab_size > tokenizer.vocab_size else "smaller"
         raise InputError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-            f"{config.vocab_size}: they come from different vocabularies",
+            f"vocab_size={config.vocab_size} is {size} than the tokenizer's "
+            f"{tokenizer.vocab_size} tokens: they come from different vocabularies",
             where,
         )
 
 
-def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, WordPieceTokenizer]:
-    """(model in eval mode, config, tokenizer); model and tokenizer vocabularies must agree."""
+class Checkpoint(NamedTuple):
+    """Any BERT-family checkpoint as it comes: a pretraining model (its heads, or the encoder
+    alone), or a fine-tuned one with its task setup."""
+
+    model: nn.Module  # in eval mode: a PretrainingModel (ELECTRA's) or a task head model
+    config: BertConfig | ElectraConfig
+    tokenizer: WordPieceTokenizer
+    setup: TaskSetup | None  # a fine-tuned model's (task.json, or a transformers task model's)
+    absent: tuple[str, ...] = ()  # "pooler": not in the file, initialised as transformers does
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint or run directory of any shape; model and tokenizer vocabularies must agree."""
     directory = resolve_checkpoint(path)
     config = bert_config(directory)
     tokenizer = load_tokenizer(directory)
-    check_vocabulary(tokenizer, config, directory)  # checked first: the clearest message
+    check_vocabulary(tokenizer, config, directory / CONFIG)  # checked first: the clearest message
+    values = read_config(directory)
     if isinstance(config, ElectraConfig):
-        return _load_electra(directory, config).eval(), config, tokenizer
-    if "architectures" in read_config(directory):
-        config, model = load_hf_checkpoint(directory)
-    else:
-        weights = directory / "model.safetensors"
-        try:
-            with safe_open(weights, framework="pt") as f:
-                has_pair_head = any(k.startswith("pair_head.") for k in f.keys())
-        except Exception as e:  # safetensors raises several types for a bad header
-            raise InputError(f"cannot read safetensors weights: {e}", weights) from None
-        model = build_pretraining_model(config, with_pair_head=has_pair_head)
-        load_weights(model, directory)
-    return model.eval(), config, tokenizer
+        _refuse_electra_task(values, directory)
+        return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
+    if (directory / TASK_FILE).is_file() or hf_task_class(values):
+        model, setup, _ = load_finetuned(directory)
+        return Checkpoint(model, config, tokenizer, setup)
+    if "architectures" in values:
+        loaded = read_hf_checkpoint(directory)
+        return Checkpoint(loaded.model, loaded.config, tokenizer, None, loaded.absent)
+    weights = directory / "model.safetensors"
+    try:
+        with safe_open(weights, framework="pt") as f:
+            names = set(f.keys())
+    except Exception as e:  # safetensors raises several types for a bad header
+        raise InputError(f"cannot read safetensors weights: {e}", weights) from None
+    has_pair_head = any(k.startswith("pair_head.") for k in names)
+    has_mlm_head = any(k.startswith("mlm_head.") for k in names)
+    model = build_pretraining_model(config, has_pair_head, has_mlm_head)
+    load_weights(model, directory)
+    return Checkpoint(model.eval(), config, tokenizer, None)
+
+
+def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, WordPieceTokenizer]:
+    """(model in eval mode, config, tokenizer); model and tokenizer vocabularies must agree.
+    A fine-tuned model stands for its encoder (with no pretraining heads)."""
+    loaded = load_checkpoint(path)
+    model = loaded.model
+    if loaded.setup is not None:
+        model = PretrainingModel(model.encoder, None, None).eval()
+    return model, loaded.config, loaded.tokenizer
+
+
+def _refuse_electra_task(values: dict, directory: Path) -> None:
+    name = hf_task_class(values)
+    if name is not None:
+        raise InputError(
+            f"architectures {name}: ELECTRA task models are not supported yet (its "
+            "pretraining towers are: ElectraForPreTraining, ElectraModel)",
+            directory / CONFIG,
+        )
 
 
 def _load_electra(directory: Path, config: ElectraConfig) -> nn.Module:
@@ -148,9 +197,12 @@ def load_elmo(path: str | Path) -> tuple[ElmoBiLM, ElmoConfig, WordVocabulary | 
 
 
 def resolve_finetuned(path: str | Path) -> Path:
-    """A fine-tuned directory, or a multi-seed run (its best seed, from summary.json)."""
+    """A fine-tuned directory (ours, or a transformers task model's), or a multi-seed run (its
+    best seed, from summary.json)."""
     path = Path(path)
     if (path / TASK_FILE).is_file():
+        return path
+    if (path / CONFIG).is_file() and hf_task_class(read_config(path)):
         return path
     summary = path / "summary.json"
     if summary.is_file():
@@ -162,10 +214,15 @@ def resolve_finetuned(path: str | Path) -> Path:
 def load_finetuned(path: str | Path) -> tuple[nn.Module, TaskSetup, WordPieceTokenizer]:
     """(head model in eval mode, its task setup, tokenizer); vocabularies must agree."""
     directory = resolve_finetuned(path)
-    setup = load_task(directory)
     config = bert_config(directory)
     tokenizer = load_tokenizer(directory)
-    check_vocabulary(tokenizer, config, directory)
+    check_vocabulary(tokenizer, config, directory / CONFIG)
+    if not (directory / TASK_FILE).is_file():  # a transformers task model
+        if isinstance(config, ElectraConfig):
+            _refuse_electra_task(read_config(directory), directory)
+        loaded = load_hf_task(directory)
+        return loaded.model, loaded.setup, tokenizer
+    setup = load_task(directory)
     model = build_head(setup.spec, build_encoder(config), len(setup.labels), pooling=setup.pooling)
     load_weights(model, directory)
     return model.eval(), setup, tokenizer

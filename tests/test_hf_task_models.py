@@ -1,0 +1,213 @@
+"""transformers' task models as fine-tuned models: BertFor/RobertaFor SequenceClassification
+(labels and regression), TokenClassification and QuestionAnswering, built by transformers at a
+tiny random size and saved with save_pretrained beside a WordPiece tokenizer. They convert
+(`--to muppets`: task.json from config.json's labels) with transformers' logits, convert back
+(`--to hf`) to the same class, labels and logits, and `evaluate` / `predict` use them directly
+with the predictions transformers' own model gives."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from muppets.cli.main import main
+from muppets.tasks.setup import load_task
+from muppets.training.pretrained import load_finetuned
+
+transformers = pytest.importorskip("transformers")
+
+ATOL = 1e-5
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+# name: (transformers class suffix, config extras, the task.json expected)
+HEADS = {
+    "classification": (
+        "ForSequenceClassification",
+        {"id2label": {0: "neg", 1: "neutral", 2: "pos"}},
+        {"task": "tabular", "head": "classification", "labels": ["neg", "neutral", "pos"]},
+    ),
+    "regression": (
+        "ForSequenceClassification",
+        {"num_labels": 1},
+        {"task": "tabular-regression", "head": "regression", "labels": []},
+    ),
+    "tagging": (
+        "ForTokenClassification",
+        {"id2label": dict(enumerate(TAGS))},
+        {"task": "conll", "head": "tagging", "labels": TAGS},
+    ),
+    "span_qa": ("ForQuestionAnswering", {}, {"task": "squad", "head": "span_qa", "labels": []}),
+}
+FAMILIES = {"bert": "Bert", "roberta": "Roberta"}
+
+
+def save_hf(directory, model_type, class_suffix, tokenizer, seed=0, **extra):
+    """transformers' task model, random (its own init), saved with the tokenizer; eval mode."""
+    sizes = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        pad_token_id=tokenizer.pad_id,
+        **extra,
+    )
+    if model_type == "roberta":
+        config = transformers.RobertaConfig(max_position_embeddings=66, type_vocab_size=1, **sizes)
+    else:
+        config = transformers.BertConfig(max_position_embeddings=64, **sizes)
+    torch.manual_seed(seed)
+    model = getattr(transformers, FAMILIES[model_type] + class_suffix)(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save(directory)
+    return model
+
+
+def hf_logits(model, ids, mask, types):
+    """The logits our head gives: (B, K), (B, T, K), or (start, end) each (B, T)."""
+    types = types if model.config.type_vocab_size > 1 else torch.zeros_like(types)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    return (out.start_logits, out.end_logits) if hasattr(out, "start_logits") else out.logits
+
+
+def our_logits(model, ids, mask, types, model_type):
+    types = types if model_type == "bert" else torch.zeros_like(types)
+    with torch.no_grad():
+        out = model(ids, mask, types)
+    return (out.start, out.end) if hasattr(out, "start") else out
+
+
+def batch(tokenizer):
+    texts = [("the cat sat on the mat .", "the sun is hot ."), ("a dog ran", None)]
+    rows = [tokenizer.encode_pair(a, b) for a, b in texts]
+    T = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), T), tokenizer.pad_id)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for n, (row, segment) in enumerate(rows):
+        ids[n, : len(row)] = torch.tensor(row)
+        types[n, : len(row)] = torch.tensor(segment)
+        mask[n, : len(row)] = 1
+    return ids, mask, types
+
+
+def same_at_real(a, b, mask):
+    """Equal logits at real positions (padding is masked differently: ours -inf for QA)."""
+    if isinstance(a, tuple):
+        return all(same_at_real(x, y, mask) for x, y in zip(a, b, strict=True))
+    if a.dim() == 1 or a.shape[:2] != mask.shape:  # (B, K): one row per example
+        return a.shape == b.shape and torch.allclose(a, b, atol=ATOL)
+    real = mask.bool()
+    return a.shape == b.shape and torch.allclose(a[real], b[real], atol=ATOL)
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out.splitlines()
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
+@pytest.mark.parametrize("head", list(HEADS))
+def test_task_models_convert_both_ways_with_their_labels_and_logits(
+    tmp_path, tiny_tokenizer, capsys, model_type, head, one_thread
+):
+    suffix, extra, task = HEADS[head]
+    hf = save_hf(tmp_path / "hf", model_type, suffix, tiny_tokenizer, **extra)
+    convert = ["convert", "--input", str(tmp_path / "hf"), "--to"]
+    lines = run([*convert, "muppets", "--out", str(tmp_path / "ours")], capsys)
+    labels = f": labels {', '.join(task['labels'])}" if task["labels"] else ""
+    assert lines[-1].endswith(f"fine-tuned for {task['task']} ({task['head']}{labels}))")
+    setup = load_task(tmp_path / "ours")
+    assert {k: getattr(setup, k) for k in task} == task
+    # the task's 128 (SQuAD: 384) cut to the model's positions (RoBERTa: 66 - pad offset 1)
+    assert setup.max_seq_length == {"bert": 64, "roberta": 65}[model_type]
+    assert (setup.pooling, setup.squad_v2) == ("pooler", False)
+
+    ids, mask, types = batch(tiny_tokenizer)
+    want = hf_logits(hf, ids, mask, types)
+    for directory in (tmp_path / "hf", tmp_path / "ours"):  # as it comes, and converted
+        model, loaded, _ = load_finetuned(directory)
+        assert loaded == setup
+        assert same_at_real(our_logits(model, ids, mask, types, model_type), want, mask)
+
+    run(
+        [*convert[:2], str(tmp_path / "ours"), "--to", "hf", "--out", str(tmp_path / "back")],
+        capsys,
+    )
+    values = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert values["architectures"] == [type(hf).__name__]
+    back = type(hf).from_pretrained(tmp_path / "back").eval()
+    assert (back.config.num_labels, back.config.id2label) == (
+        hf.config.num_labels,
+        hf.config.id2label,
+    )
+    assert back.config.problem_type == ("regression" if head == "regression" else None)
+    assert set(load_file(tmp_path / "back" / "model.safetensors")) == set(
+        load_file(tmp_path / "hf" / "model.safetensors")
+    )
+    assert same_at_real(hf_logits(back, ids, mask, types), want, mask)
+
+
+def first_subtoken_tags(model, feature, labels):
+    """transformers' tag for each word: the argmax at its first sub-token."""
+    ids = torch.tensor(feature.input_ids, dtype=torch.long)[None]
+    types = torch.tensor(feature.token_type_ids, dtype=torch.long)[None]
+    logits = hf_logits(model, ids, torch.ones_like(ids), types)[0]  # (T, K)
+    tags = {}
+    for position, word in enumerate(feature.word_ids.tolist()):
+        if word >= 0 and word not in tags:
+            tags[word] = labels[int(logits[position].argmax())]
+    return [tags[w] for w in sorted(tags)]
+
+
+def test_evaluate_and_predict_use_transformers_task_models_directly(
+    finetune_workspace, tmp_path, capsys, one_thread
+):
+    root, _, tokenizer, _ = finetune_workspace
+    # SST-2 with transformers' placeholder labels (LABEL_0, LABEL_1 = GLUE's "0", "1"); weights
+    # of std 0.5, not 0.02, so that a random model's predictions differ from text to text
+    spread = {"initializer_range": 0.5}
+    hf = save_hf(tmp_path / "sst2", "bert", "ForSequenceClassification", tokenizer, 3, **spread)
+    dev = root / "glue" / "SST-2" / "dev.tsv"
+    out = tmp_path / "sst2.tsv"
+    model = ["--model", str(tmp_path / "sst2"), "--task", "sst2"]
+    run(["predict", *model, "--input", str(dev), "--out", str(out)], capsys)
+    _, setup, _ = load_finetuned(tmp_path / "sst2")
+    examples = setup.read(dev, "dev")
+    predicted = [line.split("\t")[1] for line in out.read_text().splitlines()[1:]]
+    expected = []
+    for feature in setup.featurize(examples, tokenizer):
+        ids = torch.tensor(feature.input_ids, dtype=torch.long)[None]
+        types = torch.tensor(feature.token_type_ids, dtype=torch.long)[None]
+        expected.append(str(int(hf_logits(hf, ids, torch.ones_like(ids), types).argmax())))
+    assert predicted == expected and len(set(expected)) == 2
+    gold = [str(e.label) for e in examples]
+    accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+    lines = run(["evaluate", *model, "--data", str(root / "glue")], capsys)
+    assert lines == [f"sst2 dev ({len(gold)} examples): accuracy {accuracy:.4f}"]
+
+    # CoNLL tags named in id2label; predict as it comes == predict converted == transformers
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    names = {"id2label": dict(enumerate(tags)), **spread}
+    hf = save_hf(tmp_path / "ner", "bert", "ForTokenClassification", tokenizer, seed=4, **names)
+    convert = ["convert", "--input", str(tmp_path / "ner"), "--to", "muppets"]
+    run([*convert, "--out", str(tmp_path / "ner-ours")], capsys)
+    conll = root / "conll" / "valid.txt"
+    written = []
+    for name in ("ner", "ner-ours"):
+        target = tmp_path / f"{name}.txt"
+        inputs = ["--input", str(conll), "--out", str(target)]
+        run(["predict", "--model", str(tmp_path / name), *inputs], capsys)
+        written.append(target.read_text())
+    assert written[0] == written[1]
+    _, setup, _ = load_finetuned(tmp_path / "ner")
+    sentences = setup.read(conll, "dev")
+    features = setup.featurize(sentences, tokenizer)
+    expected = [first_subtoken_tags(hf, f, tags) for f in features]
+    predicted = [
+        [line.split()[2] for line in block.splitlines()]
+        for block in written[0].strip("\n").split("\n\n")
+    ]
+    assert predicted == expected and len({tag for row in expected for tag in row}) > 1
