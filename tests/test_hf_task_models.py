@@ -12,7 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from muppets.cli.main import main
-from muppets.tasks.setup import load_task
+from muppets.models.registry import build_encoder, preset_config
+from muppets.tasks.classification import SequenceClassifier
+from muppets.tasks.setup import TaskSetup, load_task, save_task
+from muppets.training.checkpoint import save_pretrained
 from muppets.training.pretrained import load_finetuned
 
 transformers = pytest.importorskip("transformers")
@@ -211,3 +214,32 @@ def test_evaluate_and_predict_use_transformers_task_models_directly(
         for block in written[0].strip("\n").split("\n\n")
     ]
     assert predicted == expected and len({tag for row in expected for tag in row}) > 1
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls"])
+def test_our_fine_tuned_classifier_goes_to_transformers_unless_it_pools_otherwise(
+    tmp_path, tiny_tokenizer, capsys, cli_error, pooling, one_thread
+):
+    sizes = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 48}
+    config = preset_config("bert-tiny", vocab_size=tiny_tokenizer.vocab_size, **sizes)
+    torch.manual_seed(5)
+    model = SequenceClassifier(build_encoder(config), 2, pooling=pooling).eval()
+    ours = tmp_path / "ours"
+    save_pretrained(ours, model, config.to_dict())
+    tiny_tokenizer.save(ours)
+    labels = ["entailment", "not_entailment"]
+    save_task(ours, TaskSetup("rte", "classification", labels, 32, pooling=pooling))
+    argv = ["convert", "--input", str(ours), "--to", "hf", "--out", str(tmp_path / "hf")]
+    if pooling == "cls":
+        assert cli_error(argv) == (
+            "muppets: error: pooling='cls': transformers' sequence classifiers read the pooled "
+            "first token (pooling='pooler'), so this model has no Hugging Face equivalent"
+        )
+        assert not (tmp_path / "hf").exists()
+        return
+    run(argv, capsys)
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.id2label == {0: "entailment", 1: "not_entailment"}
+    ids, mask, types = batch(tiny_tokenizer)
+    want = our_logits(model, ids, mask, types, "bert")
+    assert same_at_real(hf_logits(hf, ids, mask, types), want, mask)
