@@ -155,10 +155,7 @@ def test_fill_mask_on_an_encoder_alone_says_there_is_no_mlm_head(
     convert(tmp_path / "hf", tmp_path / "ours", "muppets", capsys)
     for directory in (tmp_path / "hf", tmp_path / "ours"):  # as it comes, and converted
         line = cli_error(["predict", "fill-mask", "the cat [MASK] .", "--model", str(directory)])
-        assert line == (
-            f"muppets: error: {directory}: no MLM head: fill-mask is not available "
-            "(the checkpoint holds the encoder alone)"
-        )
+        assert line == f"muppets: error: {directory}: no MLM head: fill-mask is not available"
     # the encoder itself is whole: extract reads it
     save_hf(tmp_path / "mlm", "bert", "BertForMaskedLM", tiny_tokenizer)
     assert main(["predict", "fill-mask", "the cat [MASK] .", "--model", str(tmp_path / "mlm")]) == 0

@@ -16,7 +16,7 @@ from muppets.models.registry import build_encoder, preset_config
 from muppets.tasks.classification import SequenceClassifier
 from muppets.tasks.setup import TaskSetup, load_task, save_task
 from muppets.training.checkpoint import save_pretrained
-from muppets.training.pretrained import load_finetuned
+from muppets.training.pretrained import load_finetuned, load_pretrained
 
 transformers = pytest.importorskip("transformers")
 
@@ -243,3 +243,20 @@ def test_our_fine_tuned_classifier_goes_to_transformers_unless_it_pools_otherwis
     ids, mask, types = batch(tiny_tokenizer)
     want = our_logits(model, ids, mask, types, "bert")
     assert same_at_real(hf_logits(hf, ids, mask, types), want, mask)
+
+
+def test_a_task_model_is_also_an_encoder_without_an_mlm_head(
+    tmp_path, tiny_tokenizer, capsys, cli_error, one_thread
+):
+    """finetune and extract start from its encoder; fill-mask says what is missing."""
+    hf = save_hf(tmp_path / "hf", "roberta", "ForTokenClassification", tiny_tokenizer)
+    capsys.readouterr()  # transformers' progress bar
+    model, _, _ = load_pretrained(tmp_path / "hf")
+    assert (model.mlm_head, model.pair_head) == (None, None)
+    ids, mask, types = batch(tiny_tokenizer)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        got = model.encoder(ids, mask, torch.zeros_like(types))
+    assert same_at_real(got, want, mask)
+    line = cli_error(["predict", "fill-mask", "a [MASK] .", "--model", str(tmp_path / "hf")])
+    assert line == f"muppets: error: {tmp_path / 'hf'}: no MLM head: fill-mask is not available"

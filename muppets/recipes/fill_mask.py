@@ -58,8 +58,7 @@ def run_fill_mask(config: FillMaskConfig) -> list[list[tuple[str, float]]]:
     model, model_config, tokenizer = load_pretrained(config.model)
     if isinstance(model, PretrainingModel) and model.mlm_head is None:
         raise InputError(
-            "no MLM head: fill-mask is not available (the checkpoint holds the encoder alone)",
-            resolve_checkpoint(config.model),
+            "no MLM head: fill-mask is not available", resolve_checkpoint(config.model)
         )
     positions = model_config.max_sequence_length
     predictions = fill_mask(model, tokenizer, config.text, config.top_k, positions)
