@@ -126,7 +126,8 @@ def test_task_models_convert_both_ways_with_their_labels_and_logits(
     assert {k: getattr(setup, k) for k in task} == task
     # the task's 128 (SQuAD: 384) cut to the model's positions (RoBERTa: 66 - pad offset 1)
     assert setup.max_seq_length == {"bert": 64, "roberta": 65}[model_type]
-    assert (setup.pooling, setup.squad_v2) == ("pooler", False)
+    # the SQuAD version is not in config.json: told by each file (None)
+    assert (setup.pooling, setup.squad_v2) == ("pooler", None if head == "span_qa" else False)
 
     ids, mask, types = batch(tiny_tokenizer)
     want = hf_logits(hf, ids, mask, types)
@@ -260,3 +261,24 @@ def test_a_task_model_is_also_an_encoder_without_an_mlm_head(
     assert same_at_real(got, want, mask)
     line = cli_error(["predict", "fill-mask", "a [MASK] .", "--model", str(tmp_path / "hf")])
     assert line == f"muppets: error: {tmp_path / 'hf'}: no MLM head: fill-mask is not available"
+
+
+def test_a_transformers_qa_model_reads_the_squad_version_from_each_file(
+    finetune_workspace, tmp_path, capsys, one_thread
+):
+    """config.json does not say v1.1 or v2.0: a file with an unanswerable question is scored
+    (and predicted) as by a v2.0 model, any other as by a v1.1 model."""
+    root, _, tokenizer, _ = finetune_workspace
+    save_hf(tmp_path / "hf", "bert", "ForQuestionAnswering", tokenizer, 6)
+    convert = ["convert", "--input", str(tmp_path / "hf"), "--to", "muppets", "--out"]
+    lines = {}
+    for version, name in ((False, "squad-v1.json"), (True, "squad.json")):
+        known = tmp_path / f"v2-{version}"
+        run([*convert, str(known)], capsys)
+        task = known / "task.json"
+        task.write_text(json.dumps({**json.loads(task.read_text()), "squad_v2": version}))
+        for model in (tmp_path / "hf", known):
+            argv = ["evaluate", "--model", str(model), "--file", str(root / name)]
+            lines.setdefault(version, []).append(run(argv, capsys))
+    assert lines[False][0] == lines[False][1] and "HasAns" not in lines[False][0][0]
+    assert lines[True][0] == lines[True][1] and "NoAns_total 1.0000" in lines[True][0][0]

@@ -89,7 +89,8 @@ def _load_for(config) -> Loaded:
 
     def predict_tokens(examples: list, labelled: bool) -> tuple[object, dict]:
         features = setup.featurize(examples, tokenizer, labelled=labelled)
-        return predict(model, setup, examples, features, tokenizer.pad_id, config.batch_size)
+        here = setup.for_examples(examples)
+        return predict(model, here, examples, features, tokenizer.pad_id, config.batch_size)
 
     return Loaded(setup, predict_tokens)
 
@@ -105,9 +106,10 @@ def _adjusted(config, setup: TaskSetup) -> TaskSetup:
             )
         setup = dataclasses.replace(setup, task=config.task)
     if config.null_threshold is not None:
-        if not setup.squad_v2:
+        if setup.squad_v2 is False:
             raise ConfigError("null_threshold applies to SQuAD v2.0 models only")
-        setup = dataclasses.replace(setup, null_threshold=float(config.null_threshold))
+        threshold = float(config.null_threshold)  # a model of unknown version: v2.0 then
+        setup = dataclasses.replace(setup, null_threshold=threshold, squad_v2=True)
     return setup
 
 
@@ -151,7 +153,7 @@ def run_evaluate(config: EvaluateConfig) -> dict:
     for split, path in _splits(config, setup).items():
         examples = setup.read(path, setup.spec.dev_splits[0], errors=config.errors)
         predictions, notes = loaded.predict(examples, True)
-        scores = scores_of(setup, examples, predictions, notes)
+        scores = scores_of(setup.for_examples(examples), examples, predictions, notes)
         results[split] = scores
         shown = ", ".join(f"{k} {v:.4f}" for k, v in numbers(scores).items())
         print(f"{setup.task} {split} ({len(examples)} examples): {shown}")

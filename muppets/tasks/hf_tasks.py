@@ -10,7 +10,9 @@ their key tables live beside each head. What task.json holds comes from config.j
 - the head: num_labels == 1 or problem_type "regression" is regression (transformers' rule);
 - the task: the reader that fits any file of that head (tabular tsv/csv/jsonl, CoNLL, SQuAD);
   `--task` of evaluate and predict names another of the same head and labels;
-- lengths: the task's own (128; SQuAD 384, stride 128, questions 64), cut to the model's positions.
+- lengths: the task's own (128; SQuAD 384, stride 128, questions 64), cut to the model's positions;
+- the SQuAD version is not written down: v2.0 on a file with unanswerable questions (as
+  run_qa.py --version_2_with_negative, null threshold 0), v1.1 otherwise.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def task_setup_from_hf(values: dict[str, Any], config: BertConfig, path: object)
         max_seq_length=length,
         doc_stride=min(128, max(1, length // 3)),
         max_query_length=min(64, max(1, length // 4)),
+        squad_v2=None if head == "span_qa" else False,
     )
 
 

@@ -27,7 +27,8 @@ class TaskSetup:
     max_seq_length: int
     pooling: str = "pooler"
     columns: dict = field(default_factory=dict)  # tabular tasks: a Columns as a dict
-    squad_v2: bool = False
+    # None: not known (a transformers QA model): SQuAD v2.0 on a file with unanswerable questions
+    squad_v2: bool | None = False
     doc_stride: int = 128
     max_query_length: int = 64
     max_answer_length: int = 30
@@ -46,6 +47,13 @@ class TaskSetup:
             labels = self.labels if labelled else None
             return tagging_features(examples, tokenizer, self.max_seq_length, labels)
         return classification_features(examples, tokenizer, self.max_seq_length)
+
+    def for_examples(self, examples: list) -> TaskSetup:
+        """This setup for a file: an unknown SQuAD version (squad_v2 None) becomes v2.0 when a
+        question is unanswerable, as transformers' run_qa.py --version_2_with_negative."""
+        if self.squad_v2 is not None:
+            return self
+        return dataclasses.replace(self, squad_v2=any(e.is_impossible for e in examples))
 
     def read(self, path: str | Path, split: str, labelled: bool = True, errors="strict") -> list:
         columns = Columns(**self.columns)
