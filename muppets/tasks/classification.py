@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
 from muppets.models.hf import key_table
+from muppets.models.hf_electra import key_table as electra_key_table
 from muppets.models.layers import initialize
 from muppets.tasks.objectives import IGNORE
 
@@ -168,12 +169,18 @@ HF_CLASSIFIER_KEYS = {
 def _task_table(
     config: BertConfig, head_keys: dict[str, list[tuple[str, str]]]
 ) -> list[tuple[str, tuple[str, ...]]]:
-    """The encoder rows of hf.key_table (its pooler left to the head) + the head's rows."""
-    table = [
-        row
-        for row in key_table(config, with_pair_head=False)
-        if row[0].startswith("encoder.") and not row[0].startswith("encoder.pooler.")
-    ]
+    """The encoder rows of hf.key_table (its pooler left to the head) + the head's rows. ELECTRA:
+    the discriminator's rows of hf_electra.key_table, under `encoder.` (it has no HF pooler)."""
+    if config.model_type == "electra":
+        tower = "discriminator."
+        rows = electra_key_table(config, "discriminator")
+        table = [("encoder." + k[len(tower) :], v) for k, v in rows if k.startswith(tower)]
+    else:
+        table = [
+            row
+            for row in key_table(config, with_pair_head=False)
+            if row[0].startswith("encoder.") and not row[0].startswith("encoder.pooler.")
+        ]
     for ours, theirs in head_keys[config.model_type]:
         table += [(ours.format(wb=wb), (theirs.format(wb=wb),)) for wb in ("weight", "bias")]
     return table

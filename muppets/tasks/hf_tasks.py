@@ -2,7 +2,10 @@
 
 BertForSequenceClassification / ...ForTokenClassification / ...ForQuestionAnswering and their
 RoBERTa twins are the heads of classification.py, tagging.py and span_qa.py over our encoder;
-their key tables live beside each head. What task.json holds comes from config.json:
+their key tables live beside each head. ELECTRA's token classifier and QA head are the same over
+its discriminator; its sequence classifier is not (ElectraClassificationHead: dense + GELU on the
+first token, where BERT's pooler is dense + tanh), so it is refused. What task.json holds comes
+from config.json:
 
 - the labels: id2label in id order; without it, num_labels (2 by default, as transformers) with
   transformers' placeholder names LABEL_0, LABEL_1, ..., read as the ids themselves ("0", "1":
@@ -26,7 +29,17 @@ from torch import nn
 
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
-from muppets.models.hf import config_to_hf, load_converted, read_hf_directory
+from muppets.models.electra import ElectraConfig
+from muppets.models.hf import (
+    HfFiles,
+    _read_json,
+    _read_weights,
+    config_to_hf,
+    load_converted,
+    read_hf_directory,
+)
+from muppets.models.hf_electra import config_from_hf as electra_config_from_hf
+from muppets.models.hf_electra import config_to_hf as electra_config_to_hf
 from muppets.models.registry import build_encoder
 from muppets.tasks.classification import (
     HF_CLASSIFIER_KEYS,
@@ -44,7 +57,7 @@ SUFFIXES = {
     "ForTokenClassification": "tagging",
     "ForQuestionAnswering": "span_qa",
 }
-FAMILIES = {"bert": "Bert", "roberta": "Roberta"}
+FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}
 # head -> the task whose reader takes any file of that head
 DEFAULT_TASKS = {
     "classification": "tabular",
@@ -95,6 +108,12 @@ def task_setup_from_hf(values: dict[str, Any], config: BertConfig, path: object)
     if name is None or name[: -len(_suffix(name))] not in FAMILIES.values():
         raise InputError(f"architectures {values.get('architectures')}: not a task model", path)
     head = SUFFIXES[_suffix(name)]
+    if name == "ElectraForSequenceClassification":
+        raise InputError(
+            f"architectures {name}: its head (dense + GELU on the first token) has no equivalent "
+            "here; ElectraForTokenClassification and ElectraForQuestionAnswering load",
+            path,
+        )
     labels = [] if head == "span_qa" else _labels(values, path)
     if head == "classification" and (
         len(labels) == 1 or values.get("problem_type") == "regression"
@@ -126,7 +145,7 @@ class HfTaskModel(NamedTuple):
 def load_hf_task(directory: str | Path) -> HfTaskModel:
     """A transformers task-model directory -> our head model and its task setup. Heads without
     a pooler in transformers (QA, tagging) keep our encoder's frozen, unused initial one."""
-    files = read_hf_directory(directory)
+    files = _read_directory(Path(directory))
     setup = task_setup_from_hf(files.values, files.config, Path(directory) / "config.json")
     model = build_head(setup.spec, build_encoder(files.config), len(setup.labels))
     ours = task_state_dict_from_hf(
@@ -136,10 +155,27 @@ def load_hf_task(directory: str | Path) -> HfTaskModel:
     return HfTaskModel(model.eval(), files.config, setup)
 
 
-def config_to_hf_task(config: BertConfig, setup: TaskSetup) -> dict[str, Any]:
+def _read_directory(directory: Path) -> HfFiles:
+    """hf.read_hf_directory, and ELECTRA's discriminator config (models/hf_electra.py)."""
+    path = directory / "config.json"
+    values = _read_json(path) if path.is_file() else {}
+    if values.get("model_type") != "electra":
+        return read_hf_directory(directory)
+    config = electra_config_from_hf(values, None, path)
+    weights, weights_path = _read_weights(directory)
+    return HfFiles(values, config, weights, weights_path)
+
+
+def config_to_hf_task(config: BertConfig | ElectraConfig, setup: TaskSetup) -> dict[str, Any]:
     """transformers' config.json for our fine-tuned model: class name, labels, problem type."""
     if config.model_type not in FAMILIES:
         raise ConfigError(f"model_type {config.model_type!r}: no transformers task model here")
+    if config.model_type == "electra" and setup.head in ("classification", "regression"):
+        raise ConfigError(
+            "ELECTRA sequence classifier: transformers' ElectraForSequenceClassification "
+            "applies dense + GELU to the first token where ours has BERT's pooler (dense + "
+            "tanh), so this model has no Hugging Face equivalent"
+        )
     if setup.head in ("classification", "regression") and setup.pooling != "pooler":
         raise ConfigError(
             f"pooling={setup.pooling!r}: transformers' sequence classifiers read the pooled "
@@ -148,7 +184,10 @@ def config_to_hf_task(config: BertConfig, setup: TaskSetup) -> dict[str, Any]:
     suffix = {v: k for k, v in SUFFIXES.items()}[
         "classification" if setup.head == "regression" else setup.head
     ]
-    d = config_to_hf(config, with_pair_head=False)
+    if isinstance(config, ElectraConfig):
+        d = electra_config_to_hf(config, "discriminator")
+    else:
+        d = config_to_hf(config, with_pair_head=False)
     d["architectures"] = [FAMILIES[config.model_type] + suffix]
     if setup.head == "regression":
         d.update(problem_type="regression", id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})

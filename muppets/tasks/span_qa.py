@@ -100,10 +100,11 @@ class SpanQAObjective:
         }
 
 
-# transformers' BertForQuestionAnswering / RobertaForQuestionAnswering: no pooler, qa_outputs.
+# transformers' Bert/Roberta/ElectraForQuestionAnswering: no pooler, qa_outputs.
 HF_SPAN_QA_KEYS = {
     "bert": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
     "roberta": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
+    "electra": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
 }
 
 

@@ -88,10 +88,11 @@ class TaggingObjective:
         }
 
 
-# transformers' BertForTokenClassification / RobertaForTokenClassification: no pooler, classifier.
+# transformers' Bert/Roberta/ElectraForTokenClassification: no pooler, classifier.
 HF_TAGGER_KEYS = {
     "bert": [("classifier.{wb}", "classifier.{wb}")],
     "roberta": [("classifier.{wb}", "classifier.{wb}")],
+    "electra": [("classifier.{wb}", "classifier.{wb}")],
 }
 
 

@@ -105,12 +105,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tokenizer = load_tokenizer(directory)
     check_vocabulary(tokenizer, config, directory / CONFIG)  # checked first: the clearest message
     values = read_config(directory)
-    if isinstance(config, ElectraConfig):
-        _refuse_electra_task(values, directory)
-        return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
     if (directory / TASK_FILE).is_file() or hf_task_class(values):
         model, setup, _ = load_finetuned(directory)
         return Checkpoint(model, config, tokenizer, setup)
+    if isinstance(config, ElectraConfig):
+        return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
     if "architectures" in values:
         loaded = read_hf_checkpoint(directory)
         return Checkpoint(loaded.model, loaded.config, tokenizer, None, loaded.absent)
@@ -135,16 +134,6 @@ def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, Wor
     if loaded.setup is not None:
         model = PretrainingModel(model.encoder, None, None).eval()
     return model, loaded.config, loaded.tokenizer
-
-
-def _refuse_electra_task(values: dict, directory: Path) -> None:
-    name = hf_task_class(values)
-    if name is not None:
-        raise InputError(
-            f"architectures {name}: ELECTRA task models are not supported yet (its "
-            "pretraining towers are: ElectraForPreTraining, ElectraModel)",
-            directory / CONFIG,
-        )
 
 
 def _load_electra(directory: Path, config: ElectraConfig) -> nn.Module:
@@ -218,8 +207,6 @@ def load_finetuned(path: str | Path) -> tuple[nn.Module, TaskSetup, WordPieceTok
     tokenizer = load_tokenizer(directory)
     check_vocabulary(tokenizer, config, directory / CONFIG)
     if not (directory / TASK_FILE).is_file():  # a transformers task model
-        if isinstance(config, ElectraConfig):
-            _refuse_electra_task(read_config(directory), directory)
         loaded = load_hf_task(directory)
         return loaded.model, loaded.setup, tokenizer
     setup = load_task(directory)
