@@ -203,6 +203,15 @@ def refuse_generator(config: dict, path: object) -> None:
 
 def load_hf_electra(directory: str | Path) -> tuple[ElectraConfig, ElectraPretrainingModel]:
     """A transformers ElectraForPreTraining directory (+ `generator/` when present) -> ours."""
+    config, model, _ = read_hf_electra(directory)
+    return config, model
+
+
+def read_hf_electra(
+    directory: str | Path,
+) -> tuple[ElectraConfig, ElectraPretrainingModel, tuple[str, ...]]:
+    """load_hf_electra, and what the file lacked: ("discriminator head",) for an ElectraModel
+    file (the head keeps transformers' initialisation, N(0, initializer_range))."""
     directory = Path(directory)
     disc_config = _read_json(directory / "config.json")
     refuse_generator(disc_config, directory / "config.json")
@@ -228,7 +237,8 @@ def load_hf_electra(directory: str | Path) -> tuple[ElectraConfig, ElectraPretra
     allowed = ("discriminator.pooler.", "generator.pooler.", "generator.embeddings.")
     allowed += ("discriminator_head.",) if "discriminator_head.dense.weight" not in ours else ()
     assert not unexpected and all(k.startswith(allowed) for k in missing), (missing, unexpected)
-    return config, model.eval()
+    absent = ("discriminator head",) if "discriminator_head.dense.weight" not in ours else ()
+    return config, model.eval(), absent
 
 
 def save_hf_electra(

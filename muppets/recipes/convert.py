@@ -8,7 +8,8 @@ the discriminator (ElectraForPreTraining) in the output directory, the generator
 Every shape converts: pretraining heads or not (BertForPreTraining, BertForMaskedLM, BertModel),
 and fine-tuned models both ways: our task.json <-> transformers' ...ForSequenceClassification /
 ...ForTokenClassification / ...ForQuestionAnswering with id2label (tasks/hf_tasks.py). A pooler
-the file lacks is initialised as transformers does, and said once here.
+(or ELECTRA discriminator head) the file lacks is initialised as transformers does, and said once
+here.
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             save_task(out, setup)
     what = f", fine-tuned for {_task_line(setup)}" if setup is not None else ""
     print(f"convert: {source} -> {out} ({config.to} format{what})")
-    if "pooler" in absent:
-        std = model_config.initializer_range
+    std = model_config.initializer_range
+    for part in absent:  # what transformers would initialise too when loading this file
         print(
-            f"convert: no pooler in {source}: initialised as transformers does (normal, std {std})"
+            f"convert: no {part} in {source}: initialised as transformers does (normal, std {std})"
         )
     return out
 

@@ -25,7 +25,7 @@ from muppets.models.electra import ElectraConfig, ElectraPretrainingModel
 from muppets.models.elmo import ElmoBiLM, ElmoConfig
 from muppets.models.heads import PretrainingModel
 from muppets.models.hf import read_hf_checkpoint
-from muppets.models.hf_electra import load_hf_electra, refuse_generator
+from muppets.models.hf_electra import read_hf_electra, refuse_generator
 from muppets.models.registry import MODELS, build_encoder, build_pretraining_model
 from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
@@ -95,7 +95,8 @@ class Checkpoint(NamedTuple):
     config: BertConfig | ElectraConfig
     tokenizer: WordPieceTokenizer
     setup: TaskSetup | None  # a fine-tuned model's (task.json, or a transformers task model's)
-    absent: tuple[str, ...] = ()  # "pooler": not in the file, initialised as transformers does
+    # "pooler", "discriminator head": not in the file, initialised as transformers does
+    absent: tuple[str, ...] = ()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -109,6 +110,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model, setup, _ = load_finetuned(directory)
         return Checkpoint(model, config, tokenizer, setup)
     if isinstance(config, ElectraConfig):
+        if "architectures" in values:
+            config, model, absent = read_hf_electra(directory)
+            return Checkpoint(model, config, tokenizer, None, absent)
         return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
     if "architectures" in values:
         loaded = read_hf_checkpoint(directory)
@@ -137,10 +141,8 @@ def load_pretrained(path: str | Path) -> tuple[PretrainingModel, BertConfig, Wor
 
 
 def _load_electra(directory: Path, config: ElectraConfig) -> nn.Module:
-    """Both towers (or a transformers discriminator alone); its `encoder` is the discriminator.
-    The generator's copy of the shared embeddings, when stored, must be the discriminator's."""
-    if "architectures" in read_config(directory):
-        return load_hf_electra(directory)[1]
+    """Our checkpoint's towers; its `encoder` is the discriminator. The generator's copy of
+    the shared embeddings, when stored, must be the discriminator's."""
     weights = directory / "model.safetensors"
     try:
         with safe_open(weights, framework="pt") as f:
