@@ -23,10 +23,11 @@ import torch
 from muppets.cli.main import main
 from muppets.errors import ConfigError
 from muppets.quickstart.comparison import NEEDS
-from muppets.quickstart.config import SHARES, stage_shares
+from muppets.quickstart.config import AFTER_LANES, BEFORE_LANES, lane_shares, stage_shares
 from muppets.quickstart.plan import Data, plan_comparison
+from muppets.quickstart.pretraining import _fresh_or_resumed
 from muppets.quickstart.report import ROWS, format_table
-from muppets.quickstart.run import QuickstartConfig, _fresh_or_resumed
+from muppets.quickstart.run import QuickstartConfig
 from muppets.quickstart.stages import Stage, run_stages
 
 REDUCED = [
@@ -216,7 +217,8 @@ def test_a_stage_without_its_marker_is_redone_with_the_stages_built_on_it(run, t
     assert status == 0
     elmo_stages = ["pretrain ELMo (elmo-tiny, biLM)", "SST-2: ELMo frozen + biLSTM"]
     assert redone(output) == [*elmo_stages, "write the report"]
-    assert "resuming from" in output  # the pretraining stage continued from its checkpoint
+    # ELMo's lane ran in the second process: its log says the stage continued from its checkpoint.
+    assert "resuming from" in (out / "lane-2.log").read_text().split("pretrain ELMo")[-2]
     now = markers(out)
     assert [s for s in STAGES if now[s] != ids[s]] == ["elmo", "elmo-bilstm", "report"]
 
@@ -233,7 +235,7 @@ def test_other_settings_in_the_same_out_are_refused(run, capsys):
 
 
 def test_the_default_budget_is_resolved_into_the_config_and_parsed_once():
-    assert (QuickstartConfig().budget, QuickstartConfig().budget_seconds) == ("12m", 720.0)
+    assert (QuickstartConfig().budget, QuickstartConfig().budget_seconds) == ("14m", 840.0)
     config = QuickstartConfig(data_dir="data", budget=None)
     assert (config.budget, config.budget_seconds) == ("1h", 3600.0)
     assert QuickstartConfig(budget="1h30m").budget_seconds == 5400.0
@@ -336,18 +338,18 @@ def test_the_plan_drops_runs_in_the_stated_order_until_it_fits():
         "ELMo and random + biLSTM: 1 seed above the smallest label budget",
         "ELMo and random + biLSTM: label budget all dropped",
         "BERT frozen + linear head and bag of embeddings dropped",
-        "ELMo and random + biLSTM: 1 seed",
         "BERT rows: the first learning rate only",
+        "ELMo and random + biLSTM: 1 seed",
         "BERT rows: label budget all dropped",
         "BERT rows: 1 seed",
     ]
-    # Each step's estimate, in order: 258.3 (ELMo featurizes twice now), 210.3, 205.6, 196.8,
+    # Each step's estimate, in order: 258.3 (ELMo featurizes twice now), 210.3, 205.6, 120.4,
     # 111.6, 36.6, 29.8; a plan stops at the first step under its seconds.
     for seconds, dropped, estimate in [
         (259.0, 1, 258.3),
         (250.0, 2, 210.3),
-        (200.0, 4, 196.8),
-        (150.0, 5, 111.6),
+        (200.0, 4, 120.4),
+        (115.0, 5, 111.6),
         (100.0, 6, 36.6),
         (30.0, 7, 29.8),
     ]:
@@ -369,8 +371,14 @@ def test_the_plan_drops_runs_in_the_stated_order_until_it_fits():
     assert table[3:] == [f"not run (the budget's estimate did not fit): {n}" for n in notes[:6]]
 
 
-def test_the_shares_add_up_with_and_without_conll():
-    assert sum(SHARES.values()) == pytest.approx(1.0)
+def test_each_lane_with_the_stages_before_and_after_adds_up_to_the_budget():
+    common = sum(BEFORE_LANES.values()) + sum(AFTER_LANES.values())
+    for conll in (False, True):
+        lanes = lane_shares(conll)
+        assert [sum(lane.values()) + common for lane in lanes] == pytest.approx([1.0, 1.0])
+        assert ("conll-bert-finetuned" in lanes[0]) == ("conll-bert-scratch" in lanes[1]) == conll
+        # One lane: the two lanes one after the other at half their shares.
+        assert sum(stage_shares(conll, lanes=1).values()) == pytest.approx(1.0)
     shares = stage_shares(True)
-    assert sum(shares.values()) == pytest.approx(1.0) and list(shares)[-1] == "report"
+    assert list(shares)[:2] == ["tokenizer", "shards"] and list(shares)[-1] == "report"
     assert shares["conll-bert-finetuned"] == shares["conll-bert-scratch"] > 0

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from muppets.data.readers.conll import read_conll
 from muppets.quickstart.config import (
     CONLL_LABEL_BUDGETS,
+    EARLY_STOPPING_PATIENCE,
     Inputs,
     QuickstartConfig,
     stage_shares,
@@ -35,15 +36,19 @@ from muppets.training.options import from_options
 from muppets.training.pretrained import resolve_checkpoint
 
 # Row -> the quickstart stages it reads (stages.py redoes it when one of them is redone).
+# Every row reads the shards stage's speed measurement (the plan's unit).
 NEEDS = {
-    "bert-finetuned": ("bert",),
-    "bert-frozen": ("bert",),
-    "bert-scratch": ("tokenizer",),
-    "elmo-bilstm": ("elmo",),
-    "random-bilstm": (),
-    "bag-of-embeddings": (),
+    "bert-finetuned": ("shards", "bert"),
+    "bert-frozen": ("shards", "bert"),
+    "bert-scratch": ("tokenizer", "shards"),
+    "elmo-bilstm": ("shards", "elmo"),
+    "random-bilstm": ("shards",),
+    "bag-of-embeddings": ("shards",),
 }
-CONLL_NEEDS = {"conll-bert-finetuned": ("bert",), "conll-bert-scratch": ("tokenizer",)}
+CONLL_NEEDS = {
+    "conll-bert-finetuned": ("shards", "bert"),
+    "conll-bert-scratch": ("tokenizer", "shards"),
+}
 
 
 def row_needs(config: QuickstartConfig) -> dict[str, tuple[str, ...]]:
@@ -85,7 +90,7 @@ def task_data(inputs: Inputs) -> dict[str, Data]:
 def comparison_plan(config: QuickstartConfig, inputs: Inputs, tokens_per_second: float) -> Plan:
     """The plan every row stage computes alike (a pure function of the same inputs)."""
     rows = list(row_needs(config))
-    shares = stage_shares(bool(config.data_dir))
+    shares = stage_shares(bool(config.data_dir), config.lanes)
     seconds = sum(shares[row] for row in rows) * config.budget_seconds
     data = task_data(inputs)
     by_row = {row: data["conll2003" if row.startswith("conll") else "sst2"] for row in rows}
@@ -107,7 +112,7 @@ def run_row(row: str, config: QuickstartConfig, inputs: Inputs, ctx: StageContex
     directory = ctx.directory
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    plan = comparison_plan(config, inputs, ctx.done["bert"]["tokens_per_second"])
+    plan = comparison_plan(config, inputs, ctx.done["shards"]["bert_tokens_per_second"])
     planned = plan.runs.get(row, {})
     calls: dict[tuple[int, ...], list] = {}  # seed list -> the budgets run with it
     for budget, seeds in planned.items():
@@ -125,6 +130,7 @@ def run_row(row: str, config: QuickstartConfig, inputs: Inputs, ctx: StageContex
             "train_sizes": ",".join("all" if b is None else str(b) for b in budgets),
             "train_size_seed": config.seed,
             "epochs": config.max_epochs,
+            "early_stopping_patience": EARLY_STOPPING_PATIENCE,
             "device": config.device,
         }
         finetune_config = from_options(FinetuneConfig, **options)

@@ -18,40 +18,54 @@ from muppets.training.options import listed
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
-# Shares of the budget; they add up to 1. The comparison rows share theirs as one pool
+# Shares of the wall-clock budget. The stages before the lanes run first; then two lanes side
+# by side, one process and one core each (torch on one thread in each): BERT's, and the one that
+# needs no BERT pretraining (ELMo, the scratch BERT, the word-level rows); then the report. Each
+# lane's shares with those before and after add up to 1. With --lanes 1 the lanes run one after
+# the other at half their shares. The comparison rows share theirs as one pool
 # (comparison.plan_comparison): what one row does not spend another may.
-SHARES = {
-    "tokenizer": 0.01,
-    "shards": 0.02,
-    "bert": 0.33,
-    "elmo": 0.14,
-    "fill-mask": 0.01,
-    "bert-finetuned": 0.16,
-    "bert-frozen": 0.01,
-    "bert-scratch": 0.16,
-    "elmo-bilstm": 0.06,
-    "random-bilstm": 0.06,
-    "bag-of-embeddings": 0.01,
-    "report": 0.03,
-}
-CONLL_SHARE = 0.12  # --data-dir: of the budget, taken from the SST-2 BERT rows for CoNLL's
+BEFORE_LANES = {"tokenizer": 0.01, "shards": 0.03}
+LANES = (
+    {"bert": 0.55, "fill-mask": 0.01, "bert-finetuned": 0.34, "bert-frozen": 0.02},
+    {
+        "elmo": 0.44,
+        "bert-scratch": 0.28,
+        "elmo-bilstm": 0.09,
+        "random-bilstm": 0.09,
+        "bag-of-embeddings": 0.02,
+    },
+)
+AFTER_LANES = {"report": 0.04}
+CONLL_SHARE = 0.06  # --data-dir: of each lane, taken from its SST-2 BERT row for CoNLL's
+CONLL_ROWS = ("conll-bert-finetuned", "conll-bert-scratch")  # one in each lane
 
 
-def stage_shares(with_conll: bool) -> dict[str, float]:
-    """SHARES, or with --data-dir SHARES with CONLL_SHARE moved from the two SST-2 BERT rows to
-    the two CoNLL-2003 rows (before the report)."""
+def lane_shares(with_conll: bool) -> tuple[dict[str, float], ...]:
+    """LANES, or with --data-dir each lane's SST-2 BERT row giving CONLL_SHARE to its CoNLL-2003
+    row, placed right after it."""
     if not with_conll:
-        return dict(SHARES)
-    shares = {k: v for k, v in SHARES.items() if k != "report"}
-    for row in ("bert-finetuned", "bert-scratch"):
-        shares[row] -= CONLL_SHARE / 2
-    half = CONLL_SHARE / 2
-    return {
-        **shares,
-        "conll-bert-finetuned": half,
-        "conll-bert-scratch": half,
-        "report": SHARES["report"],
-    }
+        return tuple(dict(lane) for lane in LANES)
+    lanes = []
+    for lane, sst2_row, conll_row in zip(
+        LANES, ("bert-finetuned", "bert-scratch"), CONLL_ROWS, strict=True
+    ):
+        shares = {}
+        for name, share in lane.items():
+            shares[name] = share - CONLL_SHARE if name == sst2_row else share
+            if name == sst2_row:
+                shares[conll_row] = CONLL_SHARE
+        lanes.append(shares)
+    return tuple(lanes)
+
+
+def stage_shares(with_conll: bool, lanes: int = 2) -> dict[str, float]:
+    """Every stage's share of the wall-clock budget, in the order they start: with one lane, each
+    lane stage at half its share (the lanes one after the other)."""
+    scale = 1.0 if lanes == 2 else 0.5
+    shares = dict(BEFORE_LANES)
+    for lane in lane_shares(with_conll):
+        shares.update({name: share * scale for name, share in lane.items()})
+    return {**shares, **AFTER_LANES}
 
 
 # BERT pretraining in phases (recipes/pretrain/phases.py): short instances first, when a small
@@ -68,8 +82,14 @@ BERT_PRETRAINING = {
 }
 # The BERT rows choose their rate on dev by the median over seeds (Devlin et al. A.3), so neither
 # the pretrained nor the scratch model is held to a rate that suits only the other (Turc et al.
-# 2019 select small BERTs' rates among 1e-4 and 3e-4 and lower).
-BERT_LEARNING_RATES = "1e-4,3e-4"
+# 2019 select small BERTs' rates among 1e-4 and 3e-4 and lower). 3e-4 first: when the budget
+# holds one rate only (plan.py), the first is run, and at 1,000 labels 3e-4 gave both bert-tiny
+# rows 3-7 points more than 1e-4 (10 epochs, 3 seeds; bench/RESULTS.md).
+BERT_LEARNING_RATES = "3e-4,1e-4"
+# Evaluations (one an epoch) without a better dev score before a row's run stops. Small label
+# budgets sit at the majority class for 2-5 epochs before they learn (measured at 1,000 labels),
+# so finetune's default of 2 stopped most of them at epoch 3 with the majority's accuracy.
+EARLY_STOPPING_PATIENCE = 4
 # The label budgets (training sentences) and seeds of the comparison when none are given.
 LABEL_BUDGETS, DATA_DIR_LABEL_BUDGETS, SEEDS = "1000,all", "1000,10000", "1,2,3"
 CONLL_LABEL_BUDGETS = "1000,all"
@@ -86,7 +106,7 @@ class QuickstartConfig:
         "folder with wikipedia-en-extract/ and glue/SST-2/; none: the bundled sample", None
     )
     budget: str | None = _help(
-        "wall-clock budget of the whole run, split over the stages; none: 12m, or 1h with "
+        "wall-clock budget of the whole run, split over the stages; none: 14m, or 1h with "
         "--data-dir",
         None,
     )
@@ -112,13 +132,18 @@ class QuickstartConfig:
     # One thread: these models are small, so a second intra-op thread gains little on an idle
     # 2-core machine (bert-tiny pretraining about 33k against 20k tokens/s) and loses up to 8x
     # when anything else runs (2.2k against 18.8k tokens/s beside two other jobs).
-    threads: int = _help("torch CPU threads (0: torch's default, all cores)", 1)
+    threads: int = _help("torch CPU threads of each lane (0: torch's default, all cores)", 1)
+    lanes: int = _help(
+        "2: the second lane of stages (ELMo, the scratch and word-level rows) in a second "
+        "process beside BERT's, one core each; 1: one after the other",
+        2,
+    )
     device: str = _help("cpu, cuda or auto", "auto")
 
     def __post_init__(self):
         # The default budget is resolved into the config (settings.json and the saved config name
         # it) and parsed here, once: a bad duration is refused before any stage runs.
-        self.budget = self.budget or ("1h" if self.data_dir else "12m")
+        self.budget = self.budget or ("1h" if self.data_dir else "14m")
         self._budget_seconds = parse_duration(self.budget)
         default = DATA_DIR_LABEL_BUDGETS if self.data_dir else LABEL_BUDGETS
         self.label_budgets = self.label_budgets or default
@@ -134,6 +159,7 @@ class QuickstartConfig:
             ("max_pretrain_steps", self.max_pretrain_steps >= 1, ">= 1"),
             ("max_epochs", self.max_epochs >= 1, ">= 1"),
             ("threads", self.threads >= 0, ">= 0"),
+            ("lanes", self.lanes in (1, 2), "1 or 2"),
         ]
         for name, ok, rule in rules:
             if not ok:

@@ -31,45 +31,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from muppets.data.prepare import PrepareConfig, TokenizerTrainConfig, prepare_corpus
-from muppets.data.prepare import train_tokenizer as train_wordpiece
-from muppets.data.shards import ShardedCorpus
 from muppets.errors import ConfigError
-from muppets.models.elmo import PRESETS as ELMO_PRESETS
 from muppets.quickstart import comparison, report
 from muppets.quickstart.config import (
+    AFTER_LANES,
+    BEFORE_LANES,
     BERT_PHASES,
     BERT_PRETRAINING,
     CONLL_LABEL_BUDGETS,
     Inputs,
     QuickstartConfig,
     find_inputs,
+    lane_shares,
     stage_shares,
 )
-from muppets.quickstart.stages import Stage, StageContext, run_stages
-from muppets.recipes.fill_mask import fill_mask
-from muppets.recipes.pretrain import Phase, PretrainConfig, held_out_batches, pretrain
-from muppets.recipes.pretrain_elmo import ElmoPretrainConfig, pretrain_elmo
-from muppets.tasks.baselines import unigram_baseline, unigram_counts
-from muppets.tokenization.wordpiece import load_tokenizer
-from muppets.training.checkpoint import checkpoints
-from muppets.training.options import from_options
-from muppets.training.pretrained import load_pretrained
+from muppets.quickstart.lanes import finish_lane, start_lane, stop_lane
+from muppets.quickstart.pretraining import (
+    fill_mask_examples,
+    prepare_shards,
+    pretrain_bert,
+    pretrain_bilm,
+    train_tokenizer,
+)
+from muppets.quickstart.stages import Stage, StageContext, StageRunner, format_seconds
 
 __all__ = ["QuickstartConfig", "run_quickstart"]  # QuickstartConfig: defined in config.py
-
-LOOP_SHARE = 0.85  # of a pretraining stage's seconds, for the training loop itself
-FILL_MASK_TEXTS = (
-    "he was born in [MASK] .",
-    "the film was released in [MASK] .",
-    "she is an american [MASK] and writer .",
-)
 
 
 def run_quickstart(config: QuickstartConfig) -> dict:
@@ -81,14 +71,67 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        records = run_stages(build_stages(config, inputs), out, config.budget_seconds)
+        runner = run_lanes(config, inputs, out)
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    summary["stage_seconds"] = {name: r["seconds"] for name, r in records.items()}
+    summary["stage_seconds"] = {name: r["seconds"] for name, r in runner.records.items()}
+    took = format_seconds(runner.clock() - runner.start)
+    print(f"all {len(runner.order)} stages done; this run took {took}")
     print("\n" + report.format_table(summary["rows"]))
     print(f"\nreport: {out / 'report.html'} (figures and report.json beside it)")
     return summary
+
+
+def stage_groups(config: QuickstartConfig) -> tuple[list[str], list[list[str]], list[str]]:
+    """(before the lanes, the lanes, after them): stage names, as config.py lists them."""
+    lanes = [list(lane) for lane in lane_shares(bool(config.data_dir))]
+    return list(BEFORE_LANES), lanes, list(AFTER_LANES)
+
+
+def run_lanes(config: QuickstartConfig, inputs: Inputs, out: Path) -> StageRunner:
+    """The stages before the lanes, then the first lane here and the second in another process
+    (--lanes 2) or both here one after the other (--lanes 1), then the report."""
+    stages = {stage.name: stage for stage in build_stages(config, inputs)}
+    before, lanes, after = stage_groups(config)
+    runner = StageRunner(out, config.budget_seconds, list(stages))
+
+    def run(names: list[str], later: list[str]) -> None:
+        runner.run([stages[n] for n in names], sum(stages[n].share for n in later))
+
+    run(before, lanes[0] + after)
+    if config.lanes == 1 or runner.up_to_date([stages[n] for n in lanes[1]]):
+        run(lanes[0] + lanes[1], after)  # one lane, or nothing left to do in the second
+    else:
+        log = out / "lane-2.log"
+        offset = log.stat().st_size if log.is_file() else 0
+        args = (config, inputs, lanes[1], sorted(runner.ran), runner.start)
+        process = start_lane(second_lane, args, log)
+        print(f"lane 2 ({', '.join(lanes[1])}) runs beside, in a second process: {log}")
+        try:
+            run(lanes[0], after)
+        except BaseException as error:
+            stop_lane(process, isinstance(error, KeyboardInterrupt))
+            raise
+        if process.is_alive():
+            print(f"waiting for lane 2 (tail -f {log})", flush=True)
+        finish_lane(process, log, offset)
+        runner.load(lanes[1])
+    run(after, [])
+    return runner
+
+
+def second_lane(config, inputs, names: list[str], ran: list[str], start: float) -> None:
+    """The second lane, in its own process (lanes.start_lane): the stages it needs from before
+    the lanes are read from their done.json."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    stages = {stage.name: stage for stage in build_stages(config, inputs)}
+    runner = StageRunner(Path(config.out), config.budget_seconds, list(stages))
+    runner.start, runner.ran = start, set(ran)
+    before, _, after = stage_groups(config)
+    runner.load(before)
+    runner.run([stages[n] for n in names], sum(stages[n].share for n in after))
 
 
 def check_budgets(config: QuickstartConfig, inputs: Inputs) -> None:
@@ -105,7 +148,7 @@ def check_budgets(config: QuickstartConfig, inputs: Inputs) -> None:
 def recipe_constants(config: QuickstartConfig) -> dict:
     """The constants of config.py that decide the results, pinned with the settings."""
     return {
-        "shares": stage_shares(bool(config.data_dir)),
+        "shares": stage_shares(bool(config.data_dir), config.lanes),
         "bert_phases": [dict(phase) for phase in BERT_PHASES],
         "bert_pretraining": BERT_PRETRAINING,
         "conll_label_budgets": CONLL_LABEL_BUDGETS if config.data_dir else None,
@@ -133,7 +176,8 @@ def pin_settings(config: QuickstartConfig, out: Path) -> None:
 
 
 def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
-    shares, rows = stage_shares(bool(config.data_dir)), comparison.row_needs(config)
+    shares = stage_shares(bool(config.data_dir), config.lanes)
+    rows = comparison.row_needs(config)
 
     def stage(name, title, run, needs=()):
         return Stage(name, title, shares[name], run, needs)
@@ -150,12 +194,12 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
     bert_title = f"pretrain BERT ({config.bert_model}, MLM + NSP, {lengths} tokens)"
     elmo_title = f"pretrain ELMo ({config.elmo_model}, biLM)"
     report_needs = ("shards", "bert", "elmo", "fill-mask", *rows)
-    return [
+    stages = [
         stage("tokenizer", tokenizer_title, lambda ctx: train_tokenizer(config, inputs, ctx)),
         stage(
             "shards",
-            "tokenize the text into shards",
-            lambda ctx: prepare_shards(inputs, ctx),
+            "tokenize the text into shards, measure BERT's training speed",
+            lambda ctx: prepare_shards(config, inputs, ctx),
             ("tokenizer",),
         ),
         stage("bert", bert_title, lambda ctx: pretrain_bert(config, ctx), ("shards",)),
@@ -169,173 +213,7 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
             report_needs,
         ),
     ]
-
-
-# ---------------------------------------------------------------- data and pretraining
-
-
-def train_tokenizer(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
-    shutil.rmtree(ctx.directory, ignore_errors=True)
-    options = TokenizerTrainConfig(
-        inputs=inputs.train_text,
-        out=str(ctx.directory),
-        vocab_size=config.vocab_size,
-        lowercase=config.lowercase,
-    )
-    train_wordpiece(options)
-    return {"directory": str(ctx.directory), "inputs": inputs.train_text}
-
-
-def prepare_shards(inputs: Inputs, ctx: StageContext) -> dict:
-    shutil.rmtree(ctx.directory, ignore_errors=True)
-    tokenizer, manifests = str(ctx.out / "tokenizer"), {}
-    for split, text in (("train", inputs.train_text), ("valid", inputs.valid_text)):
-        prepare_corpus(
-            PrepareConfig(inputs=text, tokenizer=tokenizer, out=str(ctx.directory / split))
-        )
-        manifest = json.loads((ctx.directory / split / "manifest.json").read_text())
-        manifests[split] = {k: manifest[k] for k in ("documents", "sentences", "tokens")}
-    return manifests
-
-
-def _fresh_or_resumed(directory: Path) -> bool:
-    """True when an interrupted run left a checkpoint (or a finished phase) to resume from;
-    otherwise start clean."""
-    found = list(checkpoints(directory / "checkpoints"))
-    for phase in sorted(directory.glob("phase-*")):  # pretrain() skips a finished phase
-        found += checkpoints(phase / "checkpoints")
-        if (phase / "result.json").is_file():
-            found.append(phase)
-    if found:
-        print(f"  resuming from {found[-1]}")
-        return True
-    shutil.rmtree(directory, ignore_errors=True)
-    return False
-
-
-def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> PretrainConfig:
-    """BERT_PHASES one after the other (a phase's micro-batch is its batch) under the stage's
-    loop seconds; BERT_PRETRAINING's objective, rate, warmup and masking for every phase."""
-    shards = ctx.out / "shards"
-    phases = [Phase(**phase, micro_batch_size=phase["batch_size"]) for phase in BERT_PHASES]
-    return from_options(
-        PretrainConfig,
-        train_data=str(shards / "train"),
-        valid_data=str(shards / "valid"),
-        out=str(ctx.directory),
-        model=config.bert_model,
-        **BERT_PRETRAINING,
-        batch_size=BERT_PHASES[-1]["batch_size"],
-        micro_batch_size=BERT_PHASES[-1]["batch_size"],
-        eval_instances=512,
-        max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
-        log_every=10,
-        eval_every=200,
-        save_every=200,
-        seed=config.seed,
-        resume=resume,
-        device=config.device,
-        phases=phases,
-    )
-
-
-def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
-    resume = _fresh_or_resumed(ctx.directory)
-    recipe = bert_recipe(config, ctx, resume)
-    result = pretrain(recipe)
-    saved = json.loads((ctx.directory / "result.json").read_text(encoding="utf-8"))
-    phases = saved["phases"]  # each phase's own steps, tokens and seconds
-    total = {
-        "step": sum(r["step"] for r in phases),
-        "tokens_seen": sum(r["tokens_seen"] for r in phases),
-        "elapsed_seconds": sum(r["elapsed_seconds"] for r in phases),
-        "train_loss": result["train_loss"],
-        "stopped": result["stopped"],
-    }
-    summary = {**_run_summary(total), "eval": result["eval"]}
-    summary["phases"] = [
-        {
-            "max_seq_length": plan.max_seq_length,
-            "batch_size": plan.batches.batch_size,
-            "steps": r["step"],
-            "tokens": r["tokens_seen"],
-            "train_seconds": r["elapsed_seconds"],
-            "stopped": r["stopped"],
-            "eval": r["eval"],
-            "unigram_baseline": held_out_unigram_baseline(plan),
-        }
-        for plan, r in zip(recipe.phase_configs(), phases, strict=True)
-    ]
-    # The last phase's held-out batches are the ones the final model is judged on.
-    summary["unigram_baseline"] = summary["phases"][-1]["unigram_baseline"]
-    return summary
-
-
-def held_out_unigram_baseline(recipe: PretrainConfig) -> dict:
-    """The unigram baseline (tasks/baselines.py) on the masked targets of the held-out batches
-    this (phase's) run evaluates on, from the training shards' token counts."""
-    tokenizer = load_tokenizer(recipe.train_data)
-    shards = ShardedCorpus(recipe.train_data).shards
-    counts = unigram_counts((shard.tokens for shard in shards), tokenizer.vocab_size)
-    batches = held_out_batches(recipe, tokenizer)
-    targets = np.concatenate([b["labels"][b["labels"] != -100].numpy() for b in batches])
-    return unigram_baseline(counts, targets)
-
-
-def _run_summary(result: dict) -> dict:
-    """What the report and the fine-tuning plans read of a pretraining run."""
-    seconds = max(result["elapsed_seconds"], 1e-9)
-    return {
-        "steps": result["step"],
-        "stopped": result["stopped"],
-        "tokens": result["tokens_seen"],
-        "tokens_per_second": result["tokens_seen"] / seconds,
-        "train_seconds": result["elapsed_seconds"],
-        "train_loss": result["train_loss"],
-    }
-
-
-def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
-    resume = _fresh_or_resumed(ctx.directory)
-    # An adaptive softmax for a big vocabulary: the full softmax's backward was a third of the
-    # elmo-small step (0.32 s -> 0.22 s per 32 x 20 tokens on one core).
-    vocab = ELMO_PRESETS[config.elmo_model]["vocab_size"]
-    cutoffs = [2000] if vocab > 4000 else None
-    recipe = from_options(
-        ElmoPretrainConfig,
-        train_data=inputs.train_text,
-        valid_data=inputs.valid_text,
-        out=str(ctx.directory),
-        model=config.elmo_model,
-        adaptive_softmax_cutoffs=cutoffs,
-        window=20,
-        batch_size=32,
-        micro_batch_size=32,
-        eval_windows=512,
-        max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
-        warmup_ratio=0.05,
-        log_every=10,
-        eval_every=100,
-        save_every=100,
-        seed=config.seed,
-        resume=resume,
-        device=config.device,
-        threads=config.threads,
-    )
-    result = pretrain_elmo(recipe)
-    vocabulary = result["vocabulary"]["size"]
-    return {**_run_summary(result), "perplexity": result["perplexity"], "vocabulary": vocabulary}
-
-
-def fill_mask_examples(ctx: StageContext) -> dict:
-    model, _, tokenizer = load_pretrained(ctx.out / "bert")
-    examples = []
-    for text in FILL_MASK_TEXTS:
-        (predictions,) = fill_mask(model, tokenizer, text, top_k=5)
-        examples.append({"text": text, "predictions": [[t, p] for t, p in predictions]})
-    return {"examples": examples}
+    return sorted(stages, key=lambda s: list(shares).index(s.name))  # the order they start
 
 
 # ---------------------------------------------------------------- fine-tuning and report
@@ -357,7 +235,7 @@ def write_report(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) ->
         "dev_size": len(comparison.read_sst2(inputs.sst2 / "dev.tsv")[1]),
         "available_examples": len(comparison.read_sst2(inputs.sst2 / "train.tsv")[1]),
         "pretraining": {"bert": done["bert"], "elmo": done["elmo"]},
-        "data": {"shards": done["shards"]},
+        "data": {"shards": done["shards"]["manifests"]},
         "fill_mask": done["fill-mask"]["examples"],
         "models": {"bert": config.bert_model, "elmo": config.elmo_model},
     }

@@ -74,40 +74,71 @@ def write_marker(directory: Path, record: dict) -> None:
     os.replace(temporary, directory / MARKER)
 
 
-def run_stages(
-    stages: list[Stage], out: Path, budget_seconds: float, clock=time.perf_counter
-) -> dict[str, dict]:
-    """Run (or skip) every stage in order; returns name -> marker record (with "results")."""
-    names = [s.name for s in stages]
-    for stage in stages:
-        unknown = [n for n in stage.needs if n not in names[: names.index(stage.name)]]
-        if unknown:
-            raise ValueError(f"stage {stage.name} needs {unknown}, not an earlier stage")
-    records: dict[str, dict] = {}
-    ran: set[str] = set()  # stages run (not skipped) in this call
-    start = clock()
-    for i, stage in enumerate(stages, start=1):
-        directory, tag = out / stage.name, f"[{i}/{len(stages)}] {stage.title}"
-        needs = {n: records[n]["id"] for n in stage.needs}
+class StageRunner:
+    """Runs (or skips) stages in order, remembering the records of every stage finished or
+    skipped, and which ran in this invocation (their dependents are redone). `order` names every
+    stage of the run, for the "[i/n]" of the progress lines; `start` is the run's start on the
+    monotonic clock (shared by the processes of one machine), so a second lane's lines say the
+    run's elapsed time too."""
+
+    def __init__(self, out: Path, budget_seconds: float, order: list[str], clock=time.perf_counter):
+        self.out, self.budget_seconds, self.order, self.clock = out, budget_seconds, order, clock
+        self.records: dict[str, dict] = {}
+        self.ran: set[str] = set()  # stages run (not skipped) in this invocation
+        self.start = clock()
+
+    def load(self, names: list[str]) -> None:
+        """Take the records of stages another process finished (their done.json)."""
+        for name in names:
+            record = read_marker(self.out / name)
+            if record is None:
+                raise ValueError(f"stage {name} has no {MARKER}: it did not finish")
+            self.records[name] = record
+
+    def up_to_date(self, stages: list[Stage]) -> bool:
+        """Whether every one of `stages` would be skipped: finished, on the same inputs."""
+        ids = {name: record["id"] for name, record in self.records.items()}
+        for stage in stages:
+            record = read_marker(self.out / stage.name)
+            if record is None or record.get("needs") != {n: ids.get(n) for n in stage.needs}:
+                return False
+            ids[stage.name] = record["id"]
+        return True
+
+    def run(self, stages: list[Stage], later_share: float = 0.0) -> None:
+        """Run or skip `stages`; `later_share` is the budget share of what follows them (for the
+        "to go" estimate)."""
+        for position, stage in enumerate(stages):
+            unknown = [n for n in stage.needs if n not in self.records]
+            unknown = [n for n in unknown if n not in [s.name for s in stages[:position]]]
+            if unknown:
+                raise ValueError(f"stage {stage.name} needs {unknown}, not an earlier stage")
+        for position, stage in enumerate(stages):
+            rest = sum(s.share for s in stages[position:] if s.name not in self.records)
+            self._run_one(stage, (rest + later_share) * self.budget_seconds)
+
+    def _run_one(self, stage: Stage, left: float) -> None:
+        directory = self.out / stage.name
+        tag = f"[{self.order.index(stage.name) + 1}/{len(self.order)}] {stage.title}"
+        needs = {n: self.records[n]["id"] for n in stage.needs}
         previous = read_marker(directory)
         if previous is not None and previous.get("needs") == needs:
             print(f"{tag}: finished in an earlier run, skipped ({directory / MARKER})")
-            records[stage.name] = previous
-            continue
-        if directory.exists() and (previous is not None or ran.intersection(stage.needs)):
+            self.records[stage.name] = previous
+            return
+        if directory.exists() and (previous is not None or self.ran.intersection(stage.needs)):
             shutil.rmtree(directory)  # built on outputs that were just redone: stale
-        seconds = stage.share * budget_seconds
-        left = sum(s.share for s in stages[i - 1 :] if s.name not in records) * budget_seconds
+        seconds = stage.share * self.budget_seconds
         finish = time.strftime("%H:%M", time.localtime(time.time() + left))
-        elapsed = format_seconds(clock() - start)
+        elapsed = format_seconds(self.clock() - self.start)
         print(
             f"{tag} (budget {format_seconds(seconds)}) | elapsed {elapsed}, about "
             f"{format_seconds(left)} to go, done by {finish}",
             flush=True,
         )
-        finished = {n: r["results"] for n, r in records.items()}
-        context = StageContext(out, directory, seconds, finished)
-        began = clock()
+        finished = {n: r["results"] for n, r in self.records.items()}
+        context = StageContext(self.out, directory, seconds, finished)
+        began = self.clock()
         try:
             results = stage.run(context)
         except KeyboardInterrupt:
@@ -117,14 +148,23 @@ def run_stages(
             "stage": stage.name,
             "id": uuid.uuid4().hex,
             "needs": needs,
-            "seconds": clock() - began,
+            "seconds": self.clock() - began,
             "budget_seconds": seconds,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "results": results,
         }
         write_marker(directory, record)
-        records[stage.name] = record
-        ran.add(stage.name)
+        self.records[stage.name] = record
+        self.ran.add(stage.name)
         print(f"{tag}: done in {format_seconds(record['seconds'])}", flush=True)
-    print(f"all {len(stages)} stages done; this run took {format_seconds(clock() - start)}")
-    return records
+
+
+def run_stages(
+    stages: list[Stage], out: Path, budget_seconds: float, clock=time.perf_counter
+) -> dict[str, dict]:
+    """Run (or skip) every stage in order, in this process; returns name -> marker record (with
+    "results")."""
+    runner = StageRunner(out, budget_seconds, [s.name for s in stages], clock)
+    runner.run(stages)
+    print(f"all {len(stages)} stages done; this run took {format_seconds(clock() - runner.start)}")
+    return runner.records
