@@ -235,7 +235,7 @@ def test_other_settings_in_the_same_out_are_refused(run, capsys):
 
 
 def test_the_default_budget_is_resolved_into_the_config_and_parsed_once():
-    assert (QuickstartConfig().budget, QuickstartConfig().budget_seconds) == ("14m", 840.0)
+    assert (QuickstartConfig().budget, QuickstartConfig().budget_seconds) == ("15m", 900.0)
     config = QuickstartConfig(data_dir="data", budget=None)
     assert (config.budget, config.budget_seconds) == ("1h", 3600.0)
     assert QuickstartConfig(budget="1h30m").budget_seconds == 5400.0

@@ -26,12 +26,12 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # (comparison.plan_comparison): what one row does not spend another may.
 BEFORE_LANES = {"tokenizer": 0.01, "shards": 0.03}
 LANES = (
-    {"bert": 0.55, "fill-mask": 0.01, "bert-finetuned": 0.34, "bert-frozen": 0.02},
+    {"bert": 0.52, "fill-mask": 0.01, "bert-finetuned": 0.37, "bert-frozen": 0.02},
     {
-        "elmo": 0.44,
+        "elmo": 0.38,
         "bert-scratch": 0.28,
-        "elmo-bilstm": 0.09,
-        "random-bilstm": 0.09,
+        "elmo-bilstm": 0.12,
+        "random-bilstm": 0.12,
         "bag-of-embeddings": 0.02,
     },
 )
@@ -106,7 +106,7 @@ class QuickstartConfig:
         "folder with wikipedia-en-extract/ and glue/SST-2/; none: the bundled sample", None
     )
     budget: str | None = _help(
-        "wall-clock budget of the whole run, split over the stages; none: 14m, or 1h with "
+        "wall-clock budget of the whole run, split over the stages; none: 15m, or 1h with "
         "--data-dir",
         None,
     )
@@ -143,7 +143,7 @@ class QuickstartConfig:
     def __post_init__(self):
         # The default budget is resolved into the config (settings.json and the saved config name
         # it) and parsed here, once: a bad duration is refused before any stage runs.
-        self.budget = self.budget or ("1h" if self.data_dir else "14m")
+        self.budget = self.budget or ("1h" if self.data_dir else "15m")
         self._budget_seconds = parse_duration(self.budget)
         default = DATA_DIR_LABEL_BUDGETS if self.data_dir else LABEL_BUDGETS
         self.label_budgets = self.label_budgets or default

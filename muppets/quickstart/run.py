@@ -19,12 +19,15 @@ command again resume from the finished stages (an interrupted pretraining inside
 `<out>/settings.json` pins the settings and the recipe constants that decide the results;
 another `--budget` or `--data-dir` needs another `--out`.
 
-The budget (`--budget`, 12m on the sample, 1h with --data-dir) is split over the stages by the
-fixed shares of config.py. Pretraining gets its share as the loop's time budget (less what the
-stage spends around the loop: the vocabulary pass, held-out evaluation, saving). Fine-tuning has
-no time cap, so the comparison's runs are planned before they start (plan.py): estimated from
-the BERT pretraining throughput just measured, and dropped in a stated order, with a note in the
-table, when they do not all fit.
+The budget (`--budget`, 15m on the sample, 1h with --data-dir) is split over the stages by the
+fixed shares of config.py. After the tokenizer and the shards, two lanes run side by side, one
+process and one core each (lanes.py): BERT pretraining and its rows here, and the stages that need
+no BERT pretraining in a second process; then the report. Pretraining gets its share as the loop's
+time budget (less what the stage spends around the loop: the vocabulary pass, held-out
+evaluation, saving). Fine-tuning has no time cap, so the comparison's runs are planned before they
+start (plan.py): estimated in units of the BERT training speed measured in the shards stage
+(calibrate.py), and dropped in a stated order, with a note under the table, when they do not all
+fit.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     summary["stage_seconds"] = {name: r["seconds"] for name, r in runner.records.items()}
     took = format_seconds(runner.clock() - runner.start)
     print(f"all {len(runner.order)} stages done; this run took {took}")
-    print("\n" + report.format_table(summary["rows"]))
+    print("\n" + report.format_table(summary["rows"], summary["plan"]["notes"]))
     print(f"\nreport: {out / 'report.html'} (figures and report.json beside it)")
     return summary
 
