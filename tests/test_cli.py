@@ -45,6 +45,13 @@ def test_the_longest_command_words_win():
     assert select(["tokenizer"]) is None and select(["train"]) is None
 
 
+def test_a_negative_number_in_exponent_form_is_a_value_not_an_option():
+    _, args = parse_command(["evaluate", "--null-threshold", "-1e6", "--model", "-1e6"])
+    assert (args.null_threshold, args.model) == (-1e6, "-1e6")
+    _, args = parse_command(["evaluate", "--null-threshold", "-1.5", "--model", "m"])
+    assert args.null_threshold == -1.5  # argparse's own negative numbers are untouched
+
+
 def test_unknown_or_missing_commands_list_the_valid_ones(capsys):
     for argv in (["tokenizer"], ["pretrian"], []):
         with pytest.raises(SystemExit) as exit:

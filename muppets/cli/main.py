@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -119,6 +120,22 @@ def command_parser(command: Command, add_help: bool = True) -> argparse.Argument
     return parser
 
 
+# A negative number in exponent form (-1e6): argparse would take it for an option.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def attach_negative_numbers(argv: list[str]) -> list[str]:
+    """`--flag -1e6` -> `--flag=-1e6`, which argparse reads as the flag's value."""
+    joined: list[str] = []
+    for token in argv:
+        option = joined[-1] if joined else ""
+        if option.startswith("--") and "=" not in option and NEGATIVE_NUMBER.match(token):
+            joined[-1] = f"{option}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
     """The command and its parsed options. The one rule that picks a command from an option:
     `pretrain` whose resolved model is an elmo-* preset runs `pretrain-elmo` on the same
@@ -128,6 +145,7 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
         valid = ", ".join(COMMANDS)
         build_parser().error(f"unknown command {' '.join(argv[:2])!r} (commands: {valid})")
     command, rest = selected
+    rest = attach_negative_numbers(rest)
     if command.elmo_command:
         # --help waits for the command that runs: `pretrain --model elmo-tiny --help` is ELMo's
         known, _ = command_parser(command, add_help=False).parse_known_args(rest)
