@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,18 @@ def tiny_shards(tmp_path_factory):
         out = str(root / split)
         assert main(["prepare", "--inputs", source, "--tokenizer", tok, "--out", out]) == 0
     return root
+
+
+@pytest.fixture
+def no_hang():
+    """A test that runs 60 s fails (SIGALRM) instead of hanging the suite: for code that must
+    provably make progress on any input."""
+
+    def expire(*_):
+        raise TimeoutError("ran for 60 s: something spins")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -9,7 +9,6 @@ The readers: test_properties_readers.py.
 
 import functools
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -46,18 +45,8 @@ SPECIALS = (PAD, 1, CLS, SEP, MASK)
 CONTINUATION = np.arange(VOCAB) >= 20  # ids 20.. are "##" pieces
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A builder that spins fails the test instead of hanging it."""
-
-    def expire(*_):
-        raise TimeoutError("a builder ran for 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+# A builder that spins fails the test (conftest.no_hang: 60 s) instead of hanging it.
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 # ---------------------------------------------------------------- masking

@@ -9,7 +9,6 @@ Builders of pretraining data (masking, instances, damaged shards): test_properti
 import csv
 import json
 import os
-import signal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,18 +27,8 @@ FAST = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A reader that spins fails the test instead of hanging it."""
-
-    def expire(*_):
-        raise TimeoutError("a reader ran for 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+# A reader that spins fails the test (conftest.no_hang: 60 s) instead of hanging it.
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def is_one_line(error: MuppetsError) -> bool:

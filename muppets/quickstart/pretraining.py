@@ -77,6 +77,22 @@ def _fresh_or_resumed(directory: Path) -> bool:
     return False
 
 
+def loop_options(config: QuickstartConfig, ctx: StageContext, resume: bool, every: int) -> dict:
+    """What both pretraining stages give their loop: the stage's seconds (less what it spends
+    around the loop) as the time budget, a held-out evaluation and a checkpoint every `every`
+    steps, the quickstart's seed and device."""
+    return {
+        "max_steps": config.max_pretrain_steps,
+        "time_budget": f"{LOOP_SHARE * ctx.seconds:.1f}",
+        "log_every": 10,
+        "eval_every": every,
+        "save_every": every,
+        "seed": config.seed,
+        "resume": resume,
+        "device": config.device,
+    }
+
+
 def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> PretrainConfig:
     """BERT_PHASES one after the other (a phase's micro-batch is its batch) under the stage's
     loop seconds; BERT_PRETRAINING's objective, rate, warmup and masking for every phase."""
@@ -92,14 +108,7 @@ def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> Pr
         batch_size=BERT_PHASES[-1]["batch_size"],
         micro_batch_size=BERT_PHASES[-1]["batch_size"],
         eval_instances=512,
-        max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
-        log_every=10,
-        eval_every=200,
-        save_every=200,
-        seed=config.seed,
-        resume=resume,
-        device=config.device,
+        **loop_options(config, ctx, resume, every=200),
         phases=phases,
     )
 
@@ -177,15 +186,8 @@ def pretrain_bilm(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -
         batch_size=32,
         micro_batch_size=32,
         eval_windows=512,
-        max_steps=config.max_pretrain_steps,
-        time_budget=f"{LOOP_SHARE * ctx.seconds:.1f}",
         warmup_ratio=0.05,
-        log_every=10,
-        eval_every=100,
-        save_every=100,
-        seed=config.seed,
-        resume=resume,
-        device=config.device,
+        **loop_options(config, ctx, resume, every=100),
         threads=config.threads,
     )
     result = pretrain_elmo(recipe)
