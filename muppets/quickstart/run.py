@@ -189,8 +189,8 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
         def run(ctx: StageContext) -> dict:
             return comparison.run_row(row, config, inputs, ctx)
 
-        task = "CoNLL-2003" if row.startswith("conll") else "SST-2"
-        return stage(row, f"{task}: {report.ROWS[row]}", run, needs)
+        name = report.ROWS[row]  # the CoNLL-2003 rows' names say their task already
+        return stage(row, name if row.startswith("conll") else f"SST-2: {name}", run, needs)
 
     tokenizer_title = f"train a {config.vocab_size:,}-token WordPiece tokenizer"
     lengths = " then ".join(str(p["max_seq_length"]) for p in BERT_PHASES)
