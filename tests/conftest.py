@@ -302,3 +302,17 @@ def no_hang():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+def small_hf_sizes(tokenizer, **extra) -> dict:
+    """The sizes of a transformers config no preset uses (2 layers, hidden 32, 4 heads, FFN 48)
+    over the tokenizer's vocabulary and padding id: the converter tests' models."""
+    return dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        pad_token_id=tokenizer.pad_id,
+        **extra,
+    )

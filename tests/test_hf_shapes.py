@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from conftest import small_hf_sizes
 from safetensors.torch import load_file
 
 from muppets.cli.main import main
@@ -28,15 +29,7 @@ SHAPES = [
 
 def hf_config(model_type, tokenizer, **extra):
     """A config no other test uses: 2 layers, hidden 32, the tokenizer's vocabulary."""
-    sizes = dict(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        pad_token_id=tokenizer.pad_id,
-        **extra,
-    )
+    sizes = small_hf_sizes(tokenizer, **extra)
     if model_type == "electra":
         return transformers.ElectraConfig(max_position_embeddings=36, **sizes)
     if model_type == "roberta":

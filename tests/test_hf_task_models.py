@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from conftest import small_hf_sizes
 from safetensors.torch import load_file
 
 from muppets.cli.main import main
@@ -49,15 +50,7 @@ CASES += [("electra", "tagging"), ("electra", "span_qa")]
 
 def save_hf(directory, model_type, class_suffix, tokenizer, seed=0, **extra):
     """transformers' task model, random (its own init), saved with the tokenizer; eval mode."""
-    sizes = dict(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        pad_token_id=tokenizer.pad_id,
-        **extra,
-    )
+    sizes = small_hf_sizes(tokenizer, **extra)
     if model_type == "roberta":
         config = transformers.RobertaConfig(max_position_embeddings=66, type_vocab_size=1, **sizes)
     elif model_type == "electra":  # embeddings of width 16 projected up to 32

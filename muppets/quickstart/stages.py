@@ -109,8 +109,8 @@ class StageRunner:
         """Run or skip `stages`; `later_share` is the budget share of what follows them (for the
         "to go" estimate)."""
         for position, stage in enumerate(stages):
-            unknown = [n for n in stage.needs if n not in self.records]
-            unknown = [n for n in unknown if n not in [s.name for s in stages[:position]]]
+            known = set(self.records).union(s.name for s in stages[:position])
+            unknown = [n for n in stage.needs if n not in known]
             if unknown:
                 raise ValueError(f"stage {stage.name} needs {unknown}, not an earlier stage")
         for position, stage in enumerate(stages):
