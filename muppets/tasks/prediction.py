@@ -21,7 +21,7 @@ from muppets.errors import InputError
 from muppets.tasks.classification import class_predictions
 from muppets.tasks.registry import score
 from muppets.tasks.setup import TaskSetup
-from muppets.tasks.span_decoding import best_span
+from muppets.tasks.span_decoding import SpanPrediction, best_span
 
 NONFINITE = "outputs that are NaN or infinite: its weights are broken (a diverged checkpoint?)"
 
@@ -79,12 +79,13 @@ def predict(
     if setup.head == "span_qa":
         return _decode_spans(setup, examples, features, outputs)
     if setup.head == "tagging":
-        return _decode_tags(setup, examples, features, outputs)
+        return decode_tags(setup, examples, features, outputs)
     values = np.array(outputs)
     return (values.astype(float) if setup.head == "regression" else values.astype(int)), {}
 
 
-def _decode_tags(setup, sentences, features, outputs):
+def decode_tags(setup, sentences, features, outputs):
+    """Word tags (each word its first sub-token's) from per-feature (T,) tag ids."""
     fill = "O" if "O" in setup.labels else setup.labels[0]
     words = [[None] * len(s.words) for s in sentences]
     for feature, tags in zip(features, outputs, strict=True):
@@ -101,35 +102,45 @@ def _decode_spans(setup, examples, features, outputs):
     for i, feature in enumerate(features):
         windows[feature.example].append(i)
     answers, null_odds, spans = {}, {}, {}
-    # v2.0: the null score beside the best span, then the threshold: one decoding for the file
-    # and the score (an infinite threshold never answers "" by itself)
-    threshold = math.inf if setup.squad_v2 else None
     for example, mine in zip(examples, windows, strict=True):
-        T = max(len(features[i]) for i in mine)
-        scores = np.full((len(mine), T, 2), -np.inf)  # (W, T, [start, end])
-        mask = np.zeros((len(mine), T), dtype=bool)
-        offsets = np.zeros((len(mine), T, 2), dtype=np.int64)
-        for w, i in enumerate(mine):
-            n = len(features[i])
-            scores[w, :n], mask[w, :n] = outputs[i], features[i].context_mask
-            offsets[w, :n] = features[i].token_offsets
-        span = best_span(
-            scores[..., 0],
-            scores[..., 1],
-            mask,
-            offsets,
-            example.context,
-            setup.max_answer_length,
-            threshold,
-        )
-        answers[example.id] = span.text
+        span = example_span(setup, example, [features[i] for i in mine], [outputs[i] for i in mine])
+        answers[example.id] = "" if unanswered(setup, span) else span.text
         if setup.squad_v2:
             null_odds[example.id] = span.null_odds
             spans[example.id] = span.text
-            if span.null_odds > setup.null_threshold:
-                answers[example.id] = ""
     notes = {"null_odds": null_odds, "spans": spans} if setup.squad_v2 else {}
     return answers, notes
+
+
+def example_span(setup: TaskSetup, example, windows: list, scores: list) -> SpanPrediction:
+    """The best span of one question over all its windows (features) and their (T, 2) [start,
+    end] scores; for SQuAD v2.0 with its null score beside it (`unanswered` applies the
+    threshold). The one span decoding of predict, evaluate and serve."""
+    T = max(len(f) for f in windows)
+    starts_ends = np.full((len(windows), T, 2), -np.inf)  # (W, T, [start, end])
+    mask = np.zeros((len(windows), T), dtype=bool)
+    offsets = np.zeros((len(windows), T, 2), dtype=np.int64)
+    for w, (feature, row) in enumerate(zip(windows, scores, strict=True)):
+        n = len(feature)
+        starts_ends[w, :n], mask[w, :n] = row, feature.context_mask
+        offsets[w, :n] = feature.token_offsets
+    # v2.0: the null score beside the best span, then the threshold: one decoding for the file
+    # and the score (an infinite threshold never answers "" by itself)
+    threshold = math.inf if setup.squad_v2 else None
+    return best_span(
+        starts_ends[..., 0],
+        starts_ends[..., 1],
+        mask,
+        offsets,
+        example.context,
+        setup.max_answer_length,
+        threshold,
+    )
+
+
+def unanswered(setup: TaskSetup, span: SpanPrediction) -> bool:
+    """SQuAD v2.0: the null score beats the best span by more than the model's threshold."""
+    return bool(setup.squad_v2) and span.null_odds > setup.null_threshold
 
 
 def evaluate_examples(model, setup: TaskSetup, examples, features, pad_id, batch_size=128):
