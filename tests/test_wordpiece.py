@@ -5,6 +5,7 @@ No downloads: the vocabularies are trained on the bundled sample or written by h
 
 import json
 import os
+import random
 import string
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 import transformers
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
+
+from conftest import CITIES, CONTEXT, PEOPLE, sentence
 
 from muppets.errors import InputError
 from muppets.tokenization import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
@@ -39,7 +42,7 @@ VALID = sample_lines("wiki.valid.txt")
 def trained(request, tmp_path_factory):
     """(tokenizer, saved directory) trained on the sample with a 2,000-token vocabulary."""
     tokenizer = train_wordpiece(
-        iter(sample_lines("wiki.train.txt")), vocab_size=2000, lowercase=request.param
+        sample_lines("wiki.train.txt"), vocab_size=2000, lowercase=request.param
     )
     directory = tmp_path_factory.mktemp("wordpiece")
     tokenizer.save(directory)
@@ -139,15 +142,32 @@ def test_tokenizer_config_do_lower_case_wins_over_tokenizer_json_as_in_transform
     assert flipped.encode_batch(lines) != tokenizer.encode_batch(lines)
 
 
-def test_training_twice_gives_the_same_ids(trained):
-    """The trainer numbers its tokens in hash-map order; the vocabulary is put in canonical order,
-    so the same text and settings always give the same ids (and the same models after them)."""
-    tokenizer, _ = trained
-    again = train_wordpiece(
-        iter(sample_lines("wiki.train.txt")), vocab_size=2000, lowercase=tokenizer.lowercase
+def test_training_gives_the_same_vocabulary_in_every_process(tmp_path):
+    """The `tokenizers` trainer breaks ties between equally frequent merges by ids it hands out in
+    hash-map order, which changes from process to process (huggingface/tokenizers#1794); on this
+    corpus, before the fix, 8 processes learnt 5 different vocabularies. Six must agree now."""
+    rng = random.Random(0)
+    texts = [sentence(rng, w) for w in ("good", "bad", "so") for _ in range(20)]
+    texts += [CONTEXT.format(p=p, c=c) for p in PEOPLE for c in CITIES]
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps(texts))
+    script = (
+        "import json, sys; from muppets.tokenization import train_wordpiece; "
+        "t = train_wordpiece(json.load(open(sys.argv[1])), vocab_size=90, min_frequency=1); "
+        "print(' '.join(t.id_to_token(i) for i in range(t.vocab_size)))"
     )
-    tokens = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
-    assert [again.id_to_token(i) for i in range(again.vocab_size)] == tokens
+    vocabularies = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(corpus)], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(6)
+    }
+    assert len(vocabularies) == 1 and len(vocabularies.pop().split()) == 90
+
+
+def test_a_stream_read_once_is_refused():
+    with pytest.raises(TypeError, match="reads the texts twice"):
+        train_wordpiece(iter(VALID), vocab_size=100)
 
 
 def test_canonical_order_is_specials_then_short_then_word_starts_then_code_points():

@@ -106,11 +106,13 @@ def _progress(files: list[str], desc: str) -> tqdm:
 def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
     """Stream every paragraph of the inputs into the WordPiece trainer; save to `config.out`."""
     files = resolve_inputs(config.inputs)  # fail before the trainer starts
-    stats = ReadStats()
     bar = _progress(files, "tokenizer train")
+    bar.total *= 2  # train_wordpiece reads the inputs twice
+    passes: list[ReadStats] = []
 
     def paragraphs():  # the trainer counts words, so sentence segmentation would be wasted work
-        seen = 0
+        stats, seen = ReadStats(), 0
+        passes.append(stats)
         for document in read_documents(
             files, config.format, config.text_field, config.errors, segment=False, stats=stats
         ):
@@ -121,13 +123,14 @@ def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
 
     with bar:
         tokenizer = train_wordpiece(
-            paragraphs(),
+            paragraphs,
             vocab_size=config.vocab_size,
             lowercase=config.lowercase,
             min_frequency=config.min_frequency,
             limit_alphabet=config.limit_alphabet,
         )
     tokenizer.save(config.out)
+    stats = passes[-1]
     print(
         f"tokenizer: {tokenizer.vocab_size} tokens from {stats.documents} documents "
         f"in {stats.files} file(s) -> {config.out}" + _skipped_note(stats, 0, None)

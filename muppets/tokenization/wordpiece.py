@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,29 +157,42 @@ class WordPieceTokenizer:
 
 
 def train_wordpiece(
-    texts: Iterable[str],
+    texts: Sequence[str] | Callable[[], Iterable[str]],
     vocab_size: int = 30522,
     lowercase: bool = True,
     min_frequency: int = 2,
     limit_alphabet: int = 1000,
     show_progress: bool = False,
 ) -> WordPieceTokenizer:
-    """Learn a WordPiece vocabulary from texts (streamed once, never held in memory).
+    """Learn a WordPiece vocabulary from texts (a list, or a function that streams them: read
+    twice, never held in memory).
 
     Special tokens take ids 0..4; the vocabulary is smaller than `vocab_size` only when the corpus
-    runs out of merges.
+    runs out of merges. The same texts give the same vocabulary in every process: the `tokenizers`
+    trainer numbers "##" continuation characters in hash-map order and breaks ties between equally
+    frequent merges by those numbers (huggingface/tokenizers#1794), so a first pass finds the
+    continuation characters and the second gives them fixed, sorted ids up front, as special tokens
+    (they are in the vocabulary either way; `vocab_size` counts them the same).
     """
-    backend = _bert_backend(WordPiece(unk_token="[UNK]"), lowercase)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        limit_alphabet=limit_alphabet,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix=CONTINUATION_PREFIX,
-        show_progress=show_progress,
-    )
-    backend.train_from_iterator(texts, trainer)
-    ordered = canonical_order(backend.get_vocab(with_added_tokens=True))
+
+    def train(extra: list[str], size: int) -> dict[str, int]:
+        backend = _bert_backend(WordPiece(unk_token="[UNK]"), lowercase)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=size,
+            min_frequency=min_frequency,
+            limit_alphabet=limit_alphabet,
+            special_tokens=[*SPECIAL_TOKENS, *extra],
+            continuing_subword_prefix=CONTINUATION_PREFIX,
+            show_progress=show_progress,
+        )
+        backend.train_from_iterator(texts() if callable(texts) else texts, trainer)
+        return backend.get_vocab(with_added_tokens=True)
+
+    if isinstance(texts, Iterator):
+        raise TypeError("train_wordpiece reads the texts twice: pass a list or a function")
+    alphabet = train([], 0)  # no merges: the kept characters and their continuations
+    continuations = sorted(t for t in alphabet if t.startswith(CONTINUATION_PREFIX))
+    ordered = canonical_order(train(continuations, vocab_size))
     model = WordPiece(
         {token: i for i, token in enumerate(ordered)},
         unk_token="[UNK]",
@@ -192,9 +205,8 @@ def canonical_order(vocab: dict[str, int]) -> list[str]:
     """The trained tokens in an order that depends only on the set: the specials, then shorter
     pieces before longer, word starts before "##" continuations, then by code point.
 
-    The `tokenizers` trainer learns the same set on every run but numbers it in hash-map order
-    (3 runs on the bundled sample: 3 orders), so ids, and every model trained on them, differed
-    from run to run. WordPiece's longest-match-first encoding does not depend on the ids.
+    The `tokenizers` trainer numbers the set it learns in hash-map order (3 runs on the bundled
+    sample: 3 orders), so ids, and every model trained on them, differed from run to run. WordPiece's longest-match-first encoding does not depend on the ids.
     """
     rest = [token for token in vocab if token not in SPECIAL_TOKENS]
     rest.sort(
