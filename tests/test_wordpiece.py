@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transformers
+from conftest import CITIES, CONTEXT, PEOPLE, sentence
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
-
-from conftest import CITIES, CONTEXT, PEOPLE, sentence
 
 from muppets.errors import InputError
 from muppets.tokenization import SPECIAL_TOKENS, load_tokenizer, train_wordpiece

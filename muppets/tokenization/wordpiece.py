@@ -206,7 +206,8 @@ def canonical_order(vocab: dict[str, int]) -> list[str]:
     pieces before longer, word starts before "##" continuations, then by code point.
 
     The `tokenizers` trainer numbers the set it learns in hash-map order (3 runs on the bundled
-    sample: 3 orders), so ids, and every model trained on them, differed from run to run. WordPiece's longest-match-first encoding does not depend on the ids.
+    sample: 3 orders), so ids, and every model trained on them, differed from run to run.
+    WordPiece's longest-match-first encoding does not depend on the ids.
     """
     rest = [token for token in vocab if token not in SPECIAL_TOKENS]
     rest.sort(
