@@ -187,14 +187,22 @@ class BertEmbeddings(nn.Module):
 class BertModel(nn.Module):
     """The encoder: (B, T) ids -> (B, T, H) last hidden states (zeros at padding positions)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(
+        self,
+        config: BertConfig,
+        embedding_size: int | None = None,
+        layers: nn.Module | None = None,
+    ):
+        """embedding_size: embeddings of width E, projected to H by `embeddings_project`
+        (ALBERT's factorisation, which has the projection even when E = H). layers: the layer
+        applications to run instead of num_hidden_layers own layers (albert.SharedLayers)."""
         super().__init__()
         c = config
         self.hidden_size = c.hidden_size
-        self.num_layers = c.num_hidden_layers
+        E = embedding_size or c.hidden_size
         self.embeddings = BertEmbeddings(
             c.vocab_size,
-            c.hidden_size,
+            E,
             c.max_position_embeddings,
             c.type_vocab_size,
             c.pad_token_id,
@@ -202,21 +210,26 @@ class BertModel(nn.Module):
             c.hidden_dropout_prob,
             roberta_positions=c.model_type == "roberta",
         )
-        # ELECTRA (electra.py) builds the embeddings at a width E < H and projects them up.
+        # ELECTRA (electra.py) and ALBERT build the embeddings at a width E < H, projected up.
         self.embeddings_project: nn.Linear | None = None
-        self.layers = nn.ModuleList(
-            TransformerLayer(
-                c.hidden_size,
-                c.num_attention_heads,
-                c.intermediate_size,
-                c.hidden_act,
-                c.hidden_dropout_prob,
-                c.attention_probs_dropout_prob,
-                c.layer_norm_eps,
-                c.pre_layer_norm,
+        if embedding_size is not None:
+            self.embeddings_project = nn.Linear(E, c.hidden_size)
+        if layers is None:
+            layers = nn.ModuleList(
+                TransformerLayer(
+                    c.hidden_size,
+                    c.num_attention_heads,
+                    c.intermediate_size,
+                    c.hidden_act,
+                    c.hidden_dropout_prob,
+                    c.attention_probs_dropout_prob,
+                    c.layer_norm_eps,
+                    c.pre_layer_norm,
+                )
+                for _ in range(c.num_hidden_layers)
             )
-            for _ in range(c.num_hidden_layers)
-        )
+        self.layers = layers
+        self.num_layers = len(self.layers)  # layer applications: hidden states = this + 1
         # Pre-LN leaves the residual stream unnormalised; one LayerNorm closes it (Xiong et al.).
         self.final_norm = None
         if c.pre_layer_norm:

@@ -4,7 +4,9 @@ BERT sizes: Devlin et al. 2019 (base, large) and Turc et al. 2019, "Well-Read St
 Better" (https://arxiv.org/abs/1908.08962: tiny, mini, small, medium). RoBERTa: Liu et al. 2019,
 with the values of the released roberta-base / roberta-large config.json files. ELECTRA: Clark et
 al. 2020, Table 6 (small, base, large: embedding size, generator size 1/4, 1/3, 1/4); tiny and
-mini are bert-tiny / bert-mini discriminators with E = H / 2 as Small's.
+mini are bert-tiny / bert-mini discriminators with E = H / 2 as Small's. ALBERT: Lan et al. 2020,
+Table 1 (base, large, xlarge, xxlarge; E = 128, all layers shared); tiny and mini are bert-tiny /
+bert-mini sizes with E = H / 2.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from muppets.errors import ConfigError
+from muppets.models.albert import AlbertConfig, build_albert_encoder
 from muppets.models.bert import BertConfig, BertModel
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel, build_discriminator
 from muppets.models.heads import MaskedLMHead, PretrainingModel, SentencePairHead
@@ -41,6 +44,17 @@ _ROBERTA = {
 
 # ELECTRA: BERT's vocabulary and positions (google-research/electra's configure_pretraining.py).
 _ELECTRA = {**_BERT, "model_type": "electra"}
+# ALBERT: the released albert-*-v2 config.json files (30k SentencePiece vocabulary, E = 128,
+# tanh-GELU, no dropout; xxlarge with 64 heads).
+_ALBERT = {
+    **_BERT,
+    "model_type": "albert",
+    "vocab_size": 30000,
+    "embedding_size": 128,
+    "hidden_act": "gelu_new",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
 
 
 def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
@@ -75,6 +89,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "generator_hidden_size": 1 / 3,
     },
     "electra-large": {**_ELECTRA, **_size(24, 1024, 16), "embedding_size": 1024},
+    "albert-tiny": {**_ALBERT, **_size(2, 128, 2), "embedding_size": 64},
+    "albert-mini": {**_ALBERT, **_size(4, 256, 4), "embedding_size": 128},
+    "albert-base": {**_ALBERT, **_size(12, 768, 12)},
+    "albert-large": {**_ALBERT, **_size(24, 1024, 16)},
+    "albert-xlarge": {**_ALBERT, **_size(24, 2048, 16)},
+    "albert-xxlarge": {**_ALBERT, **_size(12, 4096, 64)},
 }
 
 # model_type -> encoder builder; RoBERTa is BERT with other presets; ELECTRA's encoder is its
@@ -83,11 +103,17 @@ MODELS: dict[str, Callable[[Any], nn.Module]] = {
     "bert": BertModel,
     "roberta": BertModel,
     "electra": build_discriminator,
+    "albert": build_albert_encoder,
 }
-CONFIGS: dict[str, type] = {"bert": BertConfig, "roberta": BertConfig, "electra": ElectraConfig}
+CONFIGS: dict[str, type] = {
+    "bert": BertConfig,
+    "roberta": BertConfig,
+    "electra": ElectraConfig,
+    "albert": AlbertConfig,
+}
 
 
-def preset_config(name: str, **overrides: Any) -> BertConfig | ElectraConfig:
+def preset_config(name: str, **overrides: Any) -> BertConfig | ElectraConfig | AlbertConfig:
     """The config of a preset, with fields overridden (e.g. vocab_size=8000).
 
     Overriding hidden_size alone keeps intermediate_size = 4 * hidden_size.
@@ -125,12 +151,17 @@ def build_pretraining_model(
             raise ConfigError("ELECTRA has no sentence-pair head (NSP/SOP): use objective electra")
         return ElectraPretrainingModel(config)
     if with_pair_head is None:
-        with_pair_head = config.model_type == "bert"
+        with_pair_head = config.model_type in ("bert", "albert")
     c = config
     mlm = None
-    if with_mlm_head:
+    if with_mlm_head:  # ALBERT's narrows to E before the tied decoder
         mlm = MaskedLMHead(
-            c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, c.initializer_range
+            c.hidden_size,
+            c.vocab_size,
+            c.hidden_act,
+            c.layer_norm_eps,
+            c.initializer_range,
+            embedding_size=getattr(c, "embedding_size", None),
         )
     pair = SentencePairHead(c.hidden_size, c.initializer_range) if with_pair_head else None
     return PretrainingModel(build_encoder(config), mlm, pair)
