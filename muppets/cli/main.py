@@ -69,6 +69,8 @@ _TABLE = [
             "print the top-k tokens for each [MASK] in a text", name="fill-mask"),
     Command("convert", "muppets.recipes.convert", "ConvertConfig", "convert",
             "convert a checkpoint between muppets and Hugging Face transformers formats"),
+    Command("serve", "muppets.serve.run", "ServeConfig", "serve",
+            "serve a model over HTTP: classify, tag, qa, fill-mask, embed; a page at /"),
     Command("quickstart", "muppets.quickstart.run", "QuickstartConfig", "run_quickstart",
             "the main job under one budget: tokenizer, BERT and ELMo pretraining, six SST-2 "
             "models compared, report.html (bundled sample, or --data-dir); rerun to resume"),

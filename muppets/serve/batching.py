@@ -1,0 +1,129 @@
+"""Dynamic batching: requests from many clients wait in one bounded queue; one worker thread takes
+the oldest and, with it, the next requests of the same route until their tokens reach the budget
+(or the oldest has waited `max_wait` seconds), and runs them as one batch.
+
+The worker is the only thread that runs the model (torch uses its own threads inside). A full
+queue refuses at once (QueueFull: the app answers 503 with Retry-After) rather than growing
+without limit. `close()` lets the worker finish what is queued, then stop: uvicorn's graceful
+shutdown waits for the requests in flight, and those are answered before the worker ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from muppets.serve.metrics import Metrics
+from muppets.serve.models import Work
+
+
+class QueueFull(Exception):
+    """The queue holds max_queue requests already."""
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[str, list[Work]], list[dict]],
+        max_tokens: int,
+        max_wait: float,
+        max_queue: int,
+        metrics: Metrics,
+        context: Callable[[], AbstractContextManager] | None = None,
+    ):
+        self.run, self.max_tokens, self.max_wait, self.max_queue = (
+            run,
+            max_tokens,
+            max_wait,
+            max_queue,
+        )
+        self.metrics, self.context = metrics, context
+        self.pending: deque[tuple[Work, asyncio.Future, asyncio.AbstractEventLoop, float]] = deque()
+        self.condition = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._work, name="muppets-batcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def depth(self) -> int:
+        return len(self.pending)
+
+    async def submit(self, work: Work) -> dict:
+        """The response body of `work`, once its batch has run (or the batch's exception)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self.condition:
+            if self.closed or len(self.pending) >= self.max_queue:
+                raise QueueFull
+            self.pending.append((work, future, loop, time.monotonic()))
+            self.condition.notify()
+        return await future
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Finish what is queued, then stop the worker."""
+        with self.condition:
+            self.closed = True
+            self.condition.notify()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def _take(self) -> list:
+        """Under the lock: the oldest request and the next ones of its route within the budget,
+        once the budget is reached, the oldest has waited max_wait, or the queue is closing."""
+        while True:
+            while not self.pending and not self.closed:
+                self.condition.wait()
+            if not self.pending:
+                return []
+            route = self.pending[0][0].route
+            chosen, tokens = [], 0
+            for item in self.pending:
+                if item[0].route != route:
+                    continue
+                if chosen and tokens + item[0].tokens > self.max_tokens:
+                    break
+                chosen.append(item)
+                tokens += item[0].tokens
+            waited = time.monotonic() - self.pending[0][3]
+            full = tokens >= self.max_tokens or len(chosen) < self._same_route(route)
+            if full or waited >= self.max_wait or self.closed:
+                for item in chosen:
+                    self.pending.remove(item)
+                return chosen
+            self.condition.wait(self.max_wait - waited)
+
+    def _same_route(self, route: str) -> int:
+        return sum(item[0].route == route for item in self.pending)
+
+    def _work(self) -> None:
+        while True:
+            with self.condition:
+                chosen = self._take()
+            if not chosen:
+                return
+            works = [item[0] for item in chosen]
+            self.metrics.batch(len(works), sum(w.tokens for w in works))
+            try:
+                with torch.inference_mode(), self.context() if self.context else nullcontext():
+                    bodies = self.run(works[0].route, works)
+                outcomes = [(body, None) for body in bodies]
+            except Exception as error:  # answered to each request of the batch; the worker goes on
+                outcomes = [(None, error)] * len(works)
+            for (_, future, loop, _), (body, error) in zip(chosen, outcomes, strict=True):
+                loop.call_soon_threadsafe(_settle, future, body, error)
+
+
+def _settle(future: asyncio.Future, body, error) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(body)
