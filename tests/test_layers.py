@@ -14,6 +14,7 @@ LAYERS = [
     "training",
     "recipes",
     "quickstart",
+    "serve",
     "cli",
 ]
 # Package-level modules that sit outside the pipeline.
