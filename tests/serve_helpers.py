@@ -14,12 +14,17 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from muppets.data.readers.squad import QAExample
+from muppets.data.readers.tabular import Example
+from muppets.data.task_features import collate_features
 from muppets.models.registry import build_encoder, build_pretraining_model, preset_config
 from muppets.serve.app import Limits, build_app
 from muppets.serve.loading import load_served
+from muppets.tasks.prediction import predict
 from muppets.tasks.registry import CONLL2003_TAGS, build_head
 from muppets.tasks.setup import TaskSetup, save_task
 from muppets.training.checkpoint import save_pretrained
+from muppets.training.pretrained import load_finetuned
 
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 
@@ -46,9 +51,22 @@ def save_finetuned(directory: Path, tokenizer, setup: TaskSetup, scale: float = 
     return directory
 
 
-def save_classifier(directory: Path, tokenizer) -> Path:
+def save_classifier(directory: Path, tokenizer, texts: list[str]) -> Path:
+    """A random SST-2 classifier whose label-1 bias is moved to the median logit margin over
+    `texts`, so that about half of them get each label."""
     setup = TaskSetup("sst2", "classification", ["0", "1"], 12, pooling="cls")
-    return save_finetuned(directory, tokenizer, setup, scale=30.0)
+    save_finetuned(directory, tokenizer, setup, scale=30.0)
+    model, _, _ = load_finetuned(directory)
+    examples = [Example(t, None, None, f"t-{n}", "texts", n) for n, t in enumerate(texts)]
+    batch = collate_features(setup.featurize(examples, tokenizer, False), tokenizer.pad_id)
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        margin = (logits[:, 1] - logits[:, 0]).median()
+        model.classifier.bias[1] -= margin + 1e-3  # no text sits on the boundary
+    save_pretrained(directory, model, tiny_config(tokenizer).to_dict())  # a fresh directory
+    tokenizer.save(directory)
+    save_task(directory, setup)
+    return directory
 
 
 def save_tagger(directory: Path, tokenizer) -> Path:
@@ -56,9 +74,22 @@ def save_tagger(directory: Path, tokenizer) -> Path:
     return save_finetuned(directory, tokenizer, setup, scale=30.0)
 
 
-def save_qa(directory: Path, tokenizer) -> Path:
-    setup = TaskSetup("squad", "span_qa", [], 24, squad_v2=True, doc_stride=6, null_threshold=2.0)
-    return save_finetuned(directory, tokenizer, setup, scale=300.0)
+def save_qa(directory: Path, tokenizer, questions: list[str], context: str) -> Path:
+    """A random SQuAD v2.0 model (doc_stride 6: several windows) whose null threshold is the
+    median of its null odds over `questions`, so that about half of them get no answer."""
+    setup = TaskSetup("squad", "span_qa", [], 24, squad_v2=True, doc_stride=6)
+    save_finetuned(directory, tokenizer, setup, scale=300.0)
+    model, _, _ = load_finetuned(directory)
+    examples = [
+        QAExample(f"q{n}", q, context, [], [], True, "questions", n)
+        for n, q in enumerate(questions)
+    ]
+    features = setup.featurize(examples, tokenizer, False)
+    _, notes = predict(model, setup, examples, features, tokenizer.pad_id)
+    odds = sorted(notes["null_odds"].values())
+    setup.null_threshold = (odds[len(odds) // 2 - 1] + odds[len(odds) // 2]) / 2
+    save_task(directory, setup)
+    return directory
 
 
 def save_pretrained_bert(directory: Path, tokenizer) -> Path:

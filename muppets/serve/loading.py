@@ -76,6 +76,7 @@ def load_served(path: str | Path, device: torch.device, max_tokens: int, max_inp
     info["max_seq_length"] = setup.max_seq_length
     if setup.head == "span_qa":
         info.update(squad_v2=setup.squad_v2, max_answer_length=setup.max_answer_length)
+        info.update(null_threshold=setup.null_threshold, doc_stride=setup.doc_stride)
     return Served({**task.routes(), **routes}, info)
 
 
