@@ -77,7 +77,7 @@ def save_tagger(directory: Path, tokenizer) -> Path:
 def save_qa(directory: Path, tokenizer, questions: list[str], context: str) -> Path:
     """A random SQuAD v2.0 model (doc_stride 6: several windows) whose null threshold is the
     median of its null odds over `questions`, so that about half of them get no answer."""
-    setup = TaskSetup("squad", "span_qa", [], 24, squad_v2=True, doc_stride=6)
+    setup = TaskSetup("squad", "span_qa", [], 24, squad_v2=True, doc_stride=6, max_query_length=8)
     save_finetuned(directory, tokenizer, setup, scale=300.0)
     model, _, _ = load_finetuned(directory)
     examples = [

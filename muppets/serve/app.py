@@ -150,7 +150,10 @@ def build_app(served: Served, limits: Limits, context=None) -> Starlette:
             return error(404, None, f"/{route}: {known}; this model serves {valid}")
         try:
             body = _parse(route, await _read_body(request, limits.max_body_bytes), limits)
-            work = served.routes[route].prepare(body, _truncate(request))
+            try:
+                work = served.routes[route].prepare(body, _truncate(request))
+            except MuppetsError as e:  # the featurizer's refusal, e.g. no room for a context
+                raise RequestError(422, None, getattr(e, "message", str(e))) from None
             return JSONResponse(await batcher.submit(work))
         except RequestError as e:
             return error(e.status, e.field, e.message)
