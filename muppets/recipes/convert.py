@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from muppets.errors import ConfigError
+from muppets.models.albert import AlbertConfig
 from muppets.models.electra import ElectraConfig
 from muppets.models.hf import save_hf_checkpoint
+from muppets.models.hf_albert import save_hf_albert
 from muppets.models.hf_electra import save_hf_electra
 from muppets.tasks.hf_tasks import save_hf_task
 from muppets.tasks.setup import save_task
@@ -67,6 +69,8 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             save_hf_task(model, model_config, setup, out)
         elif isinstance(model_config, ElectraConfig):  # discriminator in out, generator/ beside
             written = save_hf_electra(model, model_config, out)
+        elif isinstance(model_config, AlbertConfig):
+            save_hf_albert(model, model_config, out)
         else:
             save_hf_checkpoint(model, model_config, out)
         for f in tokenizer_files:

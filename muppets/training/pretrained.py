@@ -20,17 +20,20 @@ from safetensors import safe_open
 from torch import nn
 
 from muppets.errors import ConfigError, InputError
+from muppets.models.albert import AlbertConfig
 from muppets.models.bert import BertConfig
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel
 from muppets.models.elmo import ElmoBiLM, ElmoConfig
 from muppets.models.heads import PretrainingModel
 from muppets.models.hf import read_hf_checkpoint
+from muppets.models.hf_albert import read_hf_albert
 from muppets.models.hf_electra import read_hf_electra, refuse_generator
-from muppets.models.registry import MODELS, build_encoder, build_pretraining_model
+from muppets.models.registry import CONFIGS, MODELS, build_encoder, build_pretraining_model
 from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
 from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
-from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
+from muppets.tokenization.unigram import load_any_tokenizer
+from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.tokenization.words import WordVocabulary
 from muppets.training.checkpoint import CONFIG, checkpoints, load_weights, read_config
 
@@ -70,7 +73,7 @@ def bert_config(directory: Path) -> BertConfig | ElectraConfig:
             + ", ".join(MODELS),
             directory / CONFIG,
         )
-    config_class = ElectraConfig if values.get("model_type") == "electra" else BertConfig
+    config_class = CONFIGS.get(values.get("model_type"), BertConfig)
     try:
         return config_class.from_dict(values)
     except ConfigError as e:
@@ -84,6 +87,26 @@ def check_vocabulary(tokenizer: WordPieceTokenizer, config: BertConfig, where: o
             f"vocab_size={config.vocab_size} is {size} than the tokenizer's "
             f"{tokenizer.vocab_size} tokens: they come from different vocabularies",
             where,
+        )
+
+
+def check_albert_tokenizer(directory: Path, tokenizer) -> None:
+    """A transformers ALBERT directory tokenizes with SentencePiece (AlbertTokenizer); a WordPiece
+    vocabulary there is another model's, unless tokenizer_config.json says it is a BERT tokenizer
+    (as `muppets convert --to hf` writes for an ALBERT pretrained here on WordPiece shards)."""
+    if not isinstance(tokenizer, WordPieceTokenizer):
+        return
+    settings = directory / "tokenizer_config.json"
+    named = None
+    if settings.is_file():  # load_tokenizer has read it: valid JSON
+        named = json.loads(settings.read_text(encoding="utf-8")).get("tokenizer_class")
+    if named != "BertTokenizer":
+        file = directory / "tokenizer.json"
+        file = file if file.is_file() else directory / "vocab.txt"
+        raise InputError(
+            "a WordPiece tokenizer in an ALBERT checkpoint: ALBERT's is SentencePiece (a "
+            "tokenizer.json with a Unigram model, as AlbertTokenizerFast saves it)",
+            file,
         )
 
 
@@ -103,9 +126,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """A checkpoint or run directory of any shape; model and tokenizer vocabularies must agree."""
     directory = resolve_checkpoint(path)
     config = bert_config(directory)
-    tokenizer = load_tokenizer(directory)
+    tokenizer = load_any_tokenizer(directory)
     check_vocabulary(tokenizer, config, directory / CONFIG)  # checked first: the clearest message
     values = read_config(directory)
+    if isinstance(config, AlbertConfig) and "architectures" in values:
+        check_albert_tokenizer(directory, tokenizer)
     if (directory / TASK_FILE).is_file() or hf_task_class(values):
         model, setup, _ = load_finetuned(directory)
         return Checkpoint(model, config, tokenizer, setup)
@@ -115,7 +140,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             return Checkpoint(model, config, tokenizer, None, absent)
         return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
     if "architectures" in values:
-        loaded = read_hf_checkpoint(directory)
+        read = read_hf_albert if isinstance(config, AlbertConfig) else read_hf_checkpoint
+        loaded = read(directory)
         return Checkpoint(loaded.model, loaded.config, tokenizer, None, loaded.absent)
     weights = directory / "model.safetensors"
     try:
@@ -206,7 +232,7 @@ def load_finetuned(path: str | Path) -> tuple[nn.Module, TaskSetup, WordPieceTok
     """(head model in eval mode, its task setup, tokenizer); vocabularies must agree."""
     directory = resolve_finetuned(path)
     config = bert_config(directory)
-    tokenizer = load_tokenizer(directory)
+    tokenizer = load_any_tokenizer(directory)
     check_vocabulary(tokenizer, config, directory / CONFIG)
     if not (directory / TASK_FILE).is_file():  # a transformers task model
         loaded = load_hf_task(directory)

@@ -22,7 +22,8 @@ from muppets.recipes.finetune.seeds import SeedParts
 from muppets.tasks.prediction import evaluate_examples
 from muppets.tasks.registry import build_head, label_counts, task_objective, task_spec
 from muppets.tasks.setup import TaskSetup, save_task
-from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
+from muppets.tokenization.unigram import load_any_tokenizer
+from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.training.device import pick_device
 from muppets.training.pretrained import check_vocabulary, load_pretrained, resolve_checkpoint
 
@@ -78,10 +79,10 @@ def prepare_encoder_task(
 def _tokenizer(config):
     """--tokenizer, else the checkpoint's own (a preset from scratch needs --tokenizer)."""
     if config.tokenizer:
-        return load_tokenizer(config.tokenizer)
+        return load_any_tokenizer(config.tokenizer)
     if config.model in PRESETS:
         raise ConfigError(f"--model {config.model} starts from scratch: give --tokenizer DIR")
-    return load_tokenizer(resolve_checkpoint(config.model))
+    return load_any_tokenizer(resolve_checkpoint(config.model))
 
 
 def load_encoder(config, tokenizer, max_seq_length: int):
