@@ -36,17 +36,18 @@ from muppets.data.instances import (
     pack_full_sentences,
 )
 from muppets.data.masking import MaskingConfig, mask_spans, mask_tokens, mask_whole_words
+from muppets.data.ngram_masking import mask_ngrams
 from muppets.errors import ConfigError, InputError
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences")
-MASKINGS = ("token", "whole_word", "span")
+MASKINGS = ("token", "whole_word", "span", "ngram")
 _CHUNK_DOCUMENTS = 256  # instances of this many documents are shuffled together
 
 
 @dataclass(frozen=True)
 class PretrainingDataConfig:
     kind: str = "nsp"  # nsp (BERT), sop (ALBERT), full_sentences (RoBERTa)
-    masking: str = "token"  # token, whole_word, span
+    masking: str = "token"  # token, whole_word, span (SpanBERT), ngram (ALBERT)
     dynamic_masking: bool = False
     max_seq_length: int = 128
     short_seq_prob: float = 0.1
@@ -121,7 +122,9 @@ def _row_masker(config: PretrainingDataConfig, ids: SpecialIds, continuation: np
         return partial(mask_tokens, config=masking)
     if continuation is None:
         raise ConfigError(f"masking '{config.masking}' needs the tokenizer's continuation mask")
-    masker = mask_whole_words if config.masking == "whole_word" else mask_spans
+    masker = {"whole_word": mask_whole_words, "span": mask_spans, "ngram": mask_ngrams}[
+        config.masking
+    ]
     return partial(masker, config=masking, continuation=continuation)
 
 

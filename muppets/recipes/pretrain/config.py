@@ -60,7 +60,7 @@ class PretrainConfig:
     eval_masked_lm_prob: float | None = option(
         "share of held-out tokens predicted (default: masked_lm_prob)", None
     )
-    masking: str = option("token, whole_word or span (SpanBERT)", "token")
+    masking: str = option("token, whole_word, span (SpanBERT) or ngram (ALBERT)", "token")
     dynamic_masking: bool | None = option("new masks every epoch (default: only for mlm)", None)
     dupe_factor: int = option("static masking: epochs before masks repeat", 10)
     partitions: int = option("data partitions; the number of processes must divide it", 8)
