@@ -1,15 +1,20 @@
 """ALBERT's pretraining data and objective: n-gram whole-word masking as google-research/albert
 draws it (the 6/11, 3/11, 2/11 length law, shorter n-grams at the budget, whole words, 80/10/10
-per token), and `muppets pretrain --model albert-tiny --objective mlm+sop --masking ngram` with
-the sentence-order accuracy held out."""
+per token), and `muppets pretrain --model albert-tiny --objective mlm+sop` (n-gram masking by
+default) with the sentence-order accuracy held out."""
 
+import contextlib
+import io
 import json
+import random
 from collections import Counter
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from conftest import BERT_TINY, write_tasks
+from safetensors.torch import load_file
 
 from muppets.cli.main import main
 from muppets.data.masking import IGNORE_INDEX, MaskingConfig
@@ -109,16 +114,19 @@ def test_mask_ngrams_is_a_pure_function_of_the_generator():
     assert tokens.tolist() == [CLS, *range(10, 40), SEP]  # the input is not written to
 
 
-def test_pretrain_albert_tiny_mlm_sop_ngram_holds_out_sop_accuracy(tiny_shards, tmp_path):
+def test_pretrain_albert_tiny_mlm_sop_holds_out_sop_accuracy_and_fine_tunes(
+    tiny_shards, tmp_path, capsys
+):
     out = tmp_path / "albert"
     args = ["pretrain", "--train-data", str(tiny_shards / "train")]
     args += ["--valid-data", str(tiny_shards / "valid"), "--out", str(out)]
-    args += ["--model", "albert-tiny", "--objective", "mlm+sop", "--masking", "ngram"]
+    args += ["--model", "albert-tiny", "--objective", "mlm+sop"]  # n-gram masking: the default
     args += ["--max-seq-length", "64", "--batch-size", "8", "--micro-batch-size", "4"]
     args += ["--partitions", "2", "--warmup-steps", "2", "--log-every", "2", "--eval-every", "0"]
     args += ["--save-every", "3", "--eval-instances", "16", "--max-steps", "3"]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
+    assert result["config"]["masking"] == "ngram"
     scores = result["eval"]
     assert {"mlm_accuracy", "sop_accuracy", "sop_loss"} <= set(scores)
     assert scores["sop_accuracy"] in {k / 16 for k in range(17)}  # 16 held-out pairs
@@ -129,10 +137,27 @@ def test_pretrain_albert_tiny_mlm_sop_ngram_holds_out_sop_accuracy(tiny_shards, 
         64,
         1,
     )
-    from safetensors.torch import load_file
-
     weights = load_file(saved / "model.safetensors")
     groups = {k.split(".layers.")[1].split(".")[1] for k in weights if ".groups." in k}
     assert groups == {"0"}  # one shared layer, however deep
     assert weights["mlm_head.dense.weight"].shape == (64, 128)  # H -> E before the decoder
     assert torch.isfinite(weights["pair_head.linear.weight"]).all()
+
+    # the run fine-tunes through the project's task heads, its shared layers and all
+    rng = random.Random(0)
+    write_tasks(tmp_path, rng)
+    tuned = tmp_path / "sst2"
+    args = ["--task", "sst2", "--data", str(tmp_path / "glue"), "--model", str(out)]
+    args += ["--out", str(tuned), "--epochs", "1", "--early-stopping-patience", "0", *BERT_TINY]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["finetune", *args]) == 0
+    tuned_weights = load_file(tuned / "seed-1" / "model.safetensors")
+    assert not torch.equal(
+        tuned_weights["encoder.layers.groups.0.layers.0.attention.qkv.weight"],
+        weights["encoder.layers.groups.0.layers.0.attention.qkv.weight"],
+    )
+    score = json.loads((tuned / "seed-1" / "metrics.json").read_text())["score"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tuned), "--data", str(tmp_path / "glue")]) == 0
+    assert capsys.readouterr().out.strip() == f"sst2 dev (16 examples): accuracy {score:.4f}"

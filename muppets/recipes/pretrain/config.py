@@ -60,7 +60,11 @@ class PretrainConfig:
     eval_masked_lm_prob: float | None = option(
         "share of held-out tokens predicted (default: masked_lm_prob)", None
     )
-    masking: str = option("token, whole_word, span (SpanBERT) or ngram (ALBERT)", "token")
+    masking: str | None = option(
+        "token, whole_word, span (SpanBERT) or ngram (ALBERT) (default: ngram for albert-*, "
+        "else token)",
+        None,
+    )
     dynamic_masking: bool | None = option("new masks every epoch (default: only for mlm)", None)
     dupe_factor: int = option("static masking: epochs before masks repeat", 10)
     partitions: int = option("data partitions; the number of processes must divide it", 8)
@@ -93,6 +97,9 @@ class PretrainConfig:
                 f"model {self.model!r} with objective {self.objective!r}: ELECTRA models "
                 "(electra-*) train with objective electra, and only they do"
             )
+        if self.masking is None:  # google-research/albert masks n-grams (--ngram 3) by default
+            albert = PRESETS.get(self.model, {}).get("model_type") == "albert"
+            self.masking = "ngram" if albert else "token"
         self.phases = [as_phase(item, k) for k, item in enumerate(self.phases, 1)]
         if self.phases:
             check_lengths(self.phases, self.run.time_budget)
