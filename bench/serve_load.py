@@ -1,0 +1,453 @@
+"""A bounded load test of `muppets serve` on loopback, beside transformers' pipeline behind the
+same server (the same app, routes and JSON) without batching, on the same model and machine.
+
+    .venv/bin/python bench/serve_load.py --classify-model CLASSIFIER --qa-model QA_MODEL \
+        --out runs/serve-bench/load.json
+
+For each task (classify: SST-2 dev sentences, one per request; qa: XQuAD-en questions, one per
+request) and each server (ours: `muppets serve`; pipeline: this script's `pipeline-server`, every
+request run alone by transformers' pipeline), closed-loop clients at each --concurrency send
+requests until --requests are answered or --seconds pass (it stops by itself): throughput and
+p50/p95/p99 latency, side by side with the ratio. Then overload: --overload-clients clients at a
+server whose queue holds --overload-queue, each request answered with a result or a 503 (counted),
+the server's RSS before and at its peak (VmHWM). Then the predictions: every SST-2 dev sentence and
+XQuAD question through our server against `muppets predict` on the same files (identical labels
+and spans), and against the pipeline's.
+
+Our models are converted for transformers with `muppets convert --to hf` into --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = [sys.executable, "-m", "muppets", "serve"]
+SST2_DEV = ROOT / "muppets" / "samples" / "SST-2" / "dev.tsv"
+XQUAD = ROOT.parent / "shared" / "data" / "xquad-en" / "xquad.en.json"
+
+
+# ---------------------------------------------------------------- the pipeline behind our app
+
+
+def pipeline_app(task: str, model: str, max_seq_length: int, doc_stride: int):
+    """Our app (validation, errors, queue, metrics) whose one route runs transformers' pipeline
+    on each request alone (a batch budget of one request)."""
+    import torch
+    from transformers import pipeline
+
+    from muppets.serve.app import Limits, build_app
+    from muppets.serve.loading import Served
+    from muppets.serve.models import Route, Work
+
+    pipe = pipeline(
+        "text-classification" if task == "classify" else "question-answering",
+        model=model,
+        device=torch.device("cpu"),
+    )
+
+    def prepare(request, truncate):
+        return Work(task, 1, {"request": request})
+
+    def run(works):
+        request = works[0].data["request"]
+        if task == "classify":
+            results = []
+            for text in request.inputs:
+                scores = pipe(text, top_k=None, truncation=True, max_length=max_seq_length)
+                best = max(scores, key=lambda s: s["score"])
+                probabilities = {s["label"]: s["score"] for s in scores}
+                results.append({"label": best["label"], "probabilities": probabilities})
+            return [{"results": results}]
+        results = []
+        for item in request.inputs:
+            answer = pipe(
+                question=item.question,
+                context=item.context,
+                max_seq_len=max_seq_length,
+                doc_stride=doc_stride,
+                max_answer_len=30,
+            )
+            results.append({k: answer[k] for k in ("answer", "start", "end", "score")})
+        return [{"results": results}]
+
+    served = Served({task: Route(prepare, run)}, {"kind": "transformers pipeline"})
+    return build_app(served, Limits(max_batch_tokens=1, max_wait_ms=0))
+
+
+# ---------------------------------------------------------------- servers and clients
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(argv: list[str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server stopped: {process.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start in 120 s")
+
+
+def stop_server(process: subprocess.Popen) -> int:
+    process.terminate()  # SIGTERM: graceful
+    return process.wait(60)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+async def post(connection, port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    """One request on a kept-alive connection (reader, writer), opened on first use."""
+    if connection[0] is None:
+        connection[:] = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = connection
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    length, close = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        if name.lower() == "connection" and value.strip().lower() == "close":
+            close = True
+    payload = await reader.readexactly(length)
+    if close:
+        writer.close()
+        connection[:] = [None, None]
+    return int(status_line.split()[1]), payload
+
+
+async def load(port, path, bodies, concurrency, max_requests, seconds) -> dict:
+    """Closed loop: each client sends its next request when the last is answered."""
+    latencies, statuses, next_body = [], {}, iter(range(10**9))
+    started = time.monotonic()
+
+    async def client():
+        connection = [None, None]
+        while len(latencies) < max_requests and time.monotonic() - started < seconds:
+            body = bodies[next(next_body) % len(bodies)]
+            t0 = time.monotonic()
+            status, _ = await post(connection, port, path, body)
+            latencies.append(time.monotonic() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+        if connection[1] is not None:
+            connection[1].close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": cuts[49] * 1000,
+        "p95_ms": cuts[94] * 1000,
+        "p99_ms": cuts[98] * 1000,
+        "statuses": statuses,
+    }
+
+
+async def overload(port, path, bodies, clients, per_client) -> dict:
+    """Every client sends per_client requests without waiting for a turn; none is retried."""
+    statuses = {}
+
+    async def client(k):
+        connection = [None, None]
+        for n in range(per_client):
+            status, _ = await post(
+                connection, port, path, bodies[(k * per_client + n) % len(bodies)]
+            )
+            statuses[status] = statuses.get(status, 0) + 1
+        connection[1].close()
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return statuses
+
+
+async def answers(port, path, bodies) -> list[dict]:
+    connection, out = [None, None], []
+    for body in bodies:
+        status, payload = await post(connection, port, path, body)
+        assert status == 200, payload[:300]
+        out += json.loads(payload)["results"]
+    connection[1].close()
+    return out
+
+
+# ---------------------------------------------------------------- data and reference predictions
+
+
+def sst2_sentences() -> list[str]:
+    with SST2_DEV.open(encoding="utf-8", newline="") as f:
+        return [
+            row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
+
+
+def xquad_questions() -> list[tuple[str, str, str]]:
+    data = json.loads(XQUAD.read_text(encoding="utf-8"))["data"]
+    return [
+        (qa["id"], qa["question"], p["context"])
+        for a in data
+        for p in a["paragraphs"]
+        for qa in p["qas"]
+    ]
+
+
+def muppets_predict(model: str, input_path: Path, out: Path) -> str:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "muppets",
+            "predict",
+            "--model",
+            model,
+            "--input",
+            str(input_path),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return out.read_text(encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    server = sub.add_parser("pipeline-server")
+    server.add_argument("--task", choices=("classify", "qa"), required=True)
+    server.add_argument("--model", required=True)
+    server.add_argument("--port", type=int, required=True)
+    server.add_argument("--max-seq-length", type=int, default=128)
+    server.add_argument("--doc-stride", type=int, default=128)
+    server.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--classify-model", required=False)
+    parser.add_argument("--qa-model", required=False)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each server")
+    parser.add_argument("--requests", type=int, default=1000, help="most requests per level")
+    parser.add_argument("--seconds", type=float, default=15.0, help="longest time per level")
+    parser.add_argument("--overload-clients", type=int, default=64)
+    parser.add_argument("--overload-queue", type=int, default=8)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "serve-bench")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.command == "pipeline-server":
+        import torch
+        import uvicorn
+
+        torch.set_num_threads(args.threads)
+        app = pipeline_app(args.task, args.model, args.max_seq_length, args.doc_stride)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+        return 0
+    return run_bench(args)
+
+
+def run_bench(args) -> int:
+    from muppets.tasks.setup import load_task
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    report = {"machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "levels": levels}
+    report.update(load_average_before=os.getloadavg()[0], tasks={})
+    sentences = sst2_sentences()
+    questions = xquad_questions()
+    tasks = {}
+    if args.classify_model:
+        bodies = [json.dumps({"inputs": [s]}).encode() for s in sentences]
+        tasks["classify"] = (args.classify_model, bodies)
+    if args.qa_model:
+        bodies = [
+            json.dumps({"inputs": [{"question": q, "context": c}]}).encode()
+            for _, q, c in questions
+        ]
+        tasks["qa"] = (args.qa_model, bodies)
+    for task, (model, bodies) in tasks.items():
+        setup = load_task(model)
+        hf = args.work / f"hf-{task}"
+        if not (hf / "config.json").is_file():
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "muppets",
+                    "convert",
+                    "--input",
+                    model,
+                    "--out",
+                    str(hf),
+                    "--to",
+                    "hf",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        servers = {
+            "ours": [*SERVE, "--model", model, "--threads", str(args.threads)],
+            "pipeline": [
+                sys.executable,
+                __file__,
+                "pipeline-server",
+                "--task",
+                task,
+                "--model",
+                str(hf),
+                "--max-seq-length",
+                str(setup.max_seq_length),
+                "--doc-stride",
+                str(setup.doc_stride),
+                "--threads",
+                str(args.threads),
+            ],
+        }
+        results = {}
+        for name, argv in servers.items():
+            port = free_port()
+            process = start_server([*argv, "--port", str(port)], port)
+            path = f"/{task}"
+            asyncio.run(load(port, path, bodies[:20], 1, 20, 60))  # warm-up
+            results[name] = {"levels": []}
+            for c in levels:
+                measured = asyncio.run(load(port, path, bodies, c, args.requests, args.seconds))
+                results[name]["levels"].append(measured)
+                print(
+                    f"{task} {name} c={c}: {measured['throughput']:.1f} req/s, p50 "
+                    f"{measured['p50_ms']:.1f} p95 {measured['p95_ms']:.1f} ms",
+                    flush=True,
+                )
+            results[name]["answers"] = asyncio.run(answers(port, path, bodies))
+            results[name]["memory_kib"] = memory_kib(process.pid)
+            results[name]["exit"] = stop_server(process)
+        found = compare(task, model, hf, setup.labels, results, questions, args.work)
+        report["tasks"][task] = found
+        report["tasks"][task]["levels"] = {n: r["levels"] for n, r in results.items()}
+    if args.classify_model:
+        report["overload"] = run_overload(args, tasks["classify"][1])
+    report["load_average_after"] = os.getloadavg()[0]
+    print_report(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def compare(task, model, hf, labels, results, questions, work: Path) -> dict:
+    """Our answers against `muppets predict` on the same file, and against the pipeline's."""
+    ours, theirs = results["ours"]["answers"], results["pipeline"]["answers"]
+    if task == "classify":
+        written = muppets_predict(model, SST2_DEV, work / "sst2-dev-predictions.tsv")
+        expected = [line.split("\t")[1] for line in written.splitlines()[1:]]
+        got = [r["label"] for r in ours]
+        id2label = json.loads((hf / "config.json").read_text())["id2label"]
+        index = {name: int(i) for i, name in id2label.items()}
+        mapped = [labels[index[r["label"]]] for r in theirs]
+        return {
+            "examples": len(got),
+            "same_as_predict": sum(a == b for a, b in zip(got, expected, strict=True)),
+            "same_as_pipeline": sum(a == b for a, b in zip(got, mapped, strict=True)),
+        }
+    written = json.loads(muppets_predict(model, XQUAD, work / "xquad-predictions.json"))
+    got = [r["answer"] for r in ours]
+    expected = [written[qid] for qid, _, _ in questions]
+    pipeline = [r["answer"].strip() for r in theirs]
+    return {
+        "examples": len(got),
+        "same_as_predict": sum(a == b for a, b in zip(got, expected, strict=True)),
+        "same_as_pipeline": sum(a == b for a, b in zip(got, pipeline, strict=True)),
+    }
+
+
+def run_overload(args, bodies) -> dict:
+    port = free_port()
+    argv = [*SERVE, "--model", args.classify_model, "--threads", str(args.threads)]
+    argv += ["--max-queue", str(args.overload_queue), "--port", str(port)]
+    process = start_server(argv, port)
+    asyncio.run(load(port, "/classify", bodies[:20], 1, 20, 60))
+    before = memory_kib(process.pid)
+    statuses = asyncio.run(overload(port, "/classify", bodies, args.overload_clients, 10))
+    after = memory_kib(process.pid)
+    alive = process.poll() is None
+    statuses_after = asyncio.run(load(port, "/classify", bodies[:10], 1, 10, 30))["statuses"]
+    code = stop_server(process)
+    return {
+        "clients": args.overload_clients,
+        "queue": args.overload_queue,
+        "statuses": statuses,
+        "rss_before_kib": before["VmRSS"],
+        "rss_peak_kib": after["VmHWM"],
+        "alive": alive,
+        "after": statuses_after,
+        "exit": code,
+    }
+
+
+def print_report(report: dict) -> None:
+    print(
+        f"\n{report['machine']}, torch threads {report['threads']} per server; load average "
+        f"{report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after"
+    )
+    print(
+        f"{'task':<9}{'conc':>5} | {'ours req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
+        f"{'pipe req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | {'ratio':>6}"
+    )
+    for task, found in report["tasks"].items():
+        for ours, theirs in zip(found["levels"]["ours"], found["levels"]["pipeline"], strict=True):
+            ratio = ours["throughput"] / theirs["throughput"]
+            print(
+                f"{task:<9}{ours['concurrency']:>5} | {ours['throughput']:>10.1f} "
+                f"{ours['p50_ms']:>7.1f} {ours['p95_ms']:>7.1f} {ours['p99_ms']:>7.1f} | "
+                f"{theirs['throughput']:>10.1f} {theirs['p50_ms']:>7.1f} {theirs['p95_ms']:>7.1f} "
+                f"{theirs['p99_ms']:>7.1f} | {ratio:>5.2f}x"
+            )
+        print(
+            f"{task}: {found['same_as_predict']}/{found['examples']} answers identical to "
+            f"muppets predict's; {found['same_as_pipeline']}/{found['examples']} to the pipeline's"
+        )
+    if "overload" in report:
+        o = report["overload"]
+        print(
+            f"overload: {o['clients']} clients x 10 requests, queue {o['queue']}: statuses "
+            f"{o['statuses']}; RSS {o['rss_before_kib'] / 1024:.0f} MiB before, peak "
+            f"{o['rss_peak_kib'] / 1024:.0f} MiB; alive {o['alive']}, after: {o['after']}, "
+            f"exit {o['exit']}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
