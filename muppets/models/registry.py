@@ -21,6 +21,7 @@ from muppets.models.albert import AlbertConfig, build_albert_encoder
 from muppets.models.bert import BertConfig, BertModel
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel, build_discriminator
 from muppets.models.heads import MaskedLMHead, PretrainingModel, SentencePairHead
+from muppets.models.span_boundary import SpanBertModel, SpanBoundaryHead
 
 # Shared by every BERT preset (google-research/bert's released bert_config.json files).
 _BERT = {
@@ -142,14 +143,25 @@ def build_pretraining_model(
     config: BertConfig | ElectraConfig,
     with_pair_head: bool | None = None,
     with_mlm_head: bool = True,
-) -> PretrainingModel | ElectraPretrainingModel:
+    with_sbo_head: bool = False,
+) -> PretrainingModel | ElectraPretrainingModel | SpanBertModel:
     """Encoder + tied MLM head (+ NSP/SOP head; by default for BERT, not for RoBERTa); for
     ELECTRA, generator + discriminator (no pair head). with_mlm_head=False: the encoder alone
-    (what a transformers BertModel / RobertaModel file holds)."""
+    (what a transformers BertModel / RobertaModel file holds). with_sbo_head: SpanBERT's MLM +
+    span boundary heads over a BERT or RoBERTa encoder."""
     if isinstance(config, ElectraConfig):
         if with_pair_head:
             raise ConfigError("ELECTRA has no sentence-pair head (NSP/SOP): use objective electra")
         return ElectraPretrainingModel(config)
+    if with_sbo_head:
+        if config.model_type not in ("bert", "roberta") or with_pair_head or not with_mlm_head:
+            raise ConfigError(
+                f"model_type {config.model_type!r}: the span boundary objective is SpanBERT's: "
+                "a BERT or RoBERTa encoder with its MLM head and no pair head"
+            )
+        c = config
+        head = (c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, c.initializer_range)
+        return SpanBertModel(build_encoder(config), MaskedLMHead(*head), SpanBoundaryHead(*head))
     if with_pair_head is None:
         with_pair_head = config.model_type in ("bert", "albert")
     c = config

@@ -21,6 +21,7 @@ from pathlib import Path
 from muppets.errors import ConfigError
 from muppets.models.albert import AlbertConfig
 from muppets.models.electra import ElectraConfig
+from muppets.models.heads import PretrainingModel
 from muppets.models.hf import save_hf_checkpoint
 from muppets.models.hf_albert import save_hf_albert
 from muppets.models.hf_electra import save_hf_electra
@@ -61,6 +62,7 @@ def convert(config: ConvertConfig) -> Path:
 
 def _convert(config: ConvertConfig, out: Path) -> Path:
     model, model_config, _, setup, absent = load_checkpoint(config.input)
+    dropped = None
     source = resolve_checkpoint(config.input)
     tokenizer_files = [source / n for n in TOKENIZER_FILES if (source / n).exists()]
     if config.to == "hf":
@@ -72,6 +74,9 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
         elif isinstance(model_config, AlbertConfig):
             save_hf_albert(model, model_config, out)
         else:
+            if getattr(model, "sbo_head", None) is not None:  # SpanBERT: BERT's shape
+                dropped = "the span boundary (SBO) head"
+                model = PretrainingModel(model.encoder, model.mlm_head, None)
             save_hf_checkpoint(model, model_config, out)
         for f in tokenizer_files:
             for directory in written:
@@ -82,6 +87,11 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             save_task(out, setup)
     what = f", fine-tuned for {_task_line(setup)}" if setup is not None else ""
     print(f"convert: {source} -> {out} ({config.to} format{what})")
+    if dropped:
+        print(
+            f"convert: {dropped} of {source} is for pretraining only: not written (transformers "
+            "has no such head; a SpanBERT checkpoint is BERT's shape, BertForMaskedLM)"
+        )
     std = model_config.initializer_range
     for part in absent:  # what transformers would initialise too when loading this file
         print(

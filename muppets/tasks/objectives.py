@@ -1,6 +1,7 @@
 """Pretraining objectives: masked LM (Devlin et al. 2019 section 3.1, task 1), next-sentence
-prediction (task 2), sentence-order prediction (ALBERT, Lan et al. 2020 section 4.1) and RoBERTa's
-MLM alone (Liu et al. 2019 section 4.2); and ELMo's biLM loss (Peters et al. 2018 section 3.1).
+prediction (task 2), sentence-order prediction (ALBERT, Lan et al. 2020 section 4.1), RoBERTa's
+MLM alone (Liu et al. 2019 section 4.2), SpanBERT's MLM + span boundary objective (Joshi et al.
+2020 section 3.2); and ELMo's biLM loss (Peters et al. 2018 section 3.1).
 
 The contract with the training loop: an objective returns loss SUMS per component and counts its
 targets; the loop divides each component's sum by its count over the whole accumulated batch and
@@ -122,15 +123,51 @@ class MaskedLMObjective:
         return result
 
 
+class SpanBoundaryObjective:
+    """SpanBERT (Joshi et al. 2020, section 3.2): L = MLM + SBO, summed over every token of the
+    masked spans; the model is models/span_boundary.SpanBertModel. Components "mlm" and "sbo",
+    each divided by its number of masked tokens (the same number)."""
+
+    def _forward(self, model: nn.Module, batch: dict[str, Tensor]):
+        labels = batch["labels"]
+        masked = labels.ne(IGNORE)  # (B, T)
+        out = model(
+            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), masked
+        )
+        return out.mlm_logits.float(), out.sbo_logits.float(), labels[masked]  # (M, V) x2, (M,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        mlm, sbo, targets = self._forward(model, batch)
+        return {
+            "mlm": F.cross_entropy(mlm, targets, reduction="sum"),
+            "sbo": F.cross_entropy(sbo, targets, reduction="sum"),
+        }
+
+    def count_targets(self, batch: dict[str, Tensor]) -> dict[str, int]:
+        n = int(batch["labels"].ne(IGNORE).sum())
+        return {"mlm": n, "sbo": n}
+
+    @torch.no_grad()
+    def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
+        result = {}
+        for name, logits in zip(("mlm", "sbo"), self._forward(model, batch)[:2], strict=True):
+            targets = batch["labels"][batch["labels"].ne(IGNORE)]
+            result[f"{name}_loss_sum"] = float(F.cross_entropy(logits, targets, reduction="sum"))
+            result[f"{name}_correct"] = float(logits.argmax(-1).eq(targets).sum())
+            result[f"{name}_count"] = float(targets.numel())
+        return result
+
+
 # Objective names used by configs and the CLI.
-OBJECTIVES: dict[str, MaskedLMObjective] = {
+OBJECTIVES: dict[str, MaskedLMObjective | SpanBoundaryObjective] = {
     "mlm": MaskedLMObjective(),  # RoBERTa
     "mlm+nsp": MaskedLMObjective("nsp"),  # BERT
     "mlm+sop": MaskedLMObjective("sop"),  # ALBERT-style sentence order
+    "mlm+sbo": SpanBoundaryObjective(),  # SpanBERT
 }
 
 
-def objective_for(name: str) -> MaskedLMObjective:
+def objective_for(name: str) -> MaskedLMObjective | SpanBoundaryObjective:
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]

@@ -151,7 +151,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise InputError(f"cannot read safetensors weights: {e}", weights) from None
     has_pair_head = any(k.startswith("pair_head.") for k in names)
     has_mlm_head = any(k.startswith("mlm_head.") for k in names)
-    model = build_pretraining_model(config, has_pair_head, has_mlm_head)
+    has_sbo_head = any(k.startswith("sbo_head.") for k in names)  # SpanBERT's
+    model = build_pretraining_model(config, has_pair_head, has_mlm_head, has_sbo_head)
     load_weights(model, directory)
     return Checkpoint(model.eval(), config, tokenizer, None)
 

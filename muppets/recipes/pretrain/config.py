@@ -2,7 +2,8 @@
 
 The shards directory carries its tokenizer (prepare saves it there), the model preset is sized to
 that vocabulary, and the objective picks how instances are made (mlm+nsp: BERT pairs; mlm+sop:
-ALBERT sentence order; mlm: RoBERTa full sentences with dynamic masking).
+ALBERT sentence order; mlm: RoBERTa full sentences with dynamic masking; mlm+sbo: SpanBERT's single
+segments with span masking).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ INSTANCES_FOR = {
     "mlm+sop": "sop",
     "mlm": "full_sentences",
     "electra": "full_sentences",
+    "mlm+sbo": "full_sentences",  # SpanBERT: single contiguous segments, no NSP (section 3.3)
 }
 
 
@@ -47,7 +49,8 @@ class PretrainConfig:
     out: str = option("run directory: checkpoints, metrics.jsonl, loss.png", "runs/pretrain")
     model: str = option("model preset (bert-tiny, bert-mini, ..., roberta-base)", "bert-mini")
     objective: str = option(
-        "mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa), electra (electra-* models)",
+        "mlm+nsp (BERT), mlm+sop (ALBERT pairs), mlm (RoBERTa), mlm+sbo (SpanBERT), "
+        "electra (electra-* models)",
         "mlm+nsp",
     )
     pre_layer_norm: bool = option("pre-LN Transformer layers instead of the paper's post-LN", False)
@@ -62,7 +65,7 @@ class PretrainConfig:
     )
     masking: str | None = option(
         "token, whole_word, span (SpanBERT) or ngram (ALBERT) (default: ngram for albert-*, "
-        "else token)",
+        "span for mlm+sbo, else token)",
         None,
     )
     dynamic_masking: bool | None = option("new masks every epoch (default: only for mlm)", None)
@@ -99,7 +102,7 @@ class PretrainConfig:
             )
         if self.masking is None:  # google-research/albert masks n-grams (--ngram 3) by default
             albert = PRESETS.get(self.model, {}).get("model_type") == "albert"
-            self.masking = "ngram" if albert else "token"
+            self.masking = "ngram" if albert else "span" if self.objective == "mlm+sbo" else "token"
         self.phases = [as_phase(item, k) for k, item in enumerate(self.phases, 1)]
         if self.phases:
             check_lengths(self.phases, self.run.time_budget)

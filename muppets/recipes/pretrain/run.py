@@ -163,7 +163,8 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
         )
     torch.manual_seed(config.run.seed)  # the same initial weights on every rank
     pair = config.objective in ("mlm+nsp", "mlm+sop")
-    model = build_pretraining_model(model_config, with_pair_head=pair)
+    sbo = config.objective == "mlm+sbo"
+    model = build_pretraining_model(model_config, with_pair_head=pair, with_sbo_head=sbo)
     if config.init_from and not config.run.resume:
         _load_initial_weights(model, model_config, tokenizer, config.init_from)
     model.to(device)
