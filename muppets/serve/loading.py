@@ -44,9 +44,7 @@ def load_served(path: str | Path, device: torch.device, max_tokens: int, max_inp
             downstream = load_downstream(directory, device, max_inputs)
             setup = downstream.setup
             info = {"kind": "downstream", "task": setup.task, "head": setup.head}
-            return Served(
-                DownstreamRoutes(downstream, max_inputs).routes(), {**info, **_labels(setup)}
-            )
+            return Served(DownstreamRoutes(downstream).routes(), {**info, **_labels(setup)})
     directory = directory or resolve_checkpoint(path)
     if read_config(directory).get("model_type") == "elmo":
         model, config, _ = load_elmo(directory)

@@ -258,8 +258,8 @@ class TaskRoutes:
 class DownstreamRoutes:
     """classify / tag of a --downstream model (labels only: its predict gives no scores)."""
 
-    def __init__(self, downstream, max_inputs: int):
-        self.downstream, self.setup, self.batch_size = downstream, downstream.setup, max_inputs
+    def __init__(self, downstream):
+        self.downstream, self.setup = downstream, downstream.setup
 
     def routes(self) -> dict[str, Route]:
         if self.setup.head == "tagging":
