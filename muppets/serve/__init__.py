@@ -1,7 +1,9 @@
 """`muppets serve`: a trained model behind HTTP, with dynamic batching and a page to try it.
 
     run.py       ServeConfig + serve(): load the model once, build the app, run uvicorn
-    models.py    a model directory -> the routes it allows (classify, tag, qa, fill-mask, embed)
+    loading.py   a model directory -> the routes it allows, and what /info says
+    models.py    the task routes (classify, tag, qa) of fine-tuned and --downstream models
+    encoders.py  the encoder routes (embed, fill-mask) of any family
     schemas.py   the request bodies (pydantic), strict: a wrong type or an unknown key names it
     batching.py  the bounded queue and the worker that groups requests by a token budget
     app.py       the Starlette app: auth, body limits, JSON errors, /health /info /metrics, the page
