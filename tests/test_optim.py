@@ -7,7 +7,17 @@ import torch
 from test_loop import ToyMLM
 from torch import nn
 
-from muppets.training.optim import Schedule, build_optimizer, decays, lr_factor, param_groups
+from muppets.models.bert import BertModel
+from muppets.models.registry import preset_config
+from muppets.tasks.classification import SequenceClassifier
+from muppets.training.optim import (
+    Schedule,
+    build_optimizer,
+    decays,
+    lr_factor,
+    param_groups,
+    set_learning_rate,
+)
 
 
 class Block(nn.Module):
@@ -60,6 +70,39 @@ def test_optimizer_has_bert_defaults_and_the_fused_kernel_on_cpu():
     for group, decay in zip(optimizer.param_groups, (0.01, 0.0), strict=True):
         assert (group["lr"], group["betas"], group["eps"]) == (1e-4, (0.9, 0.999), 1e-6)
         assert group["weight_decay"] == decay and group["fused"] is True
+
+
+def test_layer_wise_decay_gives_electras_rates_per_depth():
+    """google-research/electra `_get_layer_lrs` with L = 2: embeddings decay^4, layer 0 decay^3,
+    layer 1 decay^2, the head (and BERT's pooler) the full rate; weight decay as without it."""
+    model = SequenceClassifier(BertModel(preset_config("bert-tiny", vocab_size=50)), 2)
+    optimizer = build_optimizer(model, learning_rate=1e-3, weight_decay=0.01, layer_decay=0.5)
+    set_learning_rate(optimizer, 2e-3)
+    rates, params = {}, dict(model.named_parameters())
+    for group in optimizer.param_groups:
+        for name in names(model, group):
+            rates[name] = group["lr"]
+            assert group["weight_decay"] == (0.01 if decays(name, params[name]) else 0.0)
+    assert len(rates) == len(list(model.parameters()))
+    expected = {
+        "encoder.embeddings.word_embeddings.weight": 2e-3 * 0.5**4,
+        "encoder.embeddings.norm.bias": 2e-3 * 0.5**4,
+        "encoder.layers.0.attention.qkv.weight": 2e-3 * 0.5**3,
+        "encoder.layers.1.feed_forward_norm.weight": 2e-3 * 0.5**2,
+        "encoder.pooler.dense.weight": 2e-3,
+        "classifier.bias": 2e-3,
+    }
+    assert {name: rates[name] for name in expected} == pytest.approx(expected, rel=1e-12)
+    # Off (1.0): exactly the two groups of before, which older checkpoints' optimizer state has.
+    plain = build_optimizer(model, weight_decay=0.01).param_groups
+    assert [g["lr_scale"] for g in plain] == [1.0, 1.0] and len(plain) == 2
+
+
+def test_layer_lr_decay_out_of_range_is_one_line(cli_error, tmp_path):
+    line = cli_error(
+        ["finetune", "--task", "sst2", "--out", str(tmp_path), "--layer-lr-decay", "0"]
+    )
+    assert "layer_lr_decay must be in (0, 1], got 0.0" in line
 
 
 def test_linear_warmup_then_linear_decay_to_zero():

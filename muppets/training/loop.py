@@ -57,6 +57,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-6
     max_grad_norm: float | None = 1.0  # None: no clipping
+    layer_lr_decay: float = 1.0  # optim.layer_lr_scales
     gradient_accumulation_steps: int = 1
     log_every: int = 100
     eval_every: int = 10_000  # 0: only at the end
@@ -148,7 +149,12 @@ def train(
     seed_everything(config.seed + rank)
     betas = (config.adam_beta1, config.adam_beta2)
     optimizer = build_optimizer(
-        model, config.learning_rate, betas, config.adam_epsilon, config.weight_decay
+        model,
+        config.learning_rate,
+        betas,
+        config.adam_epsilon,
+        config.weight_decay,
+        config.layer_lr_decay,
     )
     run = Run(
         model=model,

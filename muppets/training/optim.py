@@ -13,6 +13,7 @@ optimizer step, so there is no scheduler object whose state could drift from the
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -28,16 +29,49 @@ def decays(name: str, param: torch.Tensor) -> bool:
     return not any("norm" in part.lower() for part in name.split("."))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: [decayed matrices, non-decayed biases and norms], in parameter order."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups: [decayed matrices, non-decayed biases and norms], each in parameter order;
+    with `layer_decay` < 1, that pair for each learning-rate multiplier (`lr_scale`,
+    layer_lr_scales), from the top of the model down."""
+    scale = layer_lr_scales(model, layer_decay)
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if decays(name, param) else no_decay).append(param)
+            groups.setdefault((scale(name), decays(name, param)), []).append(param)
+    order = sorted(groups, key=lambda key: (-key[0], not key[1]))
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": groups[key], "weight_decay": weight_decay if key[1] else 0.0, "lr_scale": key[0]}
+        for key in order
+        if groups[key] or key[0] == 1.0
     ]
+
+
+def layer_lr_scales(model: nn.Module, layer_decay: float):
+    """name -> learning-rate multiplier: layer-wise decay as ELECTRA fine-tunes
+    (google-research/electra, model/optimization.py, `_get_layer_lrs`): with L encoder layers,
+    the embeddings (and `embeddings_project`) are at depth 0, layer i at depth i + 1, everything
+    else at L + 2 (the task head; BERT's pooler too, which ELECTRA lacks); the multiplier is
+    layer_decay ** (L + 2 - depth), so the top layer gets layer_decay ** 2, as there."""
+    names = [name for name, _ in model.named_parameters()]
+    layers = {int(m.group(1)) for n in names if (m := LAYER.search(n))}
+    top = len(layers) + 2
+
+    def scale(name: str) -> float:
+        if layer_decay == 1.0:
+            return 1.0
+        if (m := LAYER.search(name)) is not None:
+            depth = int(m.group(1)) + 1
+        elif EMBEDDINGS.search(name):
+            depth = 0
+        else:
+            depth = top
+        return layer_decay ** (top - depth)
+
+    return scale
+
+
+LAYER = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)\.")
+EMBEDDINGS = re.compile(r"(?:^|\.)encoder\.(?:embeddings|embeddings_project)\.")
 
 
 def build_optimizer(
@@ -46,6 +80,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
     weight_decay: float = 0.01,
+    layer_decay: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW with BERT's defaults (lr 1e-4, betas 0.9/0.999, eps 1e-6, weight decay 0.01).
 
@@ -56,7 +91,7 @@ def build_optimizer(
     """
     on_supported_device = {p.device.type for p in model.parameters()} <= {"cpu", "cuda"}
     return torch.optim.AdamW(
-        param_groups(model, weight_decay),
+        param_groups(model, weight_decay, layer_decay),
         lr=learning_rate,
         betas=betas,
         eps=eps,
@@ -134,6 +169,6 @@ class Schedule:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
-    """Write the scheduled learning rate into every parameter group."""
+    """Write the scheduled learning rate into every parameter group (times its `lr_scale`)."""
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate
+        group["lr"] = learning_rate * group.get("lr_scale", 1.0)

@@ -95,6 +95,11 @@ class Optimization:
     weight_decay: float = option("AdamW weight decay (not on biases and norms)", 0.01)
     adam_epsilon: float = option("AdamW epsilon (BERT's 1e-6)", 1e-6)
     max_grad_norm: float = option("gradient clipping norm", 1.0)
+    layer_lr_decay: float = option(
+        "layer-wise learning-rate decay: layer i of L gets rate x decay^(L+1-i), the embeddings "
+        "x decay^(L+2), the head the full rate (ELECTRA fine-tunes with 0.8); 1: off",
+        1.0,
+    )
 
     def __post_init__(self):
         # each listed rate > 0 (listed() raises); None: the recipe's choice
@@ -107,6 +112,7 @@ class Optimization:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("adam_epsilon", self.adam_epsilon > 0, "> 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("layer_lr_decay", 0 < self.layer_lr_decay <= 1, "in (0, 1]"),
         ]
         check(self, rules)
 
