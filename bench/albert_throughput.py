@@ -16,14 +16,13 @@ round of each. Run with tcmalloc as the other benches:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from step_timing import compare, lengths_of, timed_step
 
 from muppets.models.hf_albert import config_to_hf, state_dict_to_hf
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for, total_loss
-from muppets.training.optim import build_optimizer
 
 CLS, SEP, MASK = 2, 3, 4
 
@@ -33,10 +32,7 @@ def make_batches(n, batch_size, vocab_size, lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(n):
-        if lengths == "full":
-            lens = torch.full((batch_size,), 128)
-        else:
-            lens = torch.randint(16, 129, (batch_size,), generator=g)
+        lens = lengths_of(batch_size, lengths, g)
         T = int(lens.max())
         ids = torch.randint(5, vocab_size, (batch_size, T), generator=g)
         real = torch.arange(T)[None, :] < lens[:, None]  # (B, T)
@@ -93,23 +89,6 @@ def ours_loss(model, objective, batch):
     return total_loss(objective(model, batch), objective.count_targets(batch))
 
 
-def timed_step(loss_fn, model, optimizer):
-    def step(batch):
-        loss_fn(batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def tokens_per_second(step, batches):
-    start = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    return sum(int(b["attention_mask"].sum()) for b in batches) / (time.perf_counter() - start)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="albert-base")
@@ -131,12 +110,8 @@ def main():
         a, b = ours_loss(ours, objective, check), hf_loss(theirs, check)
         assert torch.allclose(a, b, rtol=1e-4), (a, b)
     steps = {
-        "muppets": timed_step(
-            lambda batch: ours_loss(ours, objective, batch), ours, build_optimizer(ours)
-        ),
-        "transformers": timed_step(
-            lambda batch: hf_loss(theirs, batch), theirs, build_optimizer(theirs)
-        ),
+        "muppets": timed_step(lambda batch: ours_loss(ours, objective, batch), ours),
+        "transformers": timed_step(lambda batch: hf_loss(theirs, batch), theirs),
     }
     print(
         f"{args.model} (E {config.embedding_size}, H {config.hidden_size}, "
@@ -144,19 +119,11 @@ def main():
         f"batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
-    print("| lengths | transformers tok/s | muppets tok/s | ratio |")
-    print("| --- | --- | --- | --- |")
-    for lengths in ("16..128", "full"):
-        batches = make_batches(args.batches, args.batch_size, config.vocab_size, lengths)
-        for step in steps.values():
-            step(batches[0])  # warm-up: allocator, kernels
-        speed = {}
-        for name in ("transformers", "muppets") * args.rounds:  # interleaved against drift
-            speed[name] = max(speed.get(name, 0.0), tokens_per_second(steps[name], batches))
-        ratio = speed["muppets"] / speed["transformers"]
-        print(
-            f"| {lengths} | {speed['transformers']:.0f} | {speed['muppets']:.0f} | {ratio:.2f}x |"
-        )
+    compare(
+        steps,
+        lambda lengths: make_batches(args.batches, args.batch_size, config.vocab_size, lengths),
+        args.rounds,
+    )
 
 
 if __name__ == "__main__":

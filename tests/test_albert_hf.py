@@ -222,3 +222,18 @@ def test_a_wordpiece_tokenizer_in_an_albert_checkpoint_is_refused(
         "checkpoint: ALBERT's is SentencePiece (a tokenizer.json with a Unigram model, as "
         "AlbertTokenizerFast saves it)"
     )
+
+
+def test_fill_mask_reads_the_unigram_tokenizer(albert_workspace, capsys):
+    _, directories = albert_workspace
+    directory = directories["AlbertForMaskedLM"]
+    capsys.readouterr()
+    assert main(["predict", "fill-mask", "the movie was [MASK] .", "--model", str(directory)]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    tokenizer = load_checkpoint(directory).tokenizer
+    ids = torch.tensor([tokenizer.encode_pair("the movie was [MASK] .")[0]])
+    model = transformers.AlbertForMaskedLM.from_pretrained(directory).eval()
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits[ids.eq(tokenizer.mask_id)].softmax(-1)[0]  # (V,)
+    top = int(probs.argmax())
+    assert line.startswith(f"  [MASK] #1: {tokenizer.id_to_token(top)} {float(probs[top]):.3f}  ")
