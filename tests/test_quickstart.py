@@ -15,6 +15,9 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -382,3 +385,33 @@ def test_each_lane_with_the_stages_before_and_after_adds_up_to_the_budget():
     shares = stage_shares(True)
     assert list(shares)[:2] == ["tokenizer", "shards"] and list(shares)[-1] == "report"
     assert shares["conll-bert-finetuned"] == shares["conll-bert-scratch"] > 0
+
+
+def test_the_second_lane_stops_when_the_first_is_killed(tmp_path):
+    """SIGKILL skips every handler of the first lane; the second must not train on unseen."""
+    log = tmp_path / "lane-2.log"
+    parent = (
+        "import sys, time; from muppets.quickstart.lanes import start_lane; "
+        "lane = start_lane(time.sleep, (120,), __import__('pathlib').Path(sys.argv[1])); "
+        "print(lane.pid, flush=True); time.sleep(120)"
+    )
+    first = subprocess.Popen([sys.executable, "-c", parent, str(log)], stdout=subprocess.PIPE)
+    child = int(first.stdout.readline())
+    deadline = time.monotonic() + 120  # a loaded machine starts Python slowly
+    while not log.exists() and time.monotonic() < deadline:  # the lane is up and watching
+        time.sleep(0.2)
+    first.kill()
+    first.wait()
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(child)
+    assert f"the first lane's process ({first.pid}) is gone; stopping" in log.read_text()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a re-parented child may wait a while to be reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status

@@ -5,8 +5,9 @@ second core. Each process trains on one torch thread, so the two lanes do not fi
 The process is spawned (not forked: the parent has run Rust and OpenMP thread pools) and writes
 its output to a log file; when it ends, its stage lines are repeated on the parent's output so
 the run reads as one story. A lane that stops with an error stops the run with its last line and
-the log's path; Ctrl-C reaches both processes, and the same command resumes both lanes from their
-finished stages.
+the log's path; Ctrl-C reaches both processes, a lane whose parent is gone (killed, even with
+SIGKILL) stops within a second instead of training on unseen, and the same command resumes both
+lanes from their finished stages.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +25,10 @@ from muppets.errors import TrainingError
 STAGE_LINE = "["  # the runner's progress lines start with "[i/n]"
 
 
-def _in_log(log: Path, function: Callable, args: tuple) -> None:
-    """The child: stdout and stderr (file descriptors too, for native code and tqdm) into `log`."""
+def _in_log(log: Path, parent: int, function: Callable, args: tuple) -> None:
+    """The child: stdout and stderr (file descriptors too, for native code and tqdm) into `log`;
+    it ends itself when `parent` is no longer its parent."""
+    threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
     with open(log, "a", encoding="utf-8") as stream:
         os.dup2(stream.fileno(), 1)
         os.dup2(stream.fileno(), 2)
@@ -32,12 +37,22 @@ def _in_log(log: Path, function: Callable, args: tuple) -> None:
     function(*args)
 
 
+def _end_with(parent: int, every: float = 0.5) -> None:
+    """Exit the process once it has been re-parented: the first lane died without stopping it
+    (SIGTERM or SIGKILL skip `stop_lane`). Checkpoints are written atomically, so a resume is
+    safe."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    print(f"lane 2: the first lane's process ({parent}) is gone; stopping", flush=True)
+    os._exit(1)
+
+
 def start_lane(function: Callable, args: tuple, log: Path) -> multiprocessing.Process:
     """Start `function(*args)` in a spawned process writing to `log` (appended: a resumed run
     keeps the earlier attempt's lines). `function` must be importable (module level)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     process = multiprocessing.get_context("spawn").Process(
-        target=_in_log, args=(log, function, args), name="muppets-lane-2"
+        target=_in_log, args=(log, os.getpid(), function, args), name="muppets-lane-2"
     )
     process.start()
     return process
