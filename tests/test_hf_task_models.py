@@ -1,4 +1,4 @@
-"""transformers' task models as fine-tuned models: BertFor/RobertaFor SequenceClassification
+"""transformers' task models as fine-tuned models: Bert/Roberta/AlbertFor SequenceClassification
 (labels and regression), TokenClassification and QuestionAnswering, built by transformers at a
 tiny random size and saved with save_pretrained beside a WordPiece tokenizer. They convert
 (`--to muppets`: task.json from config.json's labels) with transformers' logits, convert back
@@ -42,10 +42,11 @@ HEADS = {
     ),
     "span_qa": ("ForQuestionAnswering", {}, {"task": "squad", "head": "span_qa", "labels": []}),
 }
-FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}
+FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra", "albert": "Albert"}
 # ELECTRA's sequence classifier has no equivalent here (test_hf_shapes.py: refused)
 CASES = [(family, head) for family in ("bert", "roberta") for head in HEADS]
 CASES += [("electra", "tagging"), ("electra", "span_qa")]
+CASES += [("albert", head) for head in HEADS]  # E 16 -> H 32, one layer shared twice
 
 
 def save_hf(directory, model_type, class_suffix, tokenizer, seed=0, **extra):
@@ -55,6 +56,8 @@ def save_hf(directory, model_type, class_suffix, tokenizer, seed=0, **extra):
         config = transformers.RobertaConfig(max_position_embeddings=66, type_vocab_size=1, **sizes)
     elif model_type == "electra":  # embeddings of width 16 projected up to 32
         config = transformers.ElectraConfig(max_position_embeddings=64, embedding_size=16, **sizes)
+    elif model_type == "albert":
+        config = transformers.AlbertConfig(max_position_embeddings=64, embedding_size=16, **sizes)
     else:
         config = transformers.BertConfig(max_position_embeddings=64, **sizes)
     torch.manual_seed(seed)
@@ -122,7 +125,9 @@ def test_task_models_convert_both_ways_with_their_labels_and_logits(
     setup = load_task(tmp_path / "ours")
     assert {k: getattr(setup, k) for k in task} == task
     # the task's 128 (SQuAD: 384) cut to the model's positions (RoBERTa: 66 - pad offset 1)
-    assert setup.max_seq_length == {"bert": 64, "roberta": 65, "electra": 64}[model_type]
+    assert (
+        setup.max_seq_length == {"bert": 64, "roberta": 65, "electra": 64, "albert": 64}[model_type]
+    )
     # the SQuAD version is not in config.json: told by each file (None)
     assert (setup.pooling, setup.squad_v2) == ("pooler", None if head == "span_qa" else False)
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from muppets.errors import ConfigError, InputError
 from muppets.models.bert import BertConfig
 from muppets.models.hf import key_table
+from muppets.models.hf_albert import key_table as albert_key_table
 from muppets.models.hf_electra import key_table as electra_key_table
 from muppets.models.layers import initialize
 from muppets.tasks.objectives import IGNORE
@@ -163,6 +164,10 @@ HF_CLASSIFIER_KEYS = {
         ("encoder.pooler.dense.{wb}", "classifier.dense.{wb}"),
         ("classifier.{wb}", "classifier.out_proj.{wb}"),
     ],
+    "albert": [
+        ("encoder.pooler.dense.{wb}", "albert.pooler.{wb}"),
+        ("classifier.{wb}", "classifier.{wb}"),
+    ],
 }
 
 
@@ -175,6 +180,8 @@ def _task_table(
         tower = "discriminator."
         rows = electra_key_table(config, "discriminator")
         table = [("encoder." + k[len(tower) :], v) for k, v in rows if k.startswith(tower)]
+    elif config.model_type == "albert":  # shared layers: hf_albert's rows, pooler left out
+        table = albert_key_table(config, False, with_mlm_head=False, with_pooler=False)
     else:
         table = [
             row

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from muppets.errors import ConfigError, InputError
+from muppets.models.albert import AlbertConfig
 from muppets.models.bert import BertConfig
 from muppets.models.electra import ElectraConfig
 from muppets.models.hf import (
@@ -38,6 +39,8 @@ from muppets.models.hf import (
     load_converted,
     read_hf_directory,
 )
+from muppets.models.hf_albert import config_from_hf as albert_config_from_hf
+from muppets.models.hf_albert import config_to_hf as albert_config_to_hf
 from muppets.models.hf_electra import config_from_hf as electra_config_from_hf
 from muppets.models.hf_electra import config_to_hf as electra_config_to_hf
 from muppets.models.registry import build_encoder
@@ -57,7 +60,7 @@ SUFFIXES = {
     "ForTokenClassification": "tagging",
     "ForQuestionAnswering": "span_qa",
 }
-FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}
+FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra", "albert": "Albert"}
 # head -> the task whose reader takes any file of that head
 DEFAULT_TASKS = {
     "classification": "tabular",
@@ -159,9 +162,12 @@ def _read_directory(directory: Path) -> HfFiles:
     """hf.read_hf_directory, and ELECTRA's discriminator config (models/hf_electra.py)."""
     path = directory / "config.json"
     values = _read_json(path) if path.is_file() else {}
-    if values.get("model_type") != "electra":
+    if values.get("model_type") not in ("electra", "albert"):
         return read_hf_directory(directory)
-    config = electra_config_from_hf(values, None, path)
+    if values["model_type"] == "albert":
+        config = albert_config_from_hf(values, path)
+    else:
+        config = electra_config_from_hf(values, None, path)
     weights, weights_path = _read_weights(directory)
     return HfFiles(values, config, weights, weights_path)
 
@@ -186,6 +192,8 @@ def config_to_hf_task(config: BertConfig | ElectraConfig, setup: TaskSetup) -> d
     ]
     if isinstance(config, ElectraConfig):
         d = electra_config_to_hf(config, "discriminator")
+    elif isinstance(config, AlbertConfig):
+        d = albert_config_to_hf(config, with_pair_head=False, with_mlm_head=False)
     else:
         d = config_to_hf(config, with_pair_head=False)
     d["architectures"] = [FAMILIES[config.model_type] + suffix]

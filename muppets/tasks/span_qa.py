@@ -105,6 +105,7 @@ HF_SPAN_QA_KEYS = {
     "bert": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
     "roberta": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
     "electra": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
+    "albert": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
 }
 
 

@@ -93,6 +93,7 @@ HF_TAGGER_KEYS = {
     "bert": [("classifier.{wb}", "classifier.{wb}")],
     "roberta": [("classifier.{wb}", "classifier.{wb}")],
     "electra": [("classifier.{wb}", "classifier.{wb}")],
+    "albert": [("classifier.{wb}", "classifier.{wb}")],
 }
 
 
