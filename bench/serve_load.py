@@ -40,21 +40,69 @@ XQUAD = ROOT.parent / "shared" / "data" / "xquad-en" / "xquad.en.json"
 # ---------------------------------------------------------------- the pipeline behind our app
 
 
-def pipeline_app(task: str, model: str, max_seq_length: int, doc_stride: int):
-    """Our app (validation, errors, queue, metrics) whose one route runs transformers' pipeline
-    on each request alone (a batch budget of one request)."""
+def qa_reference(
+    model,
+    tokenizer,
+    question: str,
+    context: str,
+    max_seq_length: int,
+    doc_stride: int,
+    max_answer_length: int = 30,
+) -> dict:
+    """One question as transformers' question-answering pipeline answered it (removed in
+    transformers 5): the tokenizer's overlapping windows (stride = doc_stride tokens of overlap),
+    one forward pass over them, the best context span i <= j < i + max_answer_length by
+    start + end logits over all windows, back to characters with the offset mapping."""
+    import numpy as np
     import torch
-    from transformers import pipeline
+
+    encoded = tokenizer(
+        question,
+        context,
+        truncation="only_second",
+        max_length=max_seq_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="longest",
+        return_tensors="pt",
+    )
+    offsets = encoded.pop("offset_mapping").numpy()  # (W, T, 2)
+    encoded.pop("overflow_to_sample_mapping")
+    with torch.inference_mode():
+        out = model(**encoded)
+    best = (-np.inf, 0, 0)
+    for w in range(len(offsets)):
+        context_tokens = np.array([s == 1 for s in encoded.sequence_ids(w)])  # (T,)
+        start = np.where(context_tokens, out.start_logits[w].numpy(), -np.inf)
+        end = np.where(context_tokens, out.end_logits[w].numpy(), -np.inf)
+        scores = start[:, None] + end[None, :]  # (T, T): span i..j
+        i, j = np.indices(scores.shape)
+        scores[(j < i) | (j - i + 1 > max_answer_length)] = -np.inf
+        k = int(np.argmax(scores))
+        if scores.flat[k] > best[0]:
+            i, j = divmod(k, scores.shape[1])
+            best = (float(scores.flat[k]), int(offsets[w, i, 0]), int(offsets[w, j, 1]))
+    score, a, b = best
+    return {"answer": context[a:b], "start": a, "end": b, "score": score}
+
+
+def pipeline_app(task: str, model: str, max_seq_length: int, doc_stride: int):
+    """Our app (validation, errors, queue, metrics) whose one route runs transformers on each
+    request alone (a batch budget of one request): the text-classification pipeline, or for QA
+    the steps of the question-answering pipeline (qa_reference; transformers 5 removed it)."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
     from muppets.serve.app import Limits, build_app
     from muppets.serve.loading import Served
     from muppets.serve.models import Route, Work
 
-    pipe = pipeline(
-        "text-classification" if task == "classify" else "question-answering",
-        model=model,
-        device=torch.device("cpu"),
-    )
+    if task == "classify":
+        pipe = pipeline("text-classification", model=model, device=torch.device("cpu"))
+    else:
+        qa_model = AutoModelForQuestionAnswering.from_pretrained(model).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model)
 
     def prepare(request, truncate):
         return Work(task, 1, {"request": request})
@@ -69,16 +117,12 @@ def pipeline_app(task: str, model: str, max_seq_length: int, doc_stride: int):
                 probabilities = {s["label"]: s["score"] for s in scores}
                 results.append({"label": best["label"], "probabilities": probabilities})
             return [{"results": results}]
-        results = []
-        for item in request.inputs:
-            answer = pipe(
-                question=item.question,
-                context=item.context,
-                max_seq_len=max_seq_length,
-                doc_stride=doc_stride,
-                max_answer_len=30,
+        results = [
+            qa_reference(
+                qa_model, tokenizer, item.question, item.context, max_seq_length, doc_stride
             )
-            results.append({k: answer[k] for k in ("answer", "start", "end", "score")})
+            for item in request.inputs
+        ]
         return [{"results": results}]
 
     served = Served({task: Route(prepare, run)}, {"kind": "transformers pipeline"})
