@@ -20,6 +20,7 @@ from muppets.tokenization.unigram import ALBERT_SPECIAL_TOKENS, UnigramTokenizer
 from muppets.training.pretrained import load_checkpoint
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATOL = 1e-5
 

@@ -20,6 +20,7 @@ from muppets.models.registry import PRESETS, build_pretraining_model, preset_con
 from tests.test_bert_parity import ATOL, padded_batch
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides):
