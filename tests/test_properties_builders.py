@@ -31,6 +31,7 @@ from muppets.data.masking import (
     mask_whole_words,
     num_to_predict,
 )
+from muppets.data.ngram_masking import mask_ngrams
 from muppets.data.pretraining import PretrainingBatches, PretrainingDataConfig, SpecialIds
 from muppets.data.shards import ShardedCorpus, shard_file
 from muppets.errors import MuppetsError
@@ -56,6 +57,7 @@ MASKERS = {
     "token": mask_tokens,
     "whole_word": functools.partial(mask_whole_words, continuation=CONTINUATION),
     "span": functools.partial(mask_spans, continuation=CONTINUATION),
+    "ngram": functools.partial(mask_ngrams, continuation=CONTINUATION),
 }
 
 
