@@ -20,6 +20,7 @@ from muppets.cli.main import main
 from muppets.data.masking import IGNORE_INDEX, MaskingConfig
 from muppets.data.ngram_masking import mask_ngrams, ngram_length_pmf, sample_ngrams
 from muppets.training.checkpoint import checkpoints
+from muppets.training.pretrained import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,6 +143,25 @@ def test_pretrain_albert_tiny_mlm_sop_holds_out_sop_accuracy_and_fine_tunes(
     assert groups == {"0"}  # one shared layer, however deep
     assert weights["mlm_head.dense.weight"].shape == (64, 128)  # H -> E before the decoder
     assert torch.isfinite(weights["pair_head.linear.weight"]).all()
+
+    # to transformers and back: AlbertForPreTraining's logits; its WordPiece tokenizer travels
+    # as a BertTokenizer (tokenizer_config.json), which an ALBERT directory may then hold
+    import transformers
+
+    hf, back = tmp_path / "hf", tmp_path / "back"
+    assert main(["convert", "--input", str(out), "--out", str(hf), "--to", "hf"]) == 0
+    assert main(["convert", "--input", str(hf), "--out", str(back), "--to", "muppets"]) == 0
+    theirs = transformers.AlbertForPreTraining.from_pretrained(hf).eval()
+    ours = load_checkpoint(back)
+    assert type(transformers.AutoTokenizer.from_pretrained(hf)).__name__.startswith("Bert")
+    ids = torch.tensor([ours.tokenizer.encode_pair("the river is old", "it was built")[0]])
+    masked = torch.zeros_like(ids, dtype=torch.bool)
+    masked[0, 2:5] = True
+    with torch.no_grad():
+        expected = theirs(input_ids=ids)
+        got = ours.model(ids, None, None, masked)
+    assert (got.mlm_logits - expected.prediction_logits[masked]).abs().max() < 1e-5
+    assert (got.pair_logits - expected.sop_logits).abs().max() < 1e-5
 
     # the run fine-tunes through the project's task heads, its shared layers and all
     rng = random.Random(0)
