@@ -186,3 +186,25 @@ def test_shutdown_answers_the_requests_in_flight():
     thread.join(30)
     assert (status, body) == (200, {"results": [{"label": "x"}]})
     assert not thread.is_alive() and not app.state.batcher.thread.is_alive()
+
+
+def test_a_lone_request_never_waits_and_an_arriving_one_is_waited_for():
+    gate = Gate()
+    gate.open.set()
+    hour = 3600.0  # max_wait: only the arrival rule can let these batches go
+    batcher = Batcher(lambda route, works: gate.run(works), 100, hour, 16, Metrics())
+    batcher.start()
+
+    async def scenario():
+        alone = await asyncio.wait_for(batcher.submit(work("w0")), 30)
+        with batcher.arrival():  # a second request is being read while the first queues
+            first = asyncio.ensure_future(batcher.submit(work("w1")))
+            await asyncio.sleep(0.05)
+            assert not first.done()
+            second = asyncio.ensure_future(batcher.submit(work("w2")))
+        return [alone, *await asyncio.wait_for(asyncio.gather(first, second), 30)]
+
+    bodies = asyncio.run(scenario())
+    batcher.close()
+    assert [b["results"][0]["label"] for b in bodies] == ["w0", "w1", "w2"]
+    assert gate.batches == [["w0"], ["w1", "w2"]]

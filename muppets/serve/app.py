@@ -149,11 +149,9 @@ def build_app(served: Served, limits: Limits, context=None) -> Starlette:
             known = "a route of other models" if route in REQUESTS else "not a route"
             return error(404, None, f"/{route}: {known}; this model serves {valid}")
         try:
-            body = _parse(route, await _read_body(request, limits.max_body_bytes), limits)
-            try:
-                work = served.routes[route].prepare(body, _truncate(request))
-            except MuppetsError as e:  # the featurizer's refusal, e.g. no room for a context
-                raise RequestError(422, None, getattr(e, "message", str(e))) from None
+            with batcher.arrival():  # the worker may wait for this request to join its batch
+                body = _parse(route, await _read_body(request, limits.max_body_bytes), limits)
+                work = _prepare(route, body, request)
             return JSONResponse(await batcher.submit(work))
         except RequestError as e:
             return error(e.status, e.field, e.message)
@@ -165,6 +163,12 @@ def build_app(served: Served, limits: Limits, context=None) -> Starlette:
         except Exception as e:  # the model failed: answered, logged, and the server goes on
             log.exception("batch failed")
             return error(500, None, f"internal error: {type(e).__name__}: {e}")
+
+    def _prepare(route: str, body, request: Request):
+        try:
+            return served.routes[route].prepare(body, _truncate(request))
+        except MuppetsError as e:  # the featurizer's refusal, e.g. no room for a context
+            raise RequestError(422, None, getattr(e, "message", str(e))) from None
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -1,6 +1,8 @@
 """Dynamic batching: requests from many clients wait in one bounded queue; one worker thread takes
-the oldest and, with it, the next requests of the same route until their tokens reach the budget
-(or the oldest has waited `max_wait` seconds), and runs them as one batch.
+the oldest and, with it, the next requests of the same route until their tokens reach the budget,
+and runs them as one batch. It waits for more (up to `max_wait` seconds after the oldest arrived)
+only while another request is on its way in (read, validated, tokenized: `arrival()`): a lone
+client never waits, and under load the requests that queued while a batch ran go together.
 
 The worker is the only thread that runs the model (torch uses its own threads inside). A full
 queue refuses at once (QueueFull: the app answers 503 with Retry-After) rather than growing
@@ -14,8 +16,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -47,6 +49,7 @@ class Batcher:
         self.pending: deque[tuple[Work, asyncio.Future, asyncio.AbstractEventLoop, float]] = deque()
         self.condition = threading.Condition()
         self.closed = False
+        self.arriving = 0  # requests being read and prepared, about to be submitted
         self.thread = threading.Thread(target=self._work, name="muppets-batcher", daemon=True)
 
     def start(self) -> None:
@@ -54,6 +57,18 @@ class Batcher:
 
     def depth(self) -> int:
         return len(self.pending)
+
+    @contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Around reading and preparing a request: the worker may wait for it to join."""
+        with self.condition:
+            self.arriving += 1
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.arriving -= 1
+                self.condition.notify()
 
     async def submit(self, work: Work) -> dict:
         """The response body of `work`, once its batch has run (or the batch's exception)."""
@@ -76,7 +91,8 @@ class Batcher:
 
     def _take(self) -> list:
         """Under the lock: the oldest request and the next ones of its route within the budget,
-        once the budget is reached, the oldest has waited max_wait, or the queue is closing."""
+        once the budget is reached, no other request is arriving, the oldest has waited
+        max_wait, or the queue is closing."""
         while True:
             while not self.pending and not self.closed:
                 self.condition.wait()
@@ -93,7 +109,7 @@ class Batcher:
                 tokens += item[0].tokens
             waited = time.monotonic() - self.pending[0][3]
             full = tokens >= self.max_tokens or len(chosen) < self._same_route(route)
-            if full or waited >= self.max_wait or self.closed:
+            if full or not self.arriving or waited >= self.max_wait or self.closed:
                 for item in chosen:
                     self.pending.remove(item)
                 return chosen
