@@ -197,12 +197,13 @@ def test_a_lone_request_never_waits_and_an_arriving_one_is_waited_for():
 
     async def scenario():
         alone = await asyncio.wait_for(batcher.submit(work("w0")), 30)
-        with batcher.arrival():  # a second request is being read while the first queues
+        with batcher.arrival() as arriving:  # w2 is being read while w1 queues
             first = asyncio.ensure_future(batcher.submit(work("w1")))
             await asyncio.sleep(0.05)
-            assert not first.done()
-            second = asyncio.ensure_future(batcher.submit(work("w2")))
-        return [alone, *await asyncio.wait_for(asyncio.gather(first, second), 30)]
+            assert not first.done()  # waited for w2
+            second = asyncio.ensure_future(batcher.submit(work("w2"), arriving))
+            both = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        return [alone, *both]
 
     bodies = asyncio.run(scenario())
     batcher.close()

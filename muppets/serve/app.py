@@ -149,10 +149,10 @@ def build_app(served: Served, limits: Limits, context=None) -> Starlette:
             known = "a route of other models" if route in REQUESTS else "not a route"
             return error(404, None, f"/{route}: {known}; this model serves {valid}")
         try:
-            with batcher.arrival():  # the worker may wait for this request to join its batch
+            with batcher.arrival() as arrival:  # the worker may wait for it to join its batch
                 body = _parse(route, await _read_body(request, limits.max_body_bytes), limits)
                 work = _prepare(route, body, request)
-            return JSONResponse(await batcher.submit(work))
+                return JSONResponse(await batcher.submit(work, arrival))
         except RequestError as e:
             return error(e.status, e.field, e.message)
         except QueueFull:

@@ -59,18 +59,21 @@ class Batcher:
         return len(self.pending)
 
     @contextmanager
-    def arrival(self) -> Iterator[None]:
-        """Around reading and preparing a request: the worker may wait for it to join."""
+    def arrival(self) -> Iterator[dict]:
+        """Around reading and preparing a request: the worker may wait for it to join. Pass what
+        it yields to `submit`, which counts the request as queued in the same step."""
         with self.condition:
             self.arriving += 1
+        state = {"queued": False}
         try:
-            yield
+            yield state
         finally:
-            with self.condition:
-                self.arriving -= 1
-                self.condition.notify()
+            if not state["queued"]:  # refused before it queued
+                with self.condition:
+                    self.arriving -= 1
+                    self.condition.notify()
 
-    async def submit(self, work: Work) -> dict:
+    async def submit(self, work: Work, arrival: dict | None = None) -> dict:
         """The response body of `work`, once its batch has run (or the batch's exception)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -78,6 +81,8 @@ class Batcher:
             if self.closed or len(self.pending) >= self.max_queue:
                 raise QueueFull
             self.pending.append((work, future, loop, time.monotonic()))
+            if arrival is not None:
+                arrival["queued"], self.arriving = True, self.arriving - 1
             self.condition.notify()
         return await future
 
