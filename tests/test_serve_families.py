@@ -8,8 +8,10 @@ import torch
 from conftest import ELMO_TINY, finetune_elmo
 
 from muppets.cli.main import main
+from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.recipes.extract import elmo_featurizer
-from muppets.training.pretrained import load_elmo
+from muppets.training.checkpoint import save_pretrained
+from muppets.training.pretrained import load_elmo, load_pretrained
 from tests.serve_helpers import call, running, served_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,3 +71,29 @@ def test_downstream_models_answer_what_predict_writes(elmo_workspace, tmp_path, 
         texts = [" ".join(row[0] for row in s) for s in sentences]
         body = call(port, "POST", "/tag", {"inputs": texts})[2]
     assert [r["tags"] for r in body["results"]] == [[row[2] for row in s] for s in sentences]
+
+
+FAMILIES = [("electra-tiny", ["embed"]), ("roberta-mini", ["embed", "fill-mask"])]
+
+
+@pytest.mark.parametrize("preset, routes", FAMILIES)
+def test_other_bert_family_encoders_embed(tiny_tokenizer, tmp_path, preset, routes):
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    extra = {"embedding_size": 16} if preset.startswith("electra") else {}
+    vocabulary = {"vocab_size": tiny_tokenizer.vocab_size, "pad_token_id": tiny_tokenizer.pad_id}
+    config = preset_config(preset, **vocabulary, **sizes, intermediate_size=64, **extra)
+    torch.manual_seed(0)
+    save_pretrained(tmp_path, build_pretraining_model(config), config.to_dict())
+    tiny_tokenizer.save(tmp_path)
+    model, _, tokenizer = load_pretrained(tmp_path)
+    text = "the cat sat on the mat ."
+    ids = torch.tensor([tokenizer.encode_pair(text)[0]])
+    with torch.no_grad():
+        layers = model.encoder.forward_all_layers(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    with running(served_app(tmp_path)) as port:
+        info = call(port, "GET", "/info")[2]
+        body = call(port, "POST", "/embed", {"inputs": [text], "pooling": "cls"})[2]
+    assert info["routes"] == routes and info["model_type"] == preset.split("-")[0]
+    assert torch.allclose(
+        torch.tensor(body["results"][0]["embedding"]), layers[-1][0, 0], atol=1e-5
+    )
