@@ -54,12 +54,8 @@ class EncoderRoutes:
         elmo: bool = False,
     ):
         self.encoder, self.tokenizer, self.positions = encoder, tokenizer, positions
-        self.max_tokens, self.n_layers, self.mlm_model, self.elmo = (
-            max_tokens,
-            n_layers,
-            mlm_model,
-            elmo,
-        )
+        self.max_tokens, self.n_layers = max_tokens, n_layers  # padded tokens a pass; L + 1
+        self.mlm_model, self.elmo = mlm_model, elmo
 
     def routes(self) -> dict[str, Route]:
         routes = {"embed": Route(self.prepare_embed, self.run_embed)}

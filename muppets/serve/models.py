@@ -117,12 +117,8 @@ class TaskRoutes:
     """classify / tag / qa of a fine-tuned encoder + head, and its probabilities."""
 
     def __init__(self, model: nn.Module, setup: TaskSetup, tokenizer, max_tokens: int):
-        self.model, self.setup, self.tokenizer, self.max_tokens = (
-            model,
-            setup,
-            tokenizer,
-            max_tokens,
-        )
+        self.model, self.setup, self.tokenizer = model, setup, tokenizer
+        self.max_tokens = max_tokens  # padded tokens in one forward pass
 
     def routes(self) -> dict[str, Route]:
         head = self.setup.head
@@ -166,7 +162,7 @@ class TaskRoutes:
                     shown = zip(self.setup.labels, probabilities[k].tolist(), strict=True)
                     result = {
                         "label": self.setup.labels[int(labels[k])],
-                        "probabilities": {name: p for name, p in shown},
+                        "probabilities": dict(shown),
                     }
                 results.append({**result, "truncated": cut})
                 k += 1
