@@ -230,7 +230,7 @@ def test_fill_mask_reads_the_unigram_tokenizer(albert_workspace, capsys):
     directory = directories["AlbertForMaskedLM"]
     capsys.readouterr()
     assert main(["predict", "fill-mask", "the movie was [MASK] .", "--model", str(directory)]) == 0
-    line = capsys.readouterr().out.splitlines()[1]
+    line = capsys.readouterr().out.splitlines()[2]  # after the precision and the text
     tokenizer = load_checkpoint(directory).tokenizer
     ids = torch.tensor([tokenizer.encode_pair("the movie was [MASK] .")[0]])
     model = transformers.AlbertForMaskedLM.from_pretrained(directory).eval()

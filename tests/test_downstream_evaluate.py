@@ -63,7 +63,8 @@ def test_evaluate_scores_what_finetuning_scored(runs, elmo_workspace, name, tmp_
     root, (task, folder, *_) = elmo_workspace[0], RUNS[name]
     argv = ["evaluate", "--model", str(runs[name]), "--data", str(root / folder)]
     assert main([*argv, "--out", str(tmp_path), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out.splitlines()
+    precision, *printed = capsys.readouterr().out.splitlines()  # the arithmetic, then scores
+    assert precision.startswith("precision: ")
     scores = json.loads((tmp_path / "evaluate.json").read_text())
     metrics = json.loads((runs[name] / "seed-1" / "metrics.json").read_text())
     assert scores["dev"] == metrics["dev"]["dev"]

@@ -50,7 +50,8 @@ def test_elmo_bilstm_learns_the_rule_over_two_seeds(sst2_elmo, elmo_workspace):
         .splitlines()[1:]
     ]
     assert len(texts) == 272 and len(set(texts)) == 236  # every distinct text once
-    assert lines[0] == "sst2: ELMo layers of 236 sentences cached (1 MiB)"
+    assert lines[0].startswith("precision: ")  # the run's arithmetic, said first
+    assert lines[1] == "sst2: ELMo layers of 236 sentences cached (1 MiB)"
     assert "sst2 seed 1: dev accuracy 100.00" in "\n".join(lines)
     assert "sst2 seed 2: dev accuracy 100.00" in "\n".join(lines)
     assert lines[-1] == "sst2: median dev accuracy over 2 seed(s): 100.00"
@@ -186,7 +187,7 @@ def test_cached_layers_are_the_bilms_and_train_as_the_uncached(elmo_workspace, t
         assert code == 0
         runs[cache] = json.loads((tmp_path / cache / "seed-1" / "metrics.json").read_text())
     assert (
-        lines[0]
+        lines[1]  # after the precision line
         == "rte: ELMo layers would take 2 MiB > feature_cache_mb=0: the biLM runs on every batch"
     )
     assert runs["2048"]["train_loss"] == pytest.approx(runs["0"]["train_loss"], rel=1e-5)

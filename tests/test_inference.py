@@ -66,7 +66,8 @@ def test_fill_mask_equals_transformers_after_export(checkpoint, tmp_path, capsys
 def test_fill_mask_cli_prints_the_predictions(checkpoint, capsys):
     directory, _ = checkpoint
     assert main(["predict", "fill-mask", "--model", str(directory), "the [MASK] sat ."]) == 0
-    out = capsys.readouterr().out.splitlines()
+    precision, *out = capsys.readouterr().out.splitlines()  # the arithmetic is said first
+    assert precision.startswith("precision: ") and precision.endswith(")")
     assert out[0] == "the [MASK] sat ." and out[1].startswith("  [MASK] #1: ")
     assert len(out) == 2 and len(out[1].removeprefix("  [MASK] #1: ").split("  ")) == 5
 

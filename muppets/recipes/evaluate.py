@@ -12,6 +12,7 @@ downstream_model.py), with the SQuAD v2.0 threshold of task.json or --null-thres
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from muppets.tasks.setup import TASK_FILE, TaskSetup
 from muppets.training.checkpoint import CONFIG
 from muppets.training.device import pick_device
 from muppets.training.downstream_model import is_downstream, load_downstream
-from muppets.training.options import device_option, option
+from muppets.training.options import Precision, device_option, group, option
+from muppets.training.precision import autocast
 from muppets.training.pretrained import load_finetuned, resolve_finetuned
 
 ERRORS = ("strict", "replace")
@@ -50,6 +52,7 @@ class EvaluateConfig:
     errors: str = _errors_option()
     out: str | None = option("directory for evaluate.json (and the resolved config)", None)
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
 
     def __post_init__(self):
         if not self.model:
@@ -76,12 +79,13 @@ def _load_for(config) -> Loaded:
     task setup (another task of the same head and labels if asked) and how it predicts."""
     directory = resolve_finetuned_or_explain(config.model)
     device = pick_device(config.device)
+    precision = config.arithmetic.start(device).precision  # printed once, before any loading
     if is_downstream(directory):
         downstream = load_downstream(directory, device, config.batch_size)
         setup = _adjusted(config, downstream.setup)
 
         def predict_words(examples: list, labelled: bool) -> tuple[object, dict]:
-            return downstream.predict(examples, config.batch_size), {}
+            return downstream.predict(examples, config.batch_size, precision), {}
 
         return Loaded(setup, predict_words)
     model, setup, tokenizer = load_finetuned(directory)
@@ -90,7 +94,9 @@ def _load_for(config) -> Loaded:
     def predict_tokens(examples: list, labelled: bool) -> tuple[object, dict]:
         features = setup.featurize(examples, tokenizer, labelled=labelled)
         here = setup.for_examples(examples)
-        return predict(model, here, examples, features, tokenizer.pad_id, config.batch_size)
+        context = functools.partial(autocast, precision, device)
+        pad_id, batch_size = tokenizer.pad_id, config.batch_size
+        return predict(model, here, examples, features, pad_id, batch_size, context)
 
     return Loaded(setup, predict_tokens)
 
@@ -174,6 +180,7 @@ class PredictConfig:
     null_threshold: float | None = _null_threshold_option()
     errors: str = _errors_option()
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
 
     def __post_init__(self):
         if not (self.model and self.input and self.out):

@@ -20,7 +20,8 @@ Output, float32, format by the suffix of --out:
                 "line-N.tokens" -> (T,) unicode strings; "meta" -> one JSON string
   .safetensors  "line-N" -> (layers, T, D); the metadata holds "line-N.tokens" (a JSON list) and
                 "meta"
-"meta" records the model directory, its model_type, --layers and the resolved extract options.
+"meta" records the model directory, its model_type, --layers and the resolved extract options
+(the precision the encoder ran in among them: training/precision.py; the features are float32).
 The .npz is written array by array (memory stays flat); safetensors needs every array before it
 writes its header, so it holds them all in memory.
 """
@@ -46,7 +47,8 @@ from muppets.tasks.features import ScalarMix, remove_sentence_boundaries
 from muppets.tasks.prediction import NONFINITE
 from muppets.tokenization.characters import batch_to_char_ids
 from muppets.training.checkpoint import read_config
-from muppets.training.options import device_option, option
+from muppets.training.options import Precision, device_option, group, option
+from muppets.training.precision import autocast
 from muppets.training.pretrained import load_elmo, load_pretrained, resolve_checkpoint
 
 LAYER_CHOICES = ("all", "mean", "top")
@@ -65,6 +67,7 @@ class ExtractConfig:
     batch_size: int = option("lines per forward pass", 32)
     whitespace_tokens: bool = option("ELMo: split lines on whitespace only", False)
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
 
     def __post_init__(self):
         if not self.model or not self.input or not self.out:
@@ -181,12 +184,14 @@ def load_featurizer(config: ExtractConfig, device: torch.device) -> tuple[Featur
     return featurize, {**meta, "dim": dim}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract(config: ExtractConfig) -> dict:
     """Write the features of every line of config.input to config.out; returns the meta data."""
     path = resolve_inputs([config.input])[0]
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if config.device == "auto" else config.device)
+    config = dataclasses.replace(config, arithmetic=config.arithmetic.start(device))
+    precision = config.arithmetic.precision
     featurize, meta = load_featurizer(config, device)
     meta.update(layers=config.layers, options=dataclasses.asdict(config))
     out = Path(config.out)
@@ -197,7 +202,8 @@ def extract(config: ExtractConfig) -> dict:
 
     def flush(texts: list[str], lines: list[int]) -> None:
         nonlocal n_lines, n_tokens
-        layers, mask, tokens = featurize(texts, lines)
+        with autocast(precision, device):
+            layers, mask, tokens = featurize(texts, lines)
         features = select_layers(layers, mask, config.layers).float().cpu().numpy()  # (K,B,T,D)
         for b, line in enumerate(lines):
             n = len(tokens[b])

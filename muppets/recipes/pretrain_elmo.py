@@ -14,6 +14,7 @@ Works unchanged under `torchrun --nproc_per_node N` (every rank builds the same 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from muppets.training.options import (
     Batches,
     Logging,
     Optimization,
+    Precision,
     Steps,
     check,
     device_option,
@@ -47,6 +49,7 @@ from muppets.training.options import (
     option,
 )
 from muppets.training.pretrained import WORD_VOCABULARY_FILE
+from muppets.training.state import recorded_precision
 
 
 @dataclass
@@ -75,6 +78,7 @@ class ElmoPretrainConfig:
     run: Steps = group(Steps, max_steps=5_000)
     logging: Logging = group(Logging)
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
     threads: int = option("torch CPU threads per process (0: torch's default)", 0)
 
     def __post_init__(self):
@@ -94,12 +98,14 @@ class ElmoPretrainConfig:
         check(self.batches, [("batch_size", self.batches.batch_size >= 1, ">= 1")])
         self.train_config(1)  # TrainConfig's own checks, now rather than after the word count
 
-    def train_config(self, accumulation: int) -> TrainConfig:
+    def train_config(self, accumulation: int, precision: str = "fp32") -> TrainConfig:
+        """The loop's config; `precision`: the resolved one (arithmetic.start)."""
         return TrainConfig(
             **self.optimization.loop_options(),
             **self.run.loop_options(),
             **self.logging.loop_options(),
             gradient_accumulation_steps=accumulation,
+            precision=precision,
         )
 
     def model_config(self, vocab_size: int) -> ElmoConfig:
@@ -141,6 +147,10 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
             raise ConfigError(f"{name} {error.path}: {error.message}") from None
     info = dist.init_distributed(None if config.device == "auto" else config.device)
     rank, world = dist.rank(), dist.world_size()
+    # Resolved once for the run; a resumed run keeps its own unless told.
+    recorded = recorded_precision(config.out, config.run.resume_from) if config.run.resume else None
+    arithmetic = config.arithmetic.start(info.device, recorded, show=rank == 0)
+    config = dataclasses.replace(config, arithmetic=arithmetic)
     out = Path(config.out)
     stats = StreamStats()
     vocabulary, unknown_words = build_vocabulary(config, stats)
@@ -189,7 +199,7 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
         model,
         BiLMObjective(),
         batches,
-        config.train_config(accumulation),
+        config.train_config(accumulation, config.arithmetic.precision),
         out,
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ NONFINITE = "outputs that are NaN or infinite: its weights are broken (a diverge
 PROGRESS_BATCHES = 20  # a progress bar on stderr from this many batches on
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(
     model: nn.Module,
     setup: TaskSetup,
@@ -36,6 +38,7 @@ def predict(
     features: list,
     pad_id: int,
     batch_size: int = 128,
+    context: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[object, dict]:
     """Predictions of every example, and decoding notes.
 
@@ -43,6 +46,7 @@ def predict(
     {question id: text} (QA); notes: for SQuAD v2.0 {"null_odds": {...}, "spans": {...}} (the
     best non-null span of every question, for the best-threshold search), {"words_unpredicted":
     n} for tagging (words without a sub-token, tagged "O"). Many batches show a progress bar.
+    `context()`: what each forward runs in (the run's autocast: training/precision.py).
     """
     from tqdm.auto import tqdm
 
@@ -61,7 +65,8 @@ def predict(
     )
     for indices, batch in bar:
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        with context():  # the run's autocast (training/precision.py), or nothing: fp32
+            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         logits = torch.stack([out.start, out.end]) if setup.head == "span_qa" else out
         if not torch.isfinite(logits).all():  # argmax of NaN is a label: refuse, do not write
             bar.close()
@@ -143,11 +148,13 @@ def unanswered(setup: TaskSetup, span: SpanPrediction) -> bool:
     return bool(setup.squad_v2) and span.null_odds > setup.null_threshold
 
 
-def evaluate_examples(model, setup: TaskSetup, examples, features, pad_id, batch_size=128):
+def evaluate_examples(
+    model, setup: TaskSetup, examples, features, pad_id, batch_size=128, context=nullcontext
+):
     """(scores, predictions) on labelled examples: the scores are those of the predictions
     returned (written), whatever decoding produced them. SQuAD v2.0 adds the threshold used and
     evaluate-v2.0.py's best thresholds (best_exact_thresh, best_f1_thresh) on these examples."""
-    predictions, notes = predict(model, setup, examples, features, pad_id, batch_size)
+    predictions, notes = predict(model, setup, examples, features, pad_id, batch_size, context)
     return scores_of(setup, examples, predictions, notes), predictions
 
 

@@ -37,6 +37,7 @@ from muppets.training.feature_sources import (
     ElmoWithWords,
     WordEmbeddings,
 )
+from muppets.training.precision import autocast
 from muppets.training.pretrained import WORD_VOCABULARY_FILE
 
 NONFINITE = "outputs that are NaN or infinite: its weights are broken (a diverged checkpoint?)"
@@ -56,23 +57,26 @@ def collate_words(
     return {**batch, **target_batch(features)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_words(
     model: nn.Module,
     setup: TaskSetup,
     collate: Callable[[Sequence[WordFeature]], dict[str, Tensor]],
     features: list[WordFeature],
     batch_size: int,
+    precision: str = "fp32",
 ):
     """Label ids / scores per example, or (tagging) a tag per word, batched by length. Outputs
-    that are NaN or infinite are refused (their argmax would be a label)."""
+    that are NaN or infinite are refused (their argmax would be a label). `precision`: a
+    resolved one (training/precision.py), which the features and the task model run in."""
     head, labels = setup.head, setup.labels
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     outputs: list = [None] * len(features)
     for indices in bucketed_batches([len(f) for f in features], batch_size):
-        batch = {k: v.to(device) for k, v in collate([features[i] for i in indices]).items()}
-        logits = forward_batch(model, batch).float()  # (B, K) or (B, T, K)
+        with autocast(precision, device):
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in indices]).items()}
+            logits = forward_batch(model, batch).float()  # (B, K) or (B, T, K)
         if not torch.isfinite(logits).all():
             model.train(was_training)
             raise InputError(f"the model gives {NONFINITE}")
@@ -95,12 +99,12 @@ class DownstreamModel(NamedTuple):
     pairs: bool
     whitespace_tokens: bool
 
-    def predict(self, examples: list, batch_size: int):
+    def predict(self, examples: list, batch_size: int, precision: str = "fp32"):
         """Predictions of examples (labelled or not) in the form `write_predictions` takes."""
         tagging = self.setup.head == "tagging"
         features = word_features(examples, tagging, None, self.whitespace_tokens)
         collate = partial(collate_words, self.source, self.pairs)
-        return predict_words(self.model, self.setup, collate, features, batch_size)
+        return predict_words(self.model, self.setup, collate, features, batch_size, precision)
 
 
 def is_downstream(directory: str | Path) -> bool:

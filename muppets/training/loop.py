@@ -11,6 +11,12 @@ wrapper's __call__. Every rank's source must yield the same number of micro-batc
 `train` is a loop over: the step (step.py: exact gradient accumulation over micro-batches and
 ranks), the time budget's re-estimate, a log record, an evaluation, a save, a stop decision. All
 that changes lives in one `LoopState` (state.py), which is also what a checkpoint saves.
+
+`TrainConfig.precision` is a resolved one (training/precision.py; the recipe resolves it at the
+run's start): the forward, the loss and the evaluations run under its autocast, the weights, their
+gradients and the optimizer state stay fp32, and so do the checkpoints. fp16 adds a GradScaler: a
+step whose scaled gradients overflowed is skipped by it (its scale halves), not taken for
+divergence.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from muppets.training import checkpoint as ckpt
 from muppets.training import distributed as dist
 from muppets.training import logging as log
 from muppets.training.optim import SCHEDULES, build_optimizer, set_learning_rate
+from muppets.training.precision import autocast
 from muppets.training.state import LoopState, Run, new_state, resumed_state, save, seed_everything
 from muppets.training.step import StepResult, compute_gradients, next_micro_batches, to_device
+
+INIT_SCALE = 2.0**16  # fp16's first loss scale (torch's default); it halves at each overflow
 
 
 @dataclass
@@ -71,6 +80,8 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after this many evaluations without a best; 0: never
     # The divergence guard (guard.py): a loss over this x its recent median stops the run.
     loss_spike_factor: float | None = 10.0  # None: only a non-finite loss or gradient stops it
+    # The arithmetic of the forward passes, resolved (precision.py): fp32, bf16 or fp16.
+    precision: str = "fp32"
 
     def __post_init__(self):
         ratio, budget, norm = self.warmup_ratio, self.time_budget_seconds, self.max_grad_norm
@@ -98,6 +109,7 @@ class TrainConfig:
                 self.loss_spike_factor is None or self.loss_spike_factor > 1,
                 "> 1",
             ),
+            ("precision", self.precision in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -172,6 +184,11 @@ def train(
         world=dist.world_size(),
         device=next(model.parameters()).device,
         restart=restart,
+        scaler=torch.amp.GradScaler(
+            next(model.parameters()).device.type,
+            init_scale=INIT_SCALE,
+            enabled=config.precision == "fp16",
+        ),
     )
     state = resumed_state(run, resume_from) if resume or resume_from else new_state(run)
     run = dataclasses.replace(run, ddp_model=dist.wrap_ddp(model))
@@ -213,6 +230,7 @@ def train(
         "checkpoint": str(state.last_checkpoint) if state.last_checkpoint else None,
         "stopped": state.stop_reason,
         "elapsed_seconds": state.elapsed_now(),
+        "precision": config.precision,
     }
 
 
@@ -220,16 +238,24 @@ def take_step(run: Run, state: LoopState, micro: list[dict], bar) -> tuple[StepR
     """One optimizer step at the schedule's learning rate; refuses a non-finite loss or gradient."""
     lr = run.config.learning_rate * state.schedule.factor(state.step)
     set_learning_rate(run.optimizer, lr)
-    clip, clock = run.config.max_grad_norm, state.elapsed_now
-    result = compute_gradients(run.model, run.ddp_model, run.objective, micro, clip, clock)
-    diverging = state.guard.check(state.step, result.loss, result.grad_norm)
+    clip, clock, precision = run.config.max_grad_norm, state.elapsed_now, run.config.precision
+    model, scaler, optimizer = run.model, run.scaler, run.optimizer
+    result = compute_gradients(
+        model, run.ddp_model, run.objective, micro, clip, clock, precision, scaler, optimizer
+    )
+    # fp16: scaled gradients that overflowed are the scaler's to skip (it halves its scale), not
+    # a diverging run; the loss itself is still checked.
+    overflow = run.scaler.is_enabled() and not math.isfinite(result.grad_norm)
+    diverging = state.guard.check(state.step, result.loss, 0.0 if overflow else result.grad_norm)
     if diverging:
         bar.close()  # the update is not applied and nothing is saved
+        under = "" if precision == "fp32" else f" (under {precision})"
         raise TrainingError(
-            f"step {state.step + 1}: {diverging}: diverging, stopped before this update; "
+            f"step {state.step + 1}: {diverging}{under}: diverging, stopped before this update; "
             + restart_advice(run, state)
         )
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)  # without a scaler (not fp16): optimizer.step()
+    run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     state.window.add(result.losses, result.tokens, result.elapsed - state.elapsed)
     state.step, state.tokens_seen = state.step + 1, state.tokens_seen + result.tokens
@@ -296,7 +322,8 @@ def run_evaluation(run: Run, state: LoopState) -> None:
     """Objective metrics and/or evaluate_fn's scores, logged; keeps the best model."""
     config, scores = run.config, {}
     if run.eval_batches_fn is not None:
-        scores.update(evaluate(run.model, run.objective, run.eval_batches_fn(), run.device))
+        batches, precision = run.eval_batches_fn(), config.precision
+        scores.update(evaluate(run.model, run.objective, batches, run.device, precision))
     if run.evaluate_fn is not None:
         scores.update(run.evaluate_fn(run.model))
     if config.best_metric is not None:
@@ -329,7 +356,9 @@ def stop_decision(run: Run, state: LoopState, ending: str | None) -> str | None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, objective, batches, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, objective, batches, device: torch.device, precision: str = "fp32"
+) -> dict[str, float]:
     """Sum objective.metrics over this rank's batches and over all ranks, then take ratios.
 
     "<c>_loss" = <c>_loss_sum / <c>_count and "<c>_accuracy" = <c>_correct / <c>_count for every
@@ -340,7 +369,9 @@ def evaluate(model: nn.Module, objective, batches, device: torch.device) -> dict
     model.eval()
     sums: dict[str, float] = {}
     for batch in batches:
-        for key, value in objective.metrics(model, to_device(batch, device)).items():
+        with autocast(precision, device):
+            metrics = objective.metrics(model, to_device(batch, device))
+        for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value)
     model.train(was_training)
     keys = sorted(sums)

@@ -23,6 +23,7 @@ from typing import Any
 from muppets.errors import ConfigError
 from muppets.training.budget import parse_duration
 from muppets.training.optim import SCHEDULES
+from muppets.training.precision import PRECISIONS, describe, resolve_precision
 
 
 def option(help: str, default: Any = None, **metadata) -> Any:
@@ -37,6 +38,45 @@ def group(cls: type, **defaults) -> Any:
 
 def device_option() -> Any:
     return option("cpu, cuda or auto", "auto")
+
+
+@dataclass
+class Precision:
+    """The arithmetic a run computes in (training/precision.py): fp32, or bf16/fp16 autocast over
+    fp32 master weights. "auto" asks the hardware: bf16 where it computes it, else fp32."""
+
+    precision: str = option(
+        "auto (bf16 where the CPU has AMX or avx512_bf16 or the GPU has bf16, else fp32), fp32, "
+        "bf16, or fp16 (GPU only)",
+        "auto",
+    )
+    force_precision: bool = option(
+        "run --precision bf16 even where the hardware has no bf16 (emulated: ~100x slower)", False
+    )
+
+    def __post_init__(self):
+        rules = [("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS))]
+        check(self, rules)
+
+    def resolve(self, device, recorded: str | None = None) -> str:
+        """The precision to run in on `device` (a one-line ConfigError if it cannot pay there).
+        `recorded`: a resumed run's own, which "auto" keeps, unless this machine cannot run it
+        (then "auto" decides anew, and the resume line says so)."""
+        if self.precision == "auto" and recorded is not None:
+            try:
+                return resolve_precision(recorded, device, self.force_precision)
+            except ConfigError:
+                pass
+        return resolve_precision(self.precision, device, self.force_precision)
+
+    def start(self, device, recorded: str | None = None, show: bool = True) -> Precision:
+        """Resolved once at a run's start and its line printed (stdout, as the run's other
+        notes: stderr holds only the one error line of a failing command); the group with the
+        resolved value, which later calls take as it is."""
+        chosen = self.resolve(device, recorded)
+        if show:
+            print(describe(chosen, device), flush=True)
+        return dataclasses.replace(self, precision=chosen)
 
 
 def listed(value: Any, kind: type, name: str) -> list:

@@ -8,11 +8,14 @@ save, a stop decision) take it and update it, and `trainer_state.json` is its sa
   log_window {loss_sums, steps, tokens, seconds}  the partial sums of the next train record
   guard {history, checkpoints}              the divergence guard's recent losses (guard.py)
   train_config, world_size, ranks [{data, rng}], optimizer   (the last written by checkpoint.py)
+  grad_scaler                               fp16 only: the loss scale and its growth tracker
+The run's precision is train_config's (fp32 for checkpoints written before it was recorded).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ class Run:
     world: int = 1
     device: torch.device = torch.device("cpu")
     restart: str = ""  # how the user restarts from a checkpoint ({checkpoint}), for loop's errors
+    scaler: torch.amp.GradScaler | None = None  # enabled for fp16 only (precision.py)
 
     @property
     def roots(self) -> Path:
@@ -91,6 +95,24 @@ class LoopState:
 
     def elapsed_now(self) -> float:
         return self.elapsed_before + time_budget.clock() - self.start_time
+
+
+PRECISION_BEFORE = {"precision": "fp32"}  # what checkpoints from before it was recorded ran in
+
+
+def recorded_precision(out_dir: str | Path, named: str | Path | None = None) -> str | None:
+    """The precision of the run in `out_dir` as its checkpoint to resume (the newest, or `named`)
+    recorded it; None where there is none to read (resumed_state says why, if it matters)."""
+    saved = ckpt.checkpoints(Path(out_dir) / "checkpoints")
+    directory = Path(named) if named is not None else saved[-1] if saved else None
+    if directory is None:
+        return None
+    try:
+        text = (directory / ckpt.TRAINER_STATE).read_text(encoding="utf-8")
+        train_config = dict(json.loads(text)["train_config"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+    return {**PRECISION_BEFORE, **train_config}["precision"]
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +163,8 @@ def resumed_state(run: Run, named: str | Path | None = None) -> LoopState:
     state.elapsed_before = saved_state["elapsed_seconds"]
     state.window = log.LogWindow(**saved_state.get("log_window", {}))
     state.guard.load_state_dict(saved_state.get("guard", {}))
+    if run.scaler is not None and run.scaler.is_enabled() and "grad_scaler" in saved_state:
+        run.scaler.load_state_dict(saved_state["grad_scaler"])
     schedule = saved_state["schedule"]
     if config.time_budget_seconds is not None and schedule["total_steps_measured"]:
         state.measured = True  # the budget's estimate so far; re-measured as this process runs
@@ -157,7 +181,8 @@ def resumed_state(run: Run, named: str | Path | None = None) -> LoopState:
         seed_everything(config.seed + run.rank + 1_000_003 * state.step)
     if run.rank == 0:
         log.truncate_metrics(run.metrics_path, state.step)  # steps after it are redone
-        old, new = saved_state["train_config"], dataclasses.asdict(config)
+        old = {**PRECISION_BEFORE, **saved_state["train_config"]}
+        new = dataclasses.asdict(config)
         changed = {key: [old.get(key), new[key]] for key in new if old.get(key) != new[key]}
         record = {"event": "resume", "step": state.step, "changed": changed}
         log.append_metrics(run.metrics_path, record)
@@ -224,6 +249,8 @@ def save(run: Run, state: LoopState) -> Path:
         "log_window": dataclasses.asdict(state.window),
         "guard": state.guard.state_dict(),
     }
+    if run.scaler is not None and run.scaler.is_enabled():
+        trainer_state["grad_scaler"] = run.scaler.state_dict()
     trainer_state["ranks"] = dist.all_gather_objects(
         {"data": run.batches.state_dict(), "rng": ckpt.rng_state()}
     )

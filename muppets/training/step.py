@@ -3,6 +3,10 @@
 Each step counts the targets of all its k micro-batches on all ranks first, then backpropagates
 sum_c loss_sum_c / N_c for each micro-batch, so k micro-batches of b equal one batch of k*b, and
 N ranks equal one process with the same global batch (up to float rounding).
+
+Under bf16/fp16 (training/precision.py) the forward and the loss run under autocast and the
+backward outside it, into the fp32 master weights' gradients. fp16 scales the loss (GradScaler)
+so that small gradients do not flush to zero, and unscales before measuring and clipping them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import nn
 
 from muppets.training import distributed as dist
+from muppets.training.precision import autocast
 
 
 @dataclass
@@ -49,10 +54,15 @@ def compute_gradients(
     micro: list[dict],
     max_grad_norm: float | None,
     elapsed: Callable[[], float],
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> StepResult:
     """Forward and backward over `micro`, gradients all-reduced and clipped; no optimizer step.
 
-    `elapsed()`: the run's seconds so far, read once the backward is done.
+    `elapsed()`: the run's seconds so far, read once the backward is done. `precision`: the
+    resolved one the forward runs in. `scaler` (fp16; with the `optimizer` it unscales): the
+    gradient norm is that of the unscaled gradients, inf when the scaled ones overflowed.
     """
     device, world, k = next(model.parameters()).device, dist.world_size(), len(micro)
     # The step's targets and tokens, counted over all ranks.
@@ -69,16 +79,20 @@ def compute_gradients(
         # Under DDP, gradients are all-reduced only in the last micro-batch's backward.
         last = i == k - 1
         with nullcontext() if ddp_model is model or last else ddp_model.no_sync():
-            sums = objective(ddp_model, batch)
-            parts = torch.stack([sums[name] / n_targets[name] for name in names])
+            with autocast(precision, device):
+                sums = objective(ddp_model, batch)
+                parts = torch.stack([sums[name].float() / n_targets[name] for name in names])
             # DDP averages gradients over ranks; x world turns that into the global sum.
-            (parts.sum() * world).backward()
+            loss = parts.sum() * world
+            (loss if scaler is None else scaler.scale(loss)).backward()
         step_losses += parts.detach()
 
     # One collective for the global loss per component and the run's elapsed time.
     clock = torch.tensor([elapsed()], dtype=torch.float64, device=device)
     reduced = dist.all_reduce_sum(torch.cat([step_losses, clock]))
     step_losses, seconds = reduced[:-1], reduced[-1].item() / world
+    if scaler is not None and scaler.is_enabled():
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     max_norm = max_grad_norm or math.inf  # inf: measure the norm, scale by 1.0
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
     loss = step_losses.sum().item()

@@ -12,6 +12,7 @@ from muppets.training.options import (
     Epochs,
     Logging,
     Optimization,
+    Precision,
     check,
     device_option,
     group,
@@ -60,6 +61,7 @@ class FinetuneConfig:
     )
     pooling: str = option("classification input: pooler, cls or mean", "pooler")
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
     # tabular tasks: the column mapping (a header name, or an integer index)
     text_a: str = option("tabular: column of the first text", "sentence")
     text_b: str | None = option("tabular: column of the second text (pairs)")

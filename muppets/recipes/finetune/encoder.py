@@ -25,6 +25,7 @@ from muppets.tasks.setup import TaskSetup, save_task
 from muppets.tokenization.unigram import load_any_tokenizer
 from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.training.device import pick_device
+from muppets.training.precision import autocast
 from muppets.training.pretrained import check_vocabulary, load_pretrained, resolve_checkpoint
 
 
@@ -145,7 +146,9 @@ def encoder_parts(config, data: Prepared, seed: int) -> SeedParts:
     model = build_head(spec, encoder, len(setup.labels), config.dropout, setup.pooling)
     if config.freeze:
         freeze_encoder(encoder)
-    model.to(pick_device(config.device))
+    device = pick_device(config.device)
+    model.to(device)
+    precision = config.arithmetic.resolve(device)  # finetune() resolved (and printed) it
 
     def score(model: nn.Module, split: str):
         return evaluate_examples(
@@ -155,6 +158,7 @@ def encoder_parts(config, data: Prepared, seed: int) -> SeedParts:
             data.dev_features[split],
             tokenizer.pad_id,
             config.eval_batch_size,
+            functools.partial(autocast, precision, device),
         )
 
     def save(run_dir: Path) -> None:

@@ -166,15 +166,19 @@ def prepare_downstream(
 # ---------------------------------------------------------------- predictions and one seed
 
 
-def evaluate_split(model, data: DownstreamData, split: str, batch_size: int):
+def evaluate_split(
+    model, data: DownstreamData, split: str, batch_size: int, precision: str = "fp32"
+):
     examples, features = data.evals[split]
-    predictions = predict_words(model, data.setup, data.collate, features, batch_size)
+    collate = data.collate
+    predictions = predict_words(model, data.setup, collate, features, batch_size, precision)
     return score(data.setup.spec, examples, predictions), predictions
 
 
 def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
     """The mix and the task model, built under the seed, as seeds.run_seed trains them."""
-    setup, spec = data.setup, data.setup.spec
+    setup, spec, device = data.setup, data.setup.spec, pick_device(config.device)
+    precision = config.arithmetic.resolve(device)  # finetune() resolved (and printed) it
     model = build_downstream(
         config.downstream,
         spec.head,
@@ -183,7 +187,7 @@ def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
         config.downstream_hidden_size,
         config.downstream_dropout,
         data.pairs,
-    ).to(pick_device(config.device))
+    ).to(device)
     model_config = {
         "model_type": "downstream",
         "downstream": config.downstream,
@@ -198,7 +202,7 @@ def downstream_parts(config, data: DownstreamData, seed: int) -> SeedParts:
     }
 
     def score(model: nn.Module, split: str):
-        return evaluate_split(model, data, split, config.eval_batch_size)
+        return evaluate_split(model, data, split, config.eval_batch_size, precision)
 
     def save(run_dir: Path) -> None:
         save_task(run_dir, setup)  # evaluate/predict load the run (training/downstream_model.py)

@@ -17,6 +17,7 @@ run each seed through seeds.py; the options are config.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -55,12 +56,15 @@ from muppets.tasks.registry import (
     task_spec,
     training_labels,
 )
+from muppets.training.device import pick_device
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_task"]
 
 
 def finetune(config: FinetuneConfig) -> dict:
     """Every seed of the task (or of every GLUE task found); returns {task: summary}."""
+    arithmetic = config.arithmetic.start(pick_device(config.device))  # once for every run
+    config = dataclasses.replace(config, arithmetic=arithmetic)
     if config.task != "glue":
         return {config.task: finetune_task(config, config.task, Path(config.out))}
     if not config.data:
@@ -184,6 +188,7 @@ def select(config: FinetuneConfig, grid: list[dict], parts, data, name: str, out
         "median": statistics.median(scores.values()),
         "best_seed": best_seed,
         "hyperparameters": candidate,
+        "precision": config.arithmetic.precision,
         "runs": runs,
     }
     if varying:  # the chosen candidate's best seed is promoted to <out>/best

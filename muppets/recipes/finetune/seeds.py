@@ -61,6 +61,8 @@ def run_seed(config, build: Callable[[int], SeedParts], seed: int, run_dir: Path
         parts.train_features, config.batch_size, parts.collate, seed, config.run.epochs
     )
     per_epoch = batches.steps_per_epoch
+    # finetune() resolved (and printed) it; the seed's model says on which device
+    precision = config.arithmetic.resolve(next(parts.model.parameters()).device)
     train_config = TrainConfig(
         **parts.optimization.loop_options(),
         **config.run.loop_options(per_epoch),
@@ -69,6 +71,7 @@ def run_seed(config, build: Callable[[int], SeedParts], seed: int, run_dir: Path
         keep_checkpoints=1,
         seed=seed,
         best_metric=spec.metric,
+        precision=precision,
     )
     first = spec.dev_splits[0]
 
@@ -113,6 +116,7 @@ def run_seed(config, build: Callable[[int], SeedParts], seed: int, run_dir: Path
         **parts.metrics,
         "train_loss": result["train_loss"],
         "elapsed_seconds": result["elapsed_seconds"],
+        "precision": precision,
     }
     if test is not None:
         metrics["test"] = test

@@ -22,6 +22,7 @@ from muppets.training.options import (
     Batches,
     Logging,
     Optimization,
+    Precision,
     Steps,
     check,
     device_option,
@@ -81,6 +82,7 @@ class PretrainConfig:
         "start from these weights with a fresh optimizer and schedule (BERT's second phase)", None
     )
     device: str = device_option()
+    arithmetic: Precision = group(Precision)
     phases: list[Phase] = field(
         default_factory=list,
         metadata={"help": "[[phases]] tables, run one after the other (phases.py)"},
@@ -156,10 +158,12 @@ class PretrainConfig:
             data, masked_lm_prob=self.eval_masked_lm_prob, max_predictions_per_seq=cap
         )
 
-    def train_config(self, accumulation: int) -> TrainConfig:
+    def train_config(self, accumulation: int, precision: str = "fp32") -> TrainConfig:
+        """The loop's config; `precision`: the resolved one (arithmetic.start)."""
         return TrainConfig(
             **self.optimization.loop_options(),
             **self.run.loop_options(),
             **self.logging.loop_options(),
             gradient_accumulation_steps=accumulation,
+            precision=precision,
         )

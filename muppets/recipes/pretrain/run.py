@@ -9,6 +9,7 @@ Works unchanged under `torchrun --nproc_per_node N`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from muppets.training.checkpoint import check_config, checkpoints, load_weights
 from muppets.training.loop import train
 from muppets.training.options import flat_options
 from muppets.training.pretrained import TOKENIZER_FILES, resolve_checkpoint
+from muppets.training.state import recorded_precision
 
 RESULT = "result.json"
 
@@ -55,6 +57,11 @@ def pretrain(config: PretrainConfig) -> dict:
         check_data(each)
     info = dist.init_distributed(None if config.device == "auto" else config.device)
     try:
+        # Resolved once for the run (every phase); a resumed run keeps its own unless told.
+        arithmetic = config.arithmetic.start(
+            info.device, _recorded_precision(config), show=dist.rank() == 0
+        )
+        config = dataclasses.replace(config, arithmetic=arithmetic)
         if not config.phases:
             return run_once(config, info.device)
         return run_phases(config, info.device)
@@ -76,6 +83,16 @@ def check_data(config: PretrainConfig) -> None:
                 f"{name} {path}: no {MANIFEST} here (not a directory from `muppets prepare`, "
                 "or one it did not finish)"
             )
+
+
+def _recorded_precision(config: PretrainConfig) -> str | None:
+    """The precision of the run (of its newest phase with checkpoints) that --resume continues."""
+    if not config.run.resume:
+        return None
+    if not config.phases:
+        return recorded_precision(config.out, config.run.resume_from)
+    found = (recorded_precision(phase.out) for phase in reversed(config.phase_configs()))
+    return next((precision for precision in found if precision is not None), None)
 
 
 def run_phases(config: PretrainConfig, device) -> dict:
@@ -173,7 +190,7 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
         model,
         _objective(config, ids),
         batches,
-        config.train_config(data.accumulation_steps(world)),
+        config.train_config(data.accumulation_steps(world), config.arithmetic.precision),
         config.out,
         config_dict=model_config.to_dict(),
         eval_batches_fn=eval_fn,
