@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from muppets.cli.main import main
-from muppets.errors import ConfigError
+from muppets.errors import ConfigError, TrainingError
 from muppets.recipes import evaluate
 from muppets.recipes import pretrain_elmo as pretrain_elmo_module
 from muppets.recipes.finetune import encoder as finetune_encoder
@@ -292,10 +292,14 @@ def linear() -> nn.Linear:
     return nn.Linear(8, 1)
 
 
-def regression(tmp_path, name: str, precision_name: str, steps: int) -> tuple[nn.Module, list]:
-    """A linear regression trained `steps` steps in `precision_name`; its train records."""
+def regression(
+    tmp_path, name: str, precision_name: str, steps: int, poison: bool = False
+) -> tuple[nn.Module, list]:
+    """A linear regression trained `steps` steps in `precision_name`; its train records.
+    `poison`: one input is NaN."""
     data = torch.Generator().manual_seed(1)
     x = torch.randn(16, 8, generator=data)
+    x[0, 0] = math.nan if poison else x[0, 0]
     batch = {"input_ids": x, "labels": x @ torch.randn(8, generator=data)}
     model, schedule = linear(), {"warmup_steps": 0, "learning_rate": 1e-2, "log_every": 1}
     config = TrainConfig(max_steps=steps, save_every=steps, precision=precision_name, **schedule)
@@ -312,7 +316,11 @@ def test_fp16_overflowing_steps_are_skipped_not_taken_for_divergence(tmp_path, m
     model, records = regression(tmp_path, "overflow", "fp16", 3)
     for name, tensor in model.state_dict().items():  # three skipped steps: nothing applied
         assert torch.equal(tensor, start[name]), name
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [(r["step"], r["loss_scale"]) for r in records] == [
+        (1, 2.0**39),
+        (2, 2.0**38),
+        (3, 2.0**37),
+    ]
     state = json.loads(
         (checkpoints(tmp_path / "overflow" / "checkpoints")[-1] / "trainer_state.json").read_text()
     )
@@ -327,3 +335,12 @@ def test_fp16_overflowing_steps_are_skipped_not_taken_for_divergence(tmp_path, m
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-2)
     assert not torch.equal(half.weight, start["weight"])
     torch.testing.assert_close(half.weight, full.weight, atol=1e-3, rtol=0)
+    assert "loss_scale" not in full_records[0]
+
+
+def test_a_non_finite_loss_names_the_precision_in_use(tmp_path):
+    with pytest.raises(TrainingError) as error:
+        regression(tmp_path, "nan", "bf16", 2, poison=True)
+    assert str(error.value).startswith(
+        "step 1: loss nan, gradient norm nan (under bf16): diverging, stopped before this update; "
+    )

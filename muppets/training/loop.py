@@ -313,6 +313,8 @@ def log_step(run: Run, state: LoopState, result: StepResult, lr: float, bar) -> 
     record.update(elapsed_seconds=result.elapsed)
     if state.budget is not None:
         record["total_steps"] = state.schedule.total_steps
+    if run.scaler.is_enabled():  # fp16: the scale the next step runs at (halved by an overflow)
+        record["loss_scale"] = run.scaler.get_scale()
     if run.rank == 0:
         log.append_metrics(run.metrics_path, record)
     log.show_progress(bar, state.step - bar.n, record["loss"], tokens_per_second)
