@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import BERT_TINY
+from conftest import BERT_TINY, ELMO_TINY
 from safetensors.torch import load_file
 from torch import nn
 
@@ -18,6 +18,7 @@ from muppets.errors import ConfigError, TrainingError
 from muppets.recipes import evaluate
 from muppets.recipes import pretrain_elmo as pretrain_elmo_module
 from muppets.recipes.finetune import encoder as finetune_encoder
+from muppets.recipes.finetune import features as finetune_features
 from muppets.recipes.pretrain import run as pretrain_run
 from muppets.recipes.pretrain_elmo import ElmoPretrainConfig
 from muppets.training import loop, precision
@@ -343,4 +344,31 @@ def test_a_non_finite_loss_names_the_precision_in_use(tmp_path):
         regression(tmp_path, "nan", "bf16", 2, poison=True)
     assert str(error.value).startswith(
         "step 1: loss nan, gradient norm nan (under bf16): diverging, stopped before this update; "
+    )
+
+
+def test_a_forced_bf16_downstream_model_trains_and_evaluates_in_bf16(
+    cpu, finetune_workspace, tmp_path, capsys, monkeypatch
+):
+    seen = linear_dtypes(monkeypatch, finetune_features, "build_downstream")
+    root = finetune_workspace[0]
+    out = tmp_path / "bag"
+    argv = ["finetune", "--task", "sst2", "--data", str(root / "glue"), "--out", str(out)]
+    argv += ["--model", "random-embeddings", "--downstream", "bag-of-embeddings", *ELMO_TINY]
+    argv += ["--epochs", "2", "--precision", "bf16", "--force-precision"]
+    assert main(argv) == 0
+    assert {dtype for _, _, dtype in seen} == {torch.bfloat16}
+    assert {(training, inference) for training, inference, _ in seen} == {
+        (True, False),
+        (False, True),
+    }
+    metrics = json.loads((out / "seed-1" / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16"
+    weights = load_file(out / "seed-1" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    argv = ["evaluate", "--model", str(out), "--data", str(root / "glue"), "--device", "cpu"]
+    argv += ["--out", str(tmp_path / "ev"), "--precision", "bf16", "--force-precision"]
+    assert main(argv) == 0
+    assert (
+        json.loads((tmp_path / "ev" / "evaluate.json").read_text())["dev"] == metrics["dev"]["dev"]
     )

@@ -68,14 +68,15 @@ def predict_words(
 ):
     """Label ids / scores per example, or (tagging) a tag per word, batched by length. Outputs
     that are NaN or infinite are refused (their argmax would be a label). `precision`: a
-    resolved one (training/precision.py), which the features and the task model run in."""
+    resolved one (training/precision.py), which the task model runs in."""
     head, labels = setup.head, setup.labels
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     outputs: list = [None] * len(features)
     for indices in bucketed_batches([len(f) for f in features], batch_size):
+        # the features as training collates them (outside autocast), the task model under it
+        batch = {k: v.to(device) for k, v in collate([features[i] for i in indices]).items()}
         with autocast(precision, device):
-            batch = {k: v.to(device) for k, v in collate([features[i] for i in indices]).items()}
             logits = forward_batch(model, batch).float()  # (B, K) or (B, T, K)
         if not torch.isfinite(logits).all():
             model.train(was_training)
