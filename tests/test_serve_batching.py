@@ -209,3 +209,32 @@ def test_a_lone_request_never_waits_and_an_arriving_one_is_waited_for():
     batcher.close()
     assert [b["results"][0]["label"] for b in bodies] == ["w0", "w1", "w2"]
     assert gate.batches == [["w0"], ["w1", "w2"]]
+
+
+def test_a_cpu_forward_pass_holds_at_most_cpu_forward_tokens():
+    """However large the batch budget, a CPU forward pass runs at most CPU_FORWARD_TOKENS padded
+    tokens (faster there: bench/RESULTS.md), and each feature still gets its own row back."""
+    import numpy as np
+    import torch
+
+    from muppets.data.task_features import Feature
+    from muppets.serve.models import CPU_FORWARD_TOKENS, forward_features
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.shapes = torch.nn.Parameter(torch.zeros(1)), []
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            self.shapes.append(tuple(input_ids.shape))
+            return input_ids.float()[:, :1] + self.weight  # (B, 1): the feature's first id
+
+    features = [
+        Feature(n, np.full(256, n, dtype=np.int32), np.zeros(256, dtype=np.int8)) for n in range(20)
+    ]
+    model = Recorder()
+    with torch.inference_mode():  # as the batcher runs it
+        outputs = forward_features(model, "classification", features, 0, 8192)
+    assert CPU_FORWARD_TOKENS == 2048
+    assert model.shapes == [(8, 256), (8, 256), (4, 256)]
+    assert [float(o[0]) for o in outputs] == [float(n) for n in range(20)]

@@ -73,12 +73,20 @@ def sub_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
+# Padded tokens in one forward pass on a CPU, whatever the batch budget: a bert-tiny QA batch of
+# 8,192 tokens costs 6.75 ms of CPU a question against 5.7-5.8 at 1,536-2,048 (its activations
+# leave the cache; bench/RESULTS.md "Serving under load"). A GPU takes the whole budget at once.
+CPU_FORWARD_TOKENS = 2048
+
+
 def forward_features(
     model: nn.Module, head: str, features: list, pad_id: int, max_tokens: int
 ) -> list:
     """Per feature, what tasks/prediction.py's `predict` keeps: (T, 2) start/end scores (QA),
     (T,) tag ids (tagging), or (K,) logits (classification; regression K = 1)."""
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        max_tokens = min(max_tokens, CPU_FORWARD_TOKENS)
     outputs: list = [None] * len(features)
     for indices in sub_batches([len(f) for f in features], max_tokens):
         batch = collate_features([features[i] for i in indices], pad_id)
