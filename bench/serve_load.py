@@ -7,15 +7,15 @@ same server (the same app, routes and JSON) without batching, on the same model 
 For each task (classify: SST-2 dev sentences, one per request; qa: XQuAD-en questions, one per
 request) and each server (ours: `muppets serve`; pipeline: this script's `pipeline-server`, every
 request run alone by transformers: the text-classification pipeline, or for QA the steps of the
-question-answering pipeline that transformers 5 removed), closed-loop clients at each
---concurrency send requests until --requests are answered or --seconds pass (it stops by itself):
-throughput and p50/p95/p99 latency, side by side with the ratio. Both servers run at once and
-take turns at each level, --rounds times; each keeps its best round (the machine is shared with
-other jobs). Then overload: --overload-clients clients at a server whose queue holds
---overload-queue, each request answered with a result or a 503 (counted), the server's RSS before
-and at its peak (VmHWM). Then the predictions: every SST-2 dev sentence and XQuAD question
-through our server against `muppets predict` on the same files (identical labels and spans), and
-against the pipeline's.
+question-answering pipeline that transformers 5 removed), closed-loop clients at each --concurrency
+send requests until --requests are answered or --seconds pass (it stops by itself): throughput and
+p50/p95/p99 latency, side by side with the ratio, and each server's CPU time (all its threads) a
+request. Both servers run at once and take turns at each level, --rounds times; each keeps its best
+round (the machine is shared with other jobs). Then overload: --overload-clients clients at a server
+whose queue holds --overload-queue, each request answered with a result or a 503 (counted), the
+server's RSS before and at its peak (VmHWM). Then the predictions: every SST-2 dev sentence and
+XQuAD question through our server against `muppets predict` on the same files (identical labels and
+spans), and against the pipeline's.
 
 Our models are converted for transformers with `muppets convert --to hf` into --work.
 """
@@ -399,16 +399,20 @@ def run_bench(args) -> int:
             best = {}
             for _ in range(args.rounds):
                 for name in servers:
+                    before = cpu_seconds(processes[name].pid)
                     found = asyncio.run(
                         load(ports[name], path, bodies, c, args.requests, args.seconds)
                     )
+                    spent = cpu_seconds(processes[name].pid) - before
+                    found["cpu_ms_per_request"] = 1000 * spent / found["requests"]
                     if name not in best or found["throughput"] > best[name]["throughput"]:
                         best[name] = found
             for name, measured in best.items():
                 results[name]["levels"].append(measured)
                 print(
                     f"{task} {name} c={c}: {measured['throughput']:.1f} req/s, p50 "
-                    f"{measured['p50_ms']:.1f} p95 {measured['p95_ms']:.1f} ms",
+                    f"{measured['p50_ms']:.1f} p95 {measured['p95_ms']:.1f} ms, server CPU "
+                    f"{measured['cpu_ms_per_request']:.1f} ms a request",
                     flush=True,
                 )
         for name, process in processes.items():
@@ -478,6 +482,12 @@ def run_overload(args, bodies) -> dict:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def print_report(report: dict) -> None:
     print(
         f"\n{report['machine']}, torch threads {report['threads']} per server; load average "
@@ -485,7 +495,7 @@ def print_report(report: dict) -> None:
     )
     print(
         f"{'task':<9}{'conc':>5} | {'ours req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
-        f"{'pipe req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | {'ratio':>6}"
+        f"{'pipe req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | {'ratio':>6} | CPU ms/req"
     )
     for task, found in report["tasks"].items():
         for ours, theirs in zip(found["levels"]["ours"], found["levels"]["pipeline"], strict=True):
@@ -494,7 +504,8 @@ def print_report(report: dict) -> None:
                 f"{task:<9}{ours['concurrency']:>5} | {ours['throughput']:>10.1f} "
                 f"{ours['p50_ms']:>7.1f} {ours['p95_ms']:>7.1f} {ours['p99_ms']:>7.1f} | "
                 f"{theirs['throughput']:>10.1f} {theirs['p50_ms']:>7.1f} {theirs['p95_ms']:>7.1f} "
-                f"{theirs['p99_ms']:>7.1f} | {ratio:>5.2f}x"
+                f"{theirs['p99_ms']:>7.1f} | {ratio:>5.2f}x | "
+                f"{ours['cpu_ms_per_request']:.1f} / {theirs['cpu_ms_per_request']:.1f}"
             )
         print(
             f"{task}: {found['same_as_predict']}/{found['examples']} answers identical to "
