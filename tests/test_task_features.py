@@ -130,12 +130,14 @@ def test_window_starts_cover_the_whole_context():
 
 def test_qa_windows_cover_every_token_and_label_the_answer(tokenizer):
     example = qa_example("the south bank of the river")
-    features = qa_features([example], tokenizer, max_seq_length=24, doc_stride=5)
+    # Windows of 10 context tokens at a stride of 5: the 6-token answer lies wholly inside one.
+    length = len(tokenizer.encode(example.question)) + 3 + 10
+    features = qa_features([example], tokenizer, max_seq_length=length, doc_stride=5)
     n_context = len(tokenizer.encode(CONTEXT))
     assert len(features) > 4
     covered = set()
     for f in features:
-        assert len(f) <= 24 and f.input_ids[0] == tokenizer.cls_id
+        assert len(f) <= length and f.input_ids[0] == tokenizer.cls_id
         covered |= {tuple(o) for o, m in zip(f.token_offsets, f.context_mask, strict=True) if m}
     assert len(covered) == n_context  # every context token is in some window
     inside = [f for f in features if f.targets["start_positions"] > 0]
