@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer
 from tokenizers.models import Unigram
 
 from muppets.errors import InputError
+from muppets.tokenization.backend import BackendTokenizer
 from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
 
 ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
@@ -30,54 +30,9 @@ WORD_START = "\u2581"  # "▁", SentencePiece's whitespace marker
 _PUNCTUATION = set('!"#$%&"()*+,-./:;?@[\\]^_`{|}~')
 
 
-class UnigramTokenizer:
-    """Text <-> ids over a `tokenizers.Tokenizer` whose model is Unigram."""
-
-    def __init__(self, backend: Tokenizer, special_tokens: tuple[str, ...], path: object = None):
-        vocab = backend.get_vocab(with_added_tokens=True)
-        missing = [token for token in special_tokens if token not in vocab]
-        if missing:
-            raise InputError(f"vocabulary lacks the special token(s) {', '.join(missing)}", path)
-        if sorted(vocab.values()) != list(range(len(vocab))):
-            raise InputError("vocabulary ids are not 0..N-1 without gaps", path)
-        self.backend = backend
-        self.special_tokens = special_tokens
-        self.vocab_size = len(vocab)
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            vocab[token] for token in special_tokens
-        )
-        self.special_ids = frozenset(vocab[token] for token in special_tokens)
-        self._tokens = sorted(vocab, key=vocab.get)  # id order
-        backend.add_special_tokens(list(special_tokens))
-        cls, sep = special_tokens[2], special_tokens[3]
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}",
-            pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, self.cls_id), (sep, self.sep_id)],
-        )
-        self.lowercase = backend.normalizer is not None and (
-            backend.normalizer.normalize_str("A") == "a"
-        )
-
-    def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
-
-    def encode_pair(self, a: str, b: str | None = None) -> tuple[list[int], list[int]]:
-        encoding = self.backend.encode(a, b, add_special_tokens=True)
-        return encoding.ids, encoding.type_ids
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.backend.token_to_id(token)
-
-    def id_to_token(self, i: int) -> str | None:
-        return self.backend.id_to_token(i)
+class UnigramTokenizer(BackendTokenizer):
+    """Text <-> ids over a `tokenizers.Tokenizer` whose model is Unigram (backend.BackendTokenizer),
+    with the special tokens its files name."""
 
     def continuation_mask(self) -> np.ndarray:
         """(vocab_size,) bool: True for pieces that continue a word (whole-word and n-gram

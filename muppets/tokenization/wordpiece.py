@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
 from muppets.errors import InputError
+from muppets.tokenization.backend import BackendTokenizer
 
 # A trained vocabulary puts these at ids 0..4 in this order; a loaded one keeps its own ids.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -43,73 +44,12 @@ def _bert_backend(model: WordPiece, lowercase: bool) -> Tokenizer:
     return backend
 
 
-class WordPieceTokenizer:
-    """Text <-> ids. Wraps a `tokenizers.Tokenizer` whose model is WordPiece.
-
-    `path` only labels errors (the file the backend came from). The backend gets the special
-    tokens and the [CLS]/[SEP] post-processor of this vocabulary's ids set on it.
-    """
-
-    backend: Tokenizer
-    lowercase: bool
-    vocab_size: int
-    pad_id: int
-    unk_id: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    special_ids: frozenset[int]
+class WordPieceTokenizer(BackendTokenizer):
+    """Text <-> ids over a `tokenizers.Tokenizer` whose model is WordPiece, with BERT's special
+    tokens (backend.BackendTokenizer); "##" pieces continue a word."""
 
     def __init__(self, backend: Tokenizer, path: object = None):
-        vocab = backend.get_vocab(with_added_tokens=True)
-        missing = [token for token in SPECIAL_TOKENS if token not in vocab]
-        if missing:
-            raise InputError(f"vocabulary lacks the special token(s) {', '.join(missing)}", path)
-        if sorted(vocab.values()) != list(range(len(vocab))):
-            raise InputError("vocabulary ids are not 0..N-1 without gaps", path)
-        self.backend = backend
-        self.vocab_size = len(vocab)
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            vocab[token] for token in SPECIAL_TOKENS
-        )
-        self.special_ids = frozenset(vocab[token] for token in SPECIAL_TOKENS)
-        self._tokens = sorted(vocab, key=vocab.get)  # id order
-        # Special tokens in the text ("[MASK]") match as one token, as in transformers.
-        backend.add_special_tokens(list(SPECIAL_TOKENS))
-        # [CLS] A [SEP] (B [SEP]) with segment ids 0 (1), using this vocabulary's ids.
-        backend.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
-        )
-        # Measured, not declared, so that any normalizer of a foreign tokenizer.json is described.
-        self.lowercase = backend.normalizer is not None and (
-            backend.normalizer.normalize_str("A") == "a"
-        )
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of one text, without [CLS]/[SEP]."""
-        return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Ids of many texts, without [CLS]/[SEP]; runs in parallel in Rust (no offsets kept)."""
-        encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
-
-    def encode_pair(self, a: str, b: str | None = None) -> tuple[list[int], list[int]]:
-        """(input_ids, token_type_ids) of `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`."""
-        encoding = self.backend.encode(a, b, add_special_tokens=True)
-        return encoding.ids, encoding.type_ids
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Text of ids: "##" pieces glued to their word; [MASK] etc. kept unless skipped."""
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.backend.token_to_id(token)
-
-    def id_to_token(self, i: int) -> str | None:
-        return self.backend.id_to_token(i)
+        super().__init__(backend, SPECIAL_TOKENS, path)
 
     def continuation_mask(self) -> np.ndarray:
         """(vocab_size,) bool: True for "##" pieces, which whole-word masking keeps with the piece
