@@ -188,15 +188,21 @@ class TaskRoutes:
         data = {"sentences": sentences, "spans": spans, "features": features}
         return Work("tag", sum(map(len, features)), data)
 
-    def run_tag(self, works: list[Work]) -> list[dict]:
+    def _forward_works(self, works: list[Work], kind: str) -> list:
+        """The features of every work in one batch (forward_features); each work's outputs."""
         features = [f for w in works for f in w.data["features"]]
         outputs = forward_features(
-            self.model, "tagging", features, self.tokenizer.pad_id, self.max_tokens
+            self.model, kind, features, self.tokenizer.pad_id, self.max_tokens
         )
-        bodies, k = [], 0
+        per_work, k = [], 0
         for work in works:
-            mine = outputs[k : k + len(work.data["features"])]
-            k += len(mine)
+            per_work.append(outputs[k : k + len(work.data["features"])])
+            k += len(work.data["features"])
+        return per_work
+
+    def run_tag(self, works: list[Work]) -> list[dict]:
+        bodies = []
+        for work, mine in zip(works, self._forward_works(works, "tagging"), strict=True):
             tags, _ = decode_tags(self.setup, work.data["sentences"], work.data["features"], mine)
             results = []
             for sentence, spans, sentence_tags in zip(
@@ -227,16 +233,12 @@ class TaskRoutes:
         return Work("qa", sum(map(len, features)), data)
 
     def run_qa(self, works: list[Work]) -> list[dict]:
-        features = [f for w in works for f in w.data["features"]]
-        outputs = forward_features(
-            self.model, "span_qa", features, self.tokenizer.pad_id, self.max_tokens
-        )
-        bodies, k = [], 0
-        for work in works:
+        bodies = []
+        for work, outputs in zip(works, self._forward_works(works, "span_qa"), strict=True):
+            features = work.data["features"]
             windows: list[list[int]] = [[] for _ in work.data["examples"]]
-            for i, feature in enumerate(work.data["features"]):
-                windows[feature.example].append(k + i)
-            k += len(work.data["features"])
+            for i, feature in enumerate(features):
+                windows[feature.example].append(i)
             results = []
             for example, mine, cut in zip(
                 work.data["examples"], windows, work.data["cut"], strict=True
