@@ -37,17 +37,18 @@ from muppets.data.instances import (
 )
 from muppets.data.masking import MaskingConfig, mask_spans, mask_tokens, mask_whole_words
 from muppets.data.ngram_masking import mask_ngrams
+from muppets.data.unit_masking import mask_units, unit_view
 from muppets.errors import ConfigError, InputError
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences")
-MASKINGS = ("token", "whole_word", "span", "ngram")
+MASKINGS = ("token", "whole_word", "span", "ngram", "phrase", "entity")
 _CHUNK_DOCUMENTS = 256  # instances of this many documents are shuffled together
 
 
 @dataclass(frozen=True)
 class PretrainingDataConfig:
     kind: str = "nsp"  # nsp (BERT), sop (ALBERT), full_sentences (RoBERTa)
-    masking: str = "token"  # token, whole_word, span (SpanBERT), ngram (ALBERT)
+    masking: str = "token"  # token, whole_word, span (SpanBERT), ngram (ALBERT), phrase, entity
     dynamic_masking: bool = False
     max_seq_length: int = 128
     short_seq_prob: float = 0.1
@@ -122,9 +123,8 @@ def _row_masker(config: PretrainingDataConfig, ids: SpecialIds, continuation: np
         return partial(mask_tokens, config=masking)
     if continuation is None:
         raise ConfigError(f"masking '{config.masking}' needs the tokenizer's continuation mask")
-    masker = {"whole_word": mask_whole_words, "span": mask_spans, "ngram": mask_ngrams}[
-        config.masking
-    ]
+    maskers = {"whole_word": mask_whole_words, "span": mask_spans, "ngram": mask_ngrams}
+    masker = maskers.get(config.masking, mask_units)  # phrase, entity: ERNIE (unit_masking.py)
     return partial(masker, config=masking, continuation=continuation)
 
 
@@ -214,7 +214,7 @@ class PretrainingBatches:
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.corpus, self.config, self.ids = corpus, config, ids
+        self.corpus, self.config, self.ids = unit_view(corpus, config.masking), config, ids
         self.accumulation = config.accumulation_steps(world_size)
         self.parts = list(range(rank, config.partitions, world_size))
         self.mask: Callable = _row_masker(config, ids, continuation)
@@ -281,6 +281,7 @@ def evaluation_batches(
     eval_config = dataclasses.replace(config, partitions=1, batch_size=config.micro_batch_size)
     mask = _row_masker(config, ids, continuation)
     instances = []
+    corpus = unit_view(corpus, config.masking)
     for epoch, index, instance in part_instances(corpus, 0, eval_config, ids):
         if epoch > 0 or index >= max_instances:
             break

@@ -6,6 +6,9 @@ A shards directory holds `manifest.json`, the tokenizer files, and per shard `sh
     sentences  (S + 1,)  int64: sentence s is tokens[sentences[s]:sentences[s + 1]]
     documents  (D + 1,)  int64: document d is sentences documents[d] .. documents[d + 1] - 1
     sources    (D, 2)    int64: (index into manifest["sources"], 1-based line) of each document
+    units      (T,)      uint8, only when manifest["units"] names unit kinds (ERNIE masking):
+                         bit k set = the token continues the unit of kind k of the token before
+                         it (UNIT_BITS: 1 phrase, 2 entity); shards without it read as before
 
 Offsets are local to their shard. Raw little-endian arrays (`<u2`, `<i8`), so any tool can
 np.memmap them; the manifest gives the dtype and the counts, and the reader checks every file's
@@ -31,8 +34,10 @@ FORMAT_NAME = "muppets-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = ("tokens", "sentences", "documents", "sources")
+UNITS = "units"  # the optional fifth array
+UNIT_BITS = {"phrase": 1, "entity": 2}
 OFFSET = np.dtype("<i8")  # offsets and sources; little-endian on disk whatever the machine
-_SHARD_FILE = re.compile(r"shard-\d{5}-(tokens|sentences|documents|sources)\.bin")
+_SHARD_FILE = re.compile(r"shard-\d{5}-(tokens|sentences|documents|sources|units)\.bin")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -50,8 +55,11 @@ class ShardWriter:
     A document longer than `shard_tokens` gets a shard of its own; documents are never split.
     """
 
-    def __init__(self, directory: str | Path, vocab_size: int, shard_tokens: int):
+    def __init__(
+        self, directory: str | Path, vocab_size: int, shard_tokens: int, units: bool = False
+    ):
         self.directory = Path(directory)
+        self.arrays = ARRAYS + (UNITS,) if units else ARRAYS  # units: write() takes `units`
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dtype = token_dtype(vocab_size)
         self.shard_tokens = shard_tokens
@@ -60,7 +68,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         index = len(self.shards)
-        self._files = {a: open(shard_file(self.directory, index, a), "wb") for a in ARRAYS}
+        self._files = {a: open(shard_file(self.directory, index, a), "wb") for a in self.arrays}
         zero = np.zeros(1, OFFSET)
         self._files["sentences"].write(memoryview(zero))  # offsets start at 0
         self._files["documents"].write(memoryview(zero))
@@ -79,9 +87,11 @@ class ShardWriter:
         sentence_lengths: np.ndarray,
         document_sentences: np.ndarray,
         sources: np.ndarray,
+        units: np.ndarray | None = None,
     ) -> None:
         """One batch of D documents: tokens (T,), sentence_lengths (S,), document_sentences (D,)
-        (sentences per document), sources (D, 2). Every document must have >= 1 sentence."""
+        (sentences per document), sources (D, 2), units (T,) uint8 when the writer has units.
+        Every document must have >= 1 sentence."""
         sentence_ends = np.cumsum(sentence_lengths, dtype=np.int64)  # (S,) batch-local
         document_ends = np.cumsum(document_sentences, dtype=np.int64)  # (D,)
         document_token_ends = sentence_ends[document_ends - 1]  # (D,) tokens up to each doc
@@ -98,12 +108,12 @@ class ShardWriter:
                     self._close()  # the next document does not fit: start a new shard
                     continue
                 e = d + 1
-            self._append(d, e, tokens, sentence_ends, document_ends, sources)
+            self._append(d, e, tokens, sentence_ends, document_ends, sources, units)
             d = e
             if self._counts["tokens"] >= self.shard_tokens:
                 self._close()
 
-    def _append(self, d, e, tokens, sentence_ends, document_ends, sources) -> None:
+    def _append(self, d, e, tokens, sentence_ends, document_ends, sources, units) -> None:
         s0 = int(document_ends[d - 1]) if d else 0  # first sentence of document d
         s1 = int(document_ends[e - 1])
         t0 = int(sentence_ends[s0 - 1]) if s0 else 0
@@ -116,6 +126,8 @@ class ShardWriter:
         f["sentences"].write(memoryview(sentences))
         f["documents"].write(memoryview(documents))
         f["sources"].write(memoryview(np.ascontiguousarray(sources[d:e], dtype=OFFSET)))
+        if UNITS in f:
+            f[UNITS].write(memoryview(np.ascontiguousarray(units[t0:t1], dtype=np.uint8)))
         c["documents"] += e - d
         c["sentences"] += s1 - s0
         c["tokens"] += t1 - t0
@@ -132,7 +144,7 @@ class ShardWriter:
         """Close the last shard and remove stale shard files of an earlier, larger run."""
         if self._files:
             self._close()
-        keep = {f"{s['name']}-{a}.bin" for s in self.shards for a in ARRAYS}
+        keep = {f"{s['name']}-{a}.bin" for s in self.shards for a in self.arrays}
         for path in self.directory.iterdir():
             if _SHARD_FILE.fullmatch(path.name) and path.name not in keep:
                 path.unlink()
@@ -165,6 +177,7 @@ class Shard:
         dtype: np.dtype,
         vocab_size: int | None = None,
         num_sources: int | None = None,
+        units: bool = False,
     ):
         try:
             self.name = str(info["name"])
@@ -185,6 +198,8 @@ class Shard:
             "documents": (OFFSET, (self.num_documents + 1,)),
             "sources": (OFFSET, (self.num_documents, 2)),
         }
+        if units:
+            shapes[UNITS] = (np.dtype(np.uint8), (self.num_tokens,))
         arrays = {}
         for array, (kind, shape) in shapes.items():
             path = shard_file(directory, index, array)
@@ -201,6 +216,7 @@ class Shard:
         self.sentence_offsets = arrays["sentences"]  # (S + 1,)
         self.document_offsets = arrays["documents"]  # (D + 1,)
         self.sources = arrays["sources"]  # (D, 2)
+        self.units = arrays.get(UNITS)  # (T,) uint8 or None
         if vocab_size is not None and num_sources is not None:
             check_shard(self, directory, index, vocab_size, num_sources)
 
@@ -210,6 +226,13 @@ class Shard:
         ends = self.sentence_offsets[s0 : s1 + 1].tolist()
         tokens = self.tokens
         return [tokens[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+    def document_units(self, index: int) -> list[np.ndarray]:
+        """The unit bits of document `index`, one uint8 array per sentence (as `document`)."""
+        s0, s1 = self.document_offsets[index : index + 2].tolist()
+        ends = self.sentence_offsets[s0 : s1 + 1].tolist()
+        units = self.units
+        return [units[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
 
 
 # ----------------------------------------------------------------------------- content checks
@@ -301,11 +324,14 @@ class ShardedCorpus(Sequence):
             self.tokenizer_fingerprint = str(self.manifest["tokenizer"]["fingerprint"])
             self.source_paths = [str(s["path"]) for s in self.manifest["sources"]]
             infos = list(self.manifest["shards"])
+            self.unit_kinds = dict(self.manifest.get(UNITS) or {})  # kind -> how it was made
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"manifest: {_field_error(e)}", path) from None
         checks = (self.vocab_size, len(self.source_paths)) if check else (None, None)
+        has_units = bool(self.unit_kinds)
         self.shards = [
-            Shard(self.directory, i, info, self.dtype, *checks) for i, info in enumerate(infos)
+            Shard(self.directory, i, info, self.dtype, *checks, units=has_units)
+            for i, info in enumerate(infos)
         ]
         # _starts[k] = global index of shard k's first document; _starts[-1] = len(self)
         self._starts = np.cumsum([0] + [s.num_documents for s in self.shards]).tolist()
@@ -335,6 +361,11 @@ class ShardedCorpus(Sequence):
         for shard in self.shards:  # no bisect per document
             for local in range(shard.num_documents):
                 yield shard.document(local)
+
+    def units(self, index: int) -> list[np.ndarray]:
+        """Document `index`'s unit bits, one uint8 array per sentence (needs `unit_kinds`)."""
+        shard, local = self.locate(int(index))
+        return shard.document_units(local)
 
     def source(self, index: int) -> tuple[str, int]:
         """(input path as given to prepare, 1-based line) where document `index` starts."""

@@ -65,8 +65,8 @@ class PretrainConfig:
         "share of held-out tokens predicted (default: masked_lm_prob)", None
     )
     masking: str | None = option(
-        "token, whole_word, span (SpanBERT) or ngram (ALBERT) (default: ngram for albert-*, "
-        "span for mlm+sbo, else token)",
+        "token, whole_word, span (SpanBERT), ngram (ALBERT), phrase or entity (ERNIE units "
+        "from `prepare`) (default: ngram for albert-*, span for mlm+sbo, else token)",
         None,
     )
     dynamic_masking: bool | None = option("new masks every epoch (default: only for mlm)", None)

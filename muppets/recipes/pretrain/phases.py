@@ -36,6 +36,10 @@ class Phase:
     max_predictions_per_seq: int | None = option(
         "cap on predicted tokens (default: as BERT, ceil(masked_lm_prob * max_seq_length))", None
     )
+    masking: str | None = option(
+        "token, whole_word, span, ngram, phrase or entity (ERNIE: whole_word -> phrase -> entity)",
+        None,
+    )
     learning_rate: float | None = option("peak learning rate", None)
     warmup_steps: int | None = option("warmup steps", None)
     warmup_ratio: float | None = option("warmup as a share of the phase's steps", None)
