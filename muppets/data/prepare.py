@@ -22,6 +22,7 @@ from tokenizers import pre_tokenizers
 from tokenizers.normalizers import BertNormalizer
 from tqdm import tqdm
 
+from muppets.data import multilingual
 from muppets.data.shards import MANIFEST, ShardWriter, token_dtype, write_manifest
 from muppets.data.text import (
     ERROR_POLICIES,
@@ -38,12 +39,18 @@ from muppets.tokenization import SPECIAL_TOKENS, WordPieceTokenizer, load_tokeni
 def _check_reading(inputs: list[str], format: str, errors: str, text_field: str) -> None:
     if not inputs:
         raise ConfigError("inputs: give at least one file or glob")
+    multilingual.parse_corpora(inputs)  # LANG=PATH on every input or on none
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got '{format}'")
     if errors not in ERROR_POLICIES:
         raise ConfigError(f"errors must be one of {', '.join(ERROR_POLICIES)}, got '{errors}'")
     if not text_field:
         raise ConfigError("text_field must not be empty")
+
+
+_ALPHA_HELP = (
+    "inputs written LANG=PATH: languages sampled with q ~ p^alpha, in (0, 1] (multilingual.py)"
+)
 
 
 @dataclass
@@ -57,9 +64,12 @@ class TokenizerTrainConfig:
     format: str = field(default="auto", metadata={"help": "auto, text, wiki or jsonl"})
     text_field: str = field(default="text", metadata={"help": "the text's key in jsonl records"})
     errors: str = field(default="strict", metadata={"help": "bytes not UTF-8: strict or replace"})
+    alpha: float = field(default=0.7, metadata={"help": _ALPHA_HELP})
+    sampling_seed: int = field(default=0, metadata={"help": "seed of the languages' sampling"})
 
     def __post_init__(self) -> None:
         _check_reading(self.inputs, self.format, self.errors, self.text_field)
+        multilingual.check_alpha(self.alpha)
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ConfigError(f"vocab_size must be > {len(SPECIAL_TOKENS)}, got {self.vocab_size}")
         if self.min_frequency < 1:
@@ -86,15 +96,29 @@ class PrepareConfig:
     prefetch_batches: int = field(
         default=2, metadata={"help": "batches read ahead in a thread while encoding (0: none)"}
     )
+    alpha: float = field(default=0.7, metadata={"help": _ALPHA_HELP})
+    sampling_seed: int = field(default=0, metadata={"help": "seed of the languages' sampling"})
 
     def __post_init__(self) -> None:
         _check_reading(self.inputs, self.format, self.errors, self.text_field)
+        multilingual.check_alpha(self.alpha)
         if self.shard_tokens < 1:
             raise ConfigError(f"shard_tokens must be >= 1, got {self.shard_tokens}")
         if self.batch_sentences < 1:
             raise ConfigError(f"batch_sentences must be >= 1, got {self.batch_sentences}")
         if self.prefetch_batches < 0:
             raise ConfigError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
+
+
+def _sampling(config, out) -> list | None:
+    """Several languages: their sampling plan, printed once and written to <out>/sampling.json."""
+    reading = (config.format, config.text_field, config.errors)
+    plans = multilingual.plan_sampling(config.inputs, config.alpha, config.sampling_seed, *reading)
+    if plans:
+        print(multilingual.describe(plans, config.alpha), flush=True)
+        record = multilingual.sampling_record(plans, config.alpha, config.sampling_seed)
+        multilingual.write_sampling(out, record)
+    return plans
 
 
 def _progress(files: list[str], desc: str) -> tqdm:
@@ -105,7 +129,8 @@ def _progress(files: list[str], desc: str) -> tqdm:
 
 def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
     """Stream every paragraph of the inputs into the WordPiece trainer; save to `config.out`."""
-    files = resolve_inputs(config.inputs)  # fail before the trainer starts
+    files = resolve_inputs(multilingual.input_paths(config.inputs))  # fail before training
+    plans = _sampling(config, config.out)
     bar = _progress(files, "tokenizer train")
     bar.total *= 2  # train_wordpiece reads the inputs twice
     passes: list[ReadStats] = []
@@ -113,10 +138,13 @@ def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
     def paragraphs():  # the trainer counts words, so sentence segmentation would be wasted work
         stats, seen = ReadStats(), 0
         passes.append(stats)
-        for document in read_documents(
-            files, config.format, config.text_field, config.errors, segment=False, stats=stats
-        ):
-            yield from document.sentences
+        reading = (config.format, config.text_field, config.errors)
+        if plans:  # each language's lines at its rate
+            documents = ([p] for p in multilingual.sampled_paragraphs(plans, *reading, stats))
+        else:
+            documents = (d.sentences for d in read_documents(files, *reading, False, stats=stats))
+        for document in documents:
+            yield from document
             if stats.bytes_read - seen > 1 << 20:
                 bar.update(stats.bytes_read - seen)
                 seen = stats.bytes_read
@@ -286,15 +314,18 @@ def _prefetch(items: Iterator, depth: int) -> Iterator:
 def prepare_corpus(config: PrepareConfig) -> dict[str, Any]:
     """Tokenize the inputs into `config.out`; returns the manifest."""
     tokenizer = load_tokenizer(config.tokenizer)
-    files = resolve_inputs(config.inputs)
+    files = resolve_inputs(multilingual.input_paths(config.inputs))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, out is unfinished
+    plans = _sampling(config, out)
     stats = ReadStats()
     tokenize = _Tokenize(tokenizer, files)
-    documents = read_documents(
-        files, config.format, config.text_field, config.errors, True, config.language, stats
-    )
+    reading = (config.format, config.text_field, config.errors)
+    if plans:  # each language's lines at its rate, segmented by the corpus's language
+        documents = multilingual.sampled_documents(plans, *reading, stats)
+    else:
+        documents = read_documents(files, *reading, True, config.language, stats)
     batches = _prefetch(_batches(documents, config.batch_sentences), config.prefetch_batches)
     writer = ShardWriter(out, tokenizer.vocab_size, config.shard_tokens)
     with _progress(files, "prepare") as bar, closing(batches), writer:
@@ -325,7 +356,7 @@ def prepare_corpus(config: PrepareConfig) -> dict[str, Any]:
             "source": str(config.tokenizer),
         },
         "reading": {
-            "language": config.language,
+            "language": [p.language for p in plans] if plans else config.language,
             "errors": config.errors,
             "text_field": config.text_field,
         },

@@ -19,6 +19,7 @@ Documents without any text are skipped and counted in `ReadStats`, never dropped
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +90,7 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
 
 def sniff_format(path: str) -> str:
     """'wiki' if the first non-blank line opens a <doc>, 'jsonl' if it opens a JSON object."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         for raw in f:
             head = raw.strip()
             if head:
@@ -106,9 +107,10 @@ def check_errors_policy(errors: str) -> str:
 
 
 def open_input(path: str) -> BinaryIO:
-    """`path` opened for bytes; a missing file or a directory is an InputError naming it."""
+    """`path` opened for bytes (a `.gz` file decompressed: the multilingual corpora ship so);
+    a missing file or a directory is an InputError naming it."""
     try:
-        return open(path, "rb")
+        return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
     except FileNotFoundError:
         raise InputError("no such file", path) from None
     except IsADirectoryError:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from muppets.data.multilingual import SAMPLING_FILE, describe_record, recorded_sampling
 from muppets.data.pretraining import PretrainingBatches, SpecialIds, evaluation_batches
 from muppets.data.shards import MANIFEST, ShardedCorpus
 from muppets.errors import ConfigError, InputError
@@ -150,6 +151,9 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
     train_corpus.check_tokenizer(tokenizer.fingerprint())
     t = tokenizer
     ids = SpecialIds(t.pad_id, t.cls_id, t.sep_id, t.mask_id, t.vocab_size)
+    sampling = recorded_sampling(config.train_data)  # several languages: prepare's rates
+    if sampling and rank == 0:
+        print(describe_record(sampling), flush=True)
     data = config.data_config()
     continuation = tokenizer.continuation_mask() if data.masking != "token" else None
     batches = PretrainingBatches(
@@ -185,7 +189,7 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
     if config.init_from and not config.run.resume:
         _load_initial_weights(model, model_config, tokenizer, config.init_from)
     model.to(device)
-    extra = [Path(config.train_data) / name for name in TOKENIZER_FILES]
+    extra = [Path(config.train_data) / name for name in (*TOKENIZER_FILES, SAMPLING_FILE)]
     result = train(
         model,
         _objective(config, ids),
@@ -202,6 +206,8 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
         result = {"phase": phase[0], **result}
     if rank == 0:
         summary = {"config": flat_options(config), **result}
+        if sampling:
+            summary["sampling"] = sampling
         (Path(config.out) / RESULT).write_text(json.dumps(summary, indent=2) + "\n")
         if phase is not None:
             _merge_phases(Path(config.out).parent, phase[1])
