@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from muppets.cli.main import main
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.training.checkpoint import checkpoints, save_pretrained
-from muppets.training.pretrained import load_pretrained
+from muppets.training.pretrained import load_finetuned, load_pretrained
 from tests.test_pretrain_recipe import shards  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,6 +99,41 @@ def test_finetune_and_evaluate_use_the_discriminator(electra_checkpoint, tmp_pat
     assert (
         precision.startswith("precision: ") and scores == "sst2 dev (16 examples): accuracy 1.0000"
     )
+
+
+def test_finetune_uses_electras_classification_head_which_goes_to_transformers(
+    electra_checkpoint, tmp_path, capsys
+):
+    """No --pooling: ElectraClassificationHead (dense + GELU on the first token), so the
+    fine-tuned model converts to ElectraForSequenceClassification with the same logits."""
+    transformers = pytest.importorskip("transformers")
+    root, checkpoint = electra_checkpoint
+    out = tmp_path / "sst2"
+    args = ["--task", "sst2", "--data", str(root / "glue"), "--model", str(checkpoint)]
+    args += ["--out", str(out), "--epochs", "1", "--learning-rate", "1e-2"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", *args]) == 0
+    run = out / "seed-1"
+    assert json.loads((run / "task.json").read_text())["pooling"] == "electra"
+    tuned = load_file(run / "model.safetensors")
+    assert {"dense.weight", "dense.bias", "classifier.weight"} <= set(tuned)
+    hf = tmp_path / "hf"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", "--input", str(run), "--out", str(hf), "--to", "hf"]) == 0
+    theirs = transformers.ElectraForSequenceClassification.from_pretrained(hf).eval()
+    model, _, tokenizer = load_finetuned(run)
+    rows = [tokenizer.encode_pair("the cat sat .", "a dog ran"), tokenizer.encode_pair("hot", None)]
+    ids = torch.full((2, len(rows[0][0])), tokenizer.pad_id)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for n, (row, segment) in enumerate(rows):
+        ids[n, : len(row)], types[n, : len(row)], mask[n, : len(row)] = (
+            torch.tensor(row),
+            torch.tensor(segment),
+            1,
+        )
+    with torch.no_grad():
+        want = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        assert torch.allclose(model.eval()(ids, mask, types), want, atol=1e-5)
 
 
 def test_bad_electra_input_is_one_line(electra_checkpoint, shards, tmp_path, cli_error):  # noqa: F811

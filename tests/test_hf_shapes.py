@@ -208,18 +208,3 @@ def test_electra_discriminators_convert_with_transformers_hidden_states(
         if class_name == "ElectraForPreTraining":
             logits = hf(input_ids=ids, attention_mask=mask, token_type_ids=segments).logits
             assert close(model.discriminator_head(ours)[real], logits[real])
-
-
-def test_electra_sequence_classifiers_are_refused_in_one_line(
-    tmp_path, tiny_tokenizer, capsys, cli_error
-):
-    """Its head is dense + GELU on the first token; ours is BERT's pooler (dense + tanh)."""
-    class_name = "ElectraForSequenceClassification"
-    save_hf(tmp_path / "hf", "electra", class_name, tiny_tokenizer, embedding_size=16)
-    capsys.readouterr()  # transformers' progress bar
-    line = cli_error(convert_args(tmp_path / "hf", tmp_path / "o", "muppets"))
-    assert line == (
-        f"muppets: error: {tmp_path / 'hf' / 'config.json'}: architectures {class_name}: its "
-        "head (dense + GELU on the first token) has no equivalent here; "
-        "ElectraForTokenClassification and ElectraForQuestionAnswering load"
-    )

@@ -1,5 +1,6 @@
-"""transformers' task models as fine-tuned models: Bert/Roberta/AlbertFor SequenceClassification
-(labels and regression), TokenClassification and QuestionAnswering, built by transformers at a
+"""transformers' task models as fine-tuned models: Bert/Roberta/Albert/ElectraFor
+SequenceClassification (labels and regression), TokenClassification and QuestionAnswering
+(ELECTRA's sequence classifier: our pooling="electra"), built by transformers at a
 tiny random size and saved with save_pretrained beside a WordPiece tokenizer. They convert
 (`--to muppets`: task.json from config.json's labels) with transformers' logits, convert back
 (`--to hf`) to the same class, labels and logits, and `evaluate` / `predict` use them directly
@@ -43,9 +44,8 @@ HEADS = {
     "span_qa": ("ForQuestionAnswering", {}, {"task": "squad", "head": "span_qa", "labels": []}),
 }
 FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra", "albert": "Albert"}
-# ELECTRA's sequence classifier has no equivalent here (test_hf_shapes.py: refused)
 CASES = [(family, head) for family in ("bert", "roberta") for head in HEADS]
-CASES += [("electra", "tagging"), ("electra", "span_qa")]
+CASES += [("electra", head) for head in HEADS]  # E 16 -> H 32; its own classification head
 CASES += [("albert", head) for head in HEADS]  # E 16 -> H 32, one layer shared twice
 
 
@@ -130,7 +130,9 @@ def test_task_models_convert_both_ways_with_their_labels_and_logits(
         setup.max_seq_length == {"bert": 64, "roberta": 65, "electra": 64, "albert": 64}[model_type]
     )
     # the SQuAD version is not in config.json: told by each file (None)
-    assert (setup.pooling, setup.squad_v2) == ("pooler", None if head == "span_qa" else False)
+    own_head = model_type == "electra" and head in ("classification", "regression")
+    pooling = "electra" if own_head else "pooler"
+    assert (setup.pooling, setup.squad_v2) == (pooling, None if head == "span_qa" else False)
 
     ids, mask, types = batch(tiny_tokenizer)
     want = hf_logits(hf, ids, mask, types)
@@ -169,14 +171,12 @@ def first_subtoken_tags(model, feature, labels):
     return [tags[w] for w in sorted(tags)]
 
 
-def test_evaluate_and_predict_use_transformers_task_models_directly(
-    finetune_workspace, tmp_path, capsys, one_thread
-):
-    root, _, tokenizer, _ = finetune_workspace
-    # SST-2 with transformers' placeholder labels (LABEL_0, LABEL_1 = GLUE's "0", "1"); weights
-    # of std 0.5, not 0.02, so that a random model's predictions differ from text to text
+def sst2_predictions_are_transformers(root, tmp_path, tokenizer, model_type, capsys):
+    """predict and evaluate on SST-2's dev file with transformers' sequence classifier as it
+    comes, labels from its config.json: transformers' own predictions and their accuracy."""
+    # weights of std 0.5, not 0.02, so that a random model's predictions differ from text to text
     spread = {"initializer_range": 0.5}
-    hf = save_hf(tmp_path / "sst2", "bert", "ForSequenceClassification", tokenizer, 3, **spread)
+    hf = save_hf(tmp_path / "sst2", model_type, "ForSequenceClassification", tokenizer, 3, **spread)
     dev = root / "glue" / "SST-2" / "dev.tsv"
     out = tmp_path / "sst2.tsv"
     model = ["--model", str(tmp_path / "sst2"), "--task", "sst2"]
@@ -195,6 +195,21 @@ def test_evaluate_and_predict_use_transformers_task_models_directly(
     lines = run(["evaluate", *model, "--data", str(root / "glue")], capsys)
     assert lines == [f"sst2 dev ({len(gold)} examples): accuracy {accuracy:.4f}"]
 
+
+@pytest.mark.parametrize("model_type", ["bert", "electra"])
+def test_evaluate_and_predict_use_transformers_sequence_classifiers_directly(
+    finetune_workspace, tmp_path, capsys, model_type, one_thread
+):
+    """SST-2 with transformers' placeholder labels (LABEL_0, LABEL_1 = GLUE's "0", "1")."""
+    root, _, tokenizer, _ = finetune_workspace
+    sst2_predictions_are_transformers(root, tmp_path, tokenizer, model_type, capsys)
+
+
+def test_predict_uses_transformers_token_classifiers_directly(
+    finetune_workspace, tmp_path, capsys, one_thread
+):
+    root, _, tokenizer, _ = finetune_workspace
+    spread = {"initializer_range": 0.5}
     # CoNLL tags named in id2label; predict as it comes == predict converted == transformers
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     names = {"id2label": dict(enumerate(tags)), **spread}
@@ -220,12 +235,26 @@ def test_evaluate_and_predict_use_transformers_task_models_directly(
     assert predicted == expected and len({tag for row in expected for tag in row}) > 1
 
 
-@pytest.mark.parametrize("pooling", ["pooler", "cls"])
+REFUSED = {
+    ("bert", "cls"): "sequence classifiers read the pooled first token (pooling='pooler')",
+    ("electra", "pooler"): (
+        "ElectraForSequenceClassification reads dense + GELU on the first token (pooling='electra')"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "preset, pooling",
+    [("bert-tiny", "pooler"), ("bert-tiny", "cls"), ("electra-tiny", "electra")]
+    + [("electra-tiny", "pooler")],
+)
 def test_our_fine_tuned_classifier_goes_to_transformers_unless_it_pools_otherwise(
-    tmp_path, tiny_tokenizer, capsys, cli_error, pooling, one_thread
+    tmp_path, tiny_tokenizer, capsys, cli_error, preset, pooling, one_thread
 ):
     sizes = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 48}
-    config = preset_config("bert-tiny", vocab_size=tiny_tokenizer.vocab_size, **sizes)
+    if preset == "electra-tiny":
+        sizes["embedding_size"] = 16
+    config = preset_config(preset, vocab_size=tiny_tokenizer.vocab_size, **sizes)
     torch.manual_seed(5)
     model = SequenceClassifier(build_encoder(config), 2, pooling=pooling).eval()
     ours = tmp_path / "ours"
@@ -234,18 +263,20 @@ def test_our_fine_tuned_classifier_goes_to_transformers_unless_it_pools_otherwis
     labels = ["entailment", "not_entailment"]
     save_task(ours, TaskSetup("rte", "classification", labels, 32, pooling=pooling))
     argv = ["convert", "--input", str(ours), "--to", "hf", "--out", str(tmp_path / "hf")]
-    if pooling == "cls":
+    if (config.model_type, pooling) in REFUSED:
         assert cli_error(argv) == (
-            "muppets: error: pooling='cls': transformers' sequence classifiers read the pooled "
-            "first token (pooling='pooler'), so this model has no Hugging Face equivalent"
+            f"muppets: error: pooling={pooling!r}: transformers' "
+            f"{REFUSED[config.model_type, pooling]}, so this model has no Hugging Face equivalent"
         )
         assert not (tmp_path / "hf").exists()
         return
     run(argv, capsys)
-    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    family = FAMILIES[config.model_type]
+    hf_class = getattr(transformers, family + "ForSequenceClassification")
+    hf = hf_class.from_pretrained(tmp_path / "hf").eval()
     assert hf.config.id2label == {0: "entailment", 1: "not_entailment"}
     ids, mask, types = batch(tiny_tokenizer)
-    want = our_logits(model, ids, mask, types, "bert")
+    want = our_logits(model, ids, mask, types, config.model_type)
     assert same_at_real(hf_logits(hf, ids, mask, types), want, mask)
 
 

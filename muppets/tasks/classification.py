@@ -6,9 +6,15 @@ first-token vector C, with loss log(softmax(C W^T)). As transformers' BertForSeq
 pooler (dense + tanh on [CLS]) -> dropout -> linear. num_labels == 1 is regression (STS-B) with a
 squared-error loss, as transformers' problem_type "regression".
 
-Pooling: "pooler" (the encoder's pretrained pooler), "cls" (the first token's raw state) or "mean"
-(the mean over real tokens). With "cls"/"mean" the encoder's pooler is unused and frozen, so
-every trainable parameter gets a gradient (DistributedDataParallel requires it).
+Pooling: "pooler" (the encoder's pretrained pooler), "cls" (the first token's raw state), "mean"
+(the mean over real tokens) or "electra": transformers' ElectraClassificationHead, the first token
+-> dropout -> dense H -> H -> GELU (whatever the encoder's hidden_act) -> dropout -> linear, a
+dense of the head's own (state-dict `dense.*`). ELECTRA pretraining never trains a pooler, so
+google-research/electra fine-tunes on the raw first token (modeling.py, get_pooled_output is
+sequence_output[:, 0]; classification_tasks.py, ClassificationTask.get_prediction_module:
+dropout 0.1 then one dense): that is pooling="cls". Except with "pooler" the encoder's pooler is
+unused and frozen, so every trainable parameter gets a gradient (DistributedDataParallel
+requires it).
 
 Any encoder of the protocol fits: `encoder(input_ids, attention_mask, token_type_ids) -> (B, T, H)`
 plus `hidden_size` (and `pooled(hidden) -> (B, H)` for pooling="pooler").
@@ -37,7 +43,7 @@ from muppets.models.hf_electra import key_table as electra_key_table
 from muppets.models.layers import initialize
 from muppets.tasks.objectives import IGNORE
 
-POOLINGS = ("pooler", "cls", "mean")
+POOLINGS = ("pooler", "cls", "mean", "electra")
 
 
 def freeze_unused_pooler(encoder: nn.Module) -> None:
@@ -68,7 +74,11 @@ class SequenceClassifier(nn.Module):
         self.pooling = pooling
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.hidden_size, num_labels)
+        H = encoder.hidden_size
+        if pooling == "electra":
+            self.dense = nn.Linear(H, H)
+            initialize(self.dense, initializer_range)
+        self.classifier = nn.Linear(H, num_labels)
         initialize(self.classifier, initializer_range)
         if pooling != "pooler":
             freeze_unused_pooler(encoder)
@@ -84,6 +94,8 @@ class SequenceClassifier(nn.Module):
             pooled = self.encoder.pooled(hidden)  # (B, H)
         elif self.pooling == "cls":
             pooled = hidden[:, 0]  # (B, H)
+        elif self.pooling == "electra":  # ElectraClassificationHead: gelu, two dropouts
+            pooled = F.gelu(self.dense(self.dropout(hidden[:, 0])))  # (B, H)
         else:
             keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
             keep = keep.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -167,6 +179,11 @@ HF_CLASSIFIER_KEYS = {
     "albert": [
         ("encoder.pooler.dense.{wb}", "albert.pooler.{wb}"),
         ("classifier.{wb}", "classifier.{wb}"),
+    ],
+    # ElectraClassificationHead (pooling="electra"): no pooler, the head's own dense
+    "electra": [
+        ("dense.{wb}", "classifier.dense.{wb}"),
+        ("classifier.{wb}", "classifier.out_proj.{wb}"),
     ],
 }
 

@@ -1,11 +1,11 @@
 """transformers' task models <-> our fine-tuned models (encoder + head + task.json).
 
 BertForSequenceClassification / ...ForTokenClassification / ...ForQuestionAnswering and their
-RoBERTa twins are the heads of classification.py, tagging.py and span_qa.py over our encoder;
-their key tables live beside each head. ELECTRA's token classifier and QA head are the same over
-its discriminator; its sequence classifier is not (ElectraClassificationHead: dense + GELU on the
-first token, where BERT's pooler is dense + tanh), so it is refused. What task.json holds comes
-from config.json:
+RoBERTa, ALBERT and ELECTRA twins are the heads of classification.py, tagging.py and span_qa.py
+over our encoder; their key tables live beside each head. ELECTRA's sequence classifier is
+pooling="electra" (ElectraClassificationHead: dense + GELU on the first token, with a dense of its
+own, where BERT's pooler is dense + tanh); the others read the pooler (pooling="pooler"). What
+task.json holds comes from config.json:
 
 - the labels: id2label in id order; without it, num_labels (2 by default, as transformers) with
   transformers' placeholder names LABEL_0, LABEL_1, ..., read as the ids themselves ("0", "1":
@@ -68,6 +68,7 @@ DEFAULT_TASKS = {
     "tagging": "conll",
     "span_qa": "squad",
 }
+POOLED_HEADS = ("classification", "regression")  # the heads that read a pooled vector
 KEYS = {
     "classification": HF_CLASSIFIER_KEYS,
     "regression": HF_CLASSIFIER_KEYS,
@@ -111,12 +112,6 @@ def task_setup_from_hf(values: dict[str, Any], config: BertConfig, path: object)
     if name is None or name[: -len(_suffix(name))] not in FAMILIES.values():
         raise InputError(f"architectures {values.get('architectures')}: not a task model", path)
     head = SUFFIXES[_suffix(name)]
-    if name == "ElectraForSequenceClassification":
-        raise InputError(
-            f"architectures {name}: its head (dense + GELU on the first token) has no equivalent "
-            "here; ElectraForTokenClassification and ElectraForQuestionAnswering load",
-            path,
-        )
     labels = [] if head == "span_qa" else _labels(values, path)
     if head == "classification" and (
         len(labels) == 1 or values.get("problem_type") == "regression"
@@ -128,11 +123,18 @@ def task_setup_from_hf(values: dict[str, Any], config: BertConfig, path: object)
         task=task,
         head=head,
         labels=labels,
+        pooling=family_pooling(config.model_type) if head in POOLED_HEADS else "pooler",
         max_seq_length=length,
         doc_stride=min(128, max(1, length // 3)),
         max_query_length=min(64, max(1, length // 4)),
         squad_v2=None if head == "span_qa" else False,
     )
+
+
+def family_pooling(model_type: str) -> str:
+    """The pooling of a family's transformers sequence classifier: ELECTRA's own head, else the
+    pooler (BertForSequenceClassification, RoBERTa's dense + tanh head, ALBERT's pooler)."""
+    return "electra" if model_type == "electra" else "pooler"
 
 
 def _suffix(name: str) -> str:
@@ -150,7 +152,9 @@ def load_hf_task(directory: str | Path) -> HfTaskModel:
     a pooler in transformers (QA, tagging) keep our encoder's frozen, unused initial one."""
     files = _read_directory(Path(directory))
     setup = task_setup_from_hf(files.values, files.config, Path(directory) / "config.json")
-    model = build_head(setup.spec, build_encoder(files.config), len(setup.labels))
+    model = build_head(
+        setup.spec, build_encoder(files.config), len(setup.labels), pooling=setup.pooling
+    )
     ours = task_state_dict_from_hf(
         files.weights, files.config, KEYS[setup.head], files.weights_path
     )
@@ -176,16 +180,16 @@ def config_to_hf_task(config: BertConfig | ElectraConfig, setup: TaskSetup) -> d
     """transformers' config.json for our fine-tuned model: class name, labels, problem type."""
     if config.model_type not in FAMILIES:
         raise ConfigError(f"model_type {config.model_type!r}: no transformers task model here")
-    if config.model_type == "electra" and setup.head in ("classification", "regression"):
-        raise ConfigError(
-            "ELECTRA sequence classifier: transformers' ElectraForSequenceClassification "
-            "applies dense + GELU to the first token where ours has BERT's pooler (dense + "
-            "tanh), so this model has no Hugging Face equivalent"
+    want = family_pooling(config.model_type)
+    if setup.head in POOLED_HEADS and setup.pooling != want:
+        reads = (
+            "ElectraForSequenceClassification reads dense + GELU on the first token"
+            if want == "electra"
+            else "sequence classifiers read the pooled first token"
         )
-    if setup.head in ("classification", "regression") and setup.pooling != "pooler":
         raise ConfigError(
-            f"pooling={setup.pooling!r}: transformers' sequence classifiers read the pooled "
-            "first token (pooling='pooler'), so this model has no Hugging Face equivalent"
+            f"pooling={setup.pooling!r}: transformers' {reads} (pooling={want!r}), so this "
+            "model has no Hugging Face equivalent"
         )
     suffix = {v: k for k, v in SUFFIXES.items()}[
         "classification" if setup.head == "regression" else setup.head

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from muppets.errors import ConfigError
 from muppets.recipes.finetune.curves import parse_train_sizes
 from muppets.recipes.finetune.features import check_downstream
+from muppets.tasks.classification import POOLINGS
 from muppets.tasks.registry import TASKS, Columns, task_spec
 from muppets.training.options import (
     Epochs,
@@ -59,7 +60,10 @@ class FinetuneConfig:
         "hidden and attention dropout of the encoder, and the head's, whatever the checkpoint's",
         0.1,
     )
-    pooling: str = option("classification input: pooler, cls or mean", "pooler")
+    pooling: str | None = option(
+        "classification input: pooler, cls, mean or electra (dense + GELU on the first token; "
+        "default: electra for an ELECTRA model, pooler otherwise)"
+    )
     device: str = device_option()
     arithmetic: Precision = group(Precision)
     # tabular tasks: the column mapping (a header name, or an integer index)
@@ -106,7 +110,7 @@ class FinetuneConfig:
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("errors", self.errors in ("strict", "replace"), "strict or replace"),
-            ("pooling", self.pooling in ("pooler", "cls", "mean"), "pooler, cls or mean"),
+            ("pooling", self.pooling in (None, *POOLINGS), "pooler, cls, mean or electra"),
         ]
         check(self, rules)
         self.seed_list()

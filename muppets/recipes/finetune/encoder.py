@@ -19,11 +19,13 @@ from muppets.data.task_features import collate_features
 from muppets.errors import ConfigError, InputError
 from muppets.models.registry import PRESETS, build_encoder, preset_config
 from muppets.recipes.finetune.seeds import SeedParts
+from muppets.tasks.hf_tasks import family_pooling
 from muppets.tasks.prediction import evaluate_examples
 from muppets.tasks.registry import build_head, label_counts, task_objective, task_spec
 from muppets.tasks.setup import TaskSetup, save_task
-from muppets.tokenization.unigram import load_any_tokenizer
+from muppets.tokenization.families import load_any_tokenizer
 from muppets.tokenization.wordpiece import WordPieceTokenizer
+from muppets.training.checkpoint import read_config
 from muppets.training.device import pick_device
 from muppets.training.precision import autocast
 from muppets.training.pretrained import check_vocabulary, load_pretrained, resolve_checkpoint
@@ -50,7 +52,7 @@ def prepare_encoder_task(
         task=name,
         head=spec.head,
         labels=labels,
-        pooling=config.pooling,
+        pooling=config.pooling or _family_pooling(config.model),
         max_seq_length=config.max_seq_length or spec.max_seq_length,
         columns=vars(columns) if spec.reader == "table" else {},
         doc_stride=config.doc_stride,
@@ -75,6 +77,16 @@ def prepare_encoder_task(
     if skipped:
         print(f"{name}: {skipped} training questions without a usable answer are not trained on")
     return Prepared(setup, tokenizer, train_examples, train_features, dev, dev_features)
+
+
+def _family_pooling(model: str) -> str:
+    """No --pooling: the head of the family's transformers sequence classifier (ELECTRA's own
+    dense + GELU head, the others' pooler), so the fine-tuned model converts to it."""
+    if model in PRESETS:
+        kind = PRESETS[model].get("model_type", "bert")
+    else:
+        kind = read_config(resolve_checkpoint(model)).get("model_type", "bert")
+    return family_pooling(kind)
 
 
 def _tokenizer(config):
