@@ -98,14 +98,18 @@ def write_shards(directory, documents, shard_tokens):
 def test_shard_stream_is_the_documents_in_order(tmp_path, eos_id):
     corpus = write_shards(tmp_path, DOCUMENTS, shard_tokens=6)
     assert len(corpus.shards) > 2
-    want = []
+    want, parity, flip = [], [], True  # parity flips at each sentence and each eos (sent_ids)
     for d in DOCUMENTS:
-        want += [i for s in d for i in s] + ([] if eos_id is None else [eos_id])
+        for s in [*d, [eos_id]] if eos_id is not None else d:
+            flip = not flip
+            want += s
+            parity += [flip] * len(s)
     stream = ShardStream(corpus, eos_id=eos_id)
     assert len(stream) == len(want)
     for start in range(len(want) + 1):
         for stop in range(start, len(want) + 1):
             assert stream.slice(start, stop).tolist() == want[start:stop], (start, stop)
+            assert stream.sentence_parity(start, stop).tolist() == parity[start:stop]
     segments = OrderedSegments(stream, batch_size=3, tgt_len=2)
     rows = np.array(want[: segments.n_step * 3]).reshape(3, -1)
     assert torch.cat([s["input_ids"] for s in segments], 1).tolist() == rows[:, :-1].tolist()

@@ -45,12 +45,22 @@ class TokenStream(Protocol):
         """int64 tokens start .. stop - 1 of the stream."""
         ...
 
+    def sentence_parity(self, start: int, stop: int) -> np.ndarray:
+        """bool, flipping at every sentence start: XLNet's `sent_ids` (data_utils.py)."""
+        ...
+
 
 class ArrayStream:
-    """Ids already in memory (a list, an array or a 1-D tensor)."""
+    """Ids already in memory (a list, an array or a 1-D tensor); `sentence_ids` (the same length,
+    any values; a change of value starts a sentence) default to one sentence."""
 
-    def __init__(self, ids):
+    def __init__(self, ids, sentence_ids=None):
         self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if sentence_ids is None:
+            self.parity = np.zeros(len(self.ids), dtype=bool)
+        else:
+            changes = np.diff(np.asarray(sentence_ids).reshape(-1)) != 0
+            self.parity = np.concatenate([[0], np.cumsum(changes)]).astype(np.int64) % 2 == 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,46 +68,70 @@ class ArrayStream:
     def slice(self, start: int, stop: int) -> np.ndarray:
         return self.ids[start:stop]
 
+    def sentence_parity(self, start: int, stop: int) -> np.ndarray:
+        return self.parity[start:stop]
+
 
 class ShardStream:
-    """Every document of a shards directory in order, `eos_id` after each one when given."""
+    """Every document of a shards directory in order, `eos_id` after each one when given.
+
+    Sentence parity flips at every sentence and at every eos token (XLNet's use_eod: the <eod>
+    line is a sentence of its own)."""
 
     def __init__(self, corpus: ShardedCorpus, eos_id: int | None = None):
         self.eos_id = eos_id
         self.shards = corpus.shards
-        # per shard: stream position after each document, eos included: (D,)
-        self._doc_ends = []
+        self._doc_ends, self._unit_ends = [], []  # per shard, in stream positions of the shard
         for shard in self.shards:
-            token_ends = shard.sentence_offsets[shard.document_offsets[1:]]  # (D,)
-            extra = np.arange(1, len(token_ends) + 1) if eos_id is not None else 0
-            self._doc_ends.append(np.asarray(token_ends + extra, dtype=np.int64))
+            docs = shard.document_offsets
+            token_ends = shard.sentence_offsets[docs[1:]]  # (D,)
+            sentence_ends = shard.sentence_offsets[1:]  # (S,)
+            if eos_id is None:
+                doc_ends, units = token_ends, sentence_ends
+            else:  # d eos tokens come before document d
+                doc_ends = token_ends + np.arange(1, len(token_ends) + 1)
+                doc_of_sentence = np.searchsorted(docs[1:], np.arange(len(sentence_ends)), "right")
+                units = np.sort(np.concatenate([sentence_ends + doc_of_sentence, doc_ends]))
+            self._doc_ends.append(np.asarray(doc_ends, dtype=np.int64))
+            self._unit_ends.append(np.asarray(units, dtype=np.int64))
         lengths = [int(ends[-1]) if len(ends) else 0 for ends in self._doc_ends]
-        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])  # (S + 1,)
+        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])  # (shards + 1,)
+        self._units_before = np.cumsum([0] + [len(u) for u in self._unit_ends])
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def slice(self, start: int, stop: int) -> np.ndarray:
+    def _gather(self, start: int, stop: int, local, dtype) -> np.ndarray:
         pieces = []
         first = int(np.searchsorted(self._starts, start, side="right")) - 1
         for k in range(max(first, 0), len(self.shards)):
-            lo, hi = max(start, int(self._starts[k])), min(stop, int(self._starts[k + 1]))
+            base = int(self._starts[k])
+            lo, hi = max(start, base), min(stop, int(self._starts[k + 1]))
             if lo >= stop:
                 break
             if lo < hi:
-                pieces.append(self._local(k, lo - int(self._starts[k]), hi - int(self._starts[k])))
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+                pieces.append(local(k, np.arange(lo - base, hi - base)))
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype)
 
-    def _local(self, k: int, lo: int, hi: int) -> np.ndarray:
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        return self._gather(start, stop, self._tokens, np.int64)
+
+    def sentence_parity(self, start: int, stop: int) -> np.ndarray:
+        return self._gather(start, stop, self._parity, bool)
+
+    def _tokens(self, k: int, q: np.ndarray) -> np.ndarray:
         tokens = self.shards[k].tokens
         if self.eos_id is None:
-            return tokens[lo:hi].astype(np.int64)
-        q = np.arange(lo, hi)  # stream positions within shard k
+            return tokens[q[0] : q[-1] + 1].astype(np.int64)
         ends = self._doc_ends[k]
         d = np.searchsorted(ends, q, side="right")  # (n,) document of each position
         is_eos = q == ends[d] - 1
         index = np.minimum(q - d, len(tokens) - 1)  # d documents' eos tokens come before q
         return np.where(is_eos, self.eos_id, tokens[index].astype(np.int64))
+
+    def _parity(self, k: int, q: np.ndarray) -> np.ndarray:
+        unit = np.searchsorted(self._unit_ends[k], q, side="right") + self._units_before[k]
+        return unit % 2 == 1
 
 
 class OrderedSegments:
