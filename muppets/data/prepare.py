@@ -23,6 +23,7 @@ from tokenizers.normalizers import BertNormalizer
 from tqdm import tqdm
 
 from muppets.data import multilingual
+from muppets.data.boundaries import WordTagger, unit_annotator
 from muppets.data.shards import MANIFEST, ShardWriter, token_dtype, write_manifest
 from muppets.data.text import (
     ERROR_POLICIES,
@@ -95,6 +96,21 @@ class PrepareConfig:
     )
     prefetch_batches: int = field(
         default=2, metadata={"help": "batches read ahead in a thread while encoding (0: none)"}
+    )
+    # ERNIE unit boundaries (data/boundaries.py), stored beside the tokens
+    units_file: str | None = field(
+        default=None, metadata={"help": "JSONL of phrase/entity character spans per document"}
+    )
+    phrases: bool = field(
+        default=False, metadata={"help": "phrases from collocations (phrases.py)"}
+    )
+    phrase_min_count: float = field(default=5.0, metadata={"help": "phrase scoring's delta"})
+    phrase_thresholds: list[float] = field(
+        default_factory=lambda: [100.0, 50.0],
+        metadata={"help": "score threshold of each phrase pass (score scaled by the word count)"},
+    )
+    entities_model: str | None = field(
+        default=None, metadata={"help": "fine-tuned CoNLL-2003 tagger whose entities are units"}
     )
     alpha: float = field(default=0.7, metadata={"help": _ALPHA_HELP})
     sampling_seed: int = field(default=0, metadata={"help": "seed of the languages' sampling"})
@@ -311,8 +327,9 @@ def _prefetch(items: Iterator, depth: int) -> Iterator:
         thread.join()
 
 
-def prepare_corpus(config: PrepareConfig) -> dict[str, Any]:
-    """Tokenize the inputs into `config.out`; returns the manifest."""
+def prepare_corpus(config: PrepareConfig, entities: WordTagger | None = None) -> dict[str, Any]:
+    """Tokenize the inputs into `config.out`; returns the manifest. `entities`: the word tagger
+    of `config.entities_model` (recipes/entity_units.py loads it)."""
     tokenizer = load_tokenizer(config.tokenizer)
     files = resolve_inputs(multilingual.input_paths(config.inputs))
     out = Path(config.out)
@@ -327,10 +344,12 @@ def prepare_corpus(config: PrepareConfig) -> dict[str, Any]:
     else:
         documents = read_documents(files, *reading, True, config.language, stats)
     batches = _prefetch(_batches(documents, config.batch_sentences), config.prefetch_batches)
-    writer = ShardWriter(out, tokenizer.vocab_size, config.shard_tokens)
+    units = unit_annotator(config, tokenizer, files, entities)  # None: no unit boundaries
+    writer = ShardWriter(out, tokenizer.vocab_size, config.shard_tokens, units is not None)
     with _progress(files, "prepare") as bar, closing(batches), writer:
         for batch in batches:
-            writer.write(*tokenize(batch))
+            arrays = tokenize(batch)
+            writer.write(*arrays, units=units(batch, len(arrays[0])) if units else None)
             bar.update(stats.bytes_read - bar.n)
         shards = writer.close()
     written = {
@@ -365,6 +384,8 @@ def prepare_corpus(config: PrepareConfig) -> dict[str, Any]:
         ],
         "shards": shards,
     }
+    if units:
+        manifest["units"] = units.finish()
     manifest = write_manifest(out, manifest)
     print(
         f"prepare: {written['documents']} documents, {written['sentences']} sentences, "
