@@ -23,6 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from muppets.data.readers.conll import read_conll
+from muppets.data.readers.conllu import UPOS_TAGS, read_conllu
 from muppets.data.readers.glue import glue_path, glue_task, read_glue
 from muppets.data.readers.squad import read_qa
 from muppets.data.readers.tabular import read_table, table_labels
@@ -42,7 +43,7 @@ CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-
 class TaskSpec:
     name: str
     head: str  # one of HEADS
-    reader: str  # glue | table | squad | conll
+    reader: str  # glue | table | squad | conll | conllu
     metric: str  # the dev score that selects the best checkpoint (larger is better)
     labels: tuple[str, ...] = ()  # class / tag names in id order; () = from the training file
     # split -> candidate file names under the data directory (GLUE: its own layout table)
@@ -66,6 +67,9 @@ def _glue(name: str, metric: str) -> TaskSpec:
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 _CONLL_FILES = {"train": ("train.txt", "eng.train"), "dev": ("valid.txt", "dev.txt", "eng.testa"),
                 "test": ("test.txt", "eng.testb")}  # fmt: skip
+# UD English-EWT, as the treebank names its files (gzipped or not): Pires et al. 2019 section 3.
+_UD_FILES = {split: (f"en_ewt-ud-{split}.conllu", f"en_ewt-ud-{split}.conllu.gz")
+             for split in ("train", "dev", "test")}  # fmt: skip
 _SQUAD_FILES = {"train": ("train-v2.0.json", "train-v1.1.json", "train.json"),
                 "dev": ("dev-v2.0.json", "dev-v1.1.json", "dev.json")}  # fmt: skip
 
@@ -84,6 +88,8 @@ TASKS: dict[str, TaskSpec] = {
     "conll2003": TaskSpec("conll2003", "tagging", "conll", "f1", CONLL2003_TAGS, _CONLL_FILES),
     "conll": TaskSpec("conll", "tagging", "conll", "f1", (), _CONLL_FILES),
     "squad": TaskSpec("squad", "span_qa", "squad", "f1", (), _SQUAD_FILES, max_seq_length=384),
+    # Universal POS tags of UD CoNLL-U files, scored by word accuracy (conll18_ud_eval.py UPOS)
+    "upos": TaskSpec("upos", "tagging", "conllu", "accuracy", UPOS_TAGS, _UD_FILES),
 }
 
 
@@ -190,6 +196,8 @@ def read_split(
         if qa.messages:
             repaired = f"{qa.repaired} answer offsets repaired, {qa.dropped} answers dropped"
             print(f"{path}: {repaired} (first: {qa.messages[0]})")
+    elif spec.reader == "conllu":
+        examples = read_conllu(path, errors=errors, stats=stats)
     else:
         examples = read_conll(path, errors=errors, stats=stats)
     if stats.replaced_lines:
@@ -268,7 +276,8 @@ def score(
     """Dev scores of predictions against the examples' gold labels.
 
     predictions: label ids / floats (classification, regression), tag lists (tagging) or
-    {question id: answer text} (QA). Tagging adds "per_type"; everything else is a number.
+    {question id: answer text} (QA). NER tagging adds "per_type" to entity F1; POS tagging
+    (metric accuracy) scores every word; everything else is a number.
     SQuAD v2.0: the predictions are scored as they are ("" = no answer; no threshold re-applied);
     with na_probs (null odds per question) and spans (each question's best non-null answer) also
     evaluate-v2.0.py's best_exact/best_f1 and their thresholds, searched over the null odds.
@@ -276,6 +285,9 @@ def score(
     """
     if spec.head == "span_qa":
         return _qa_scores(examples, predictions, squad_v2, na_probs, spans)
+    if spec.head == "tagging" and spec.metric == "accuracy":  # POS: every word's tag
+        gold = [tag for s in examples for tag in s.tags]
+        return {"accuracy": metrics.accuracy([t for p in predictions for t in p], gold)}
     if spec.head == "tagging":
         return metrics.entity_scores([s.tags for s in examples], predictions)
     gold = [e.label for e in examples]
