@@ -1,0 +1,202 @@
+"""XLNet pretraining batches from a token stream: zihangdai/xlnet data_utils.py's create_tfrecords
+and _split_a_and_b, then permutation.py's targets, order and masks.
+
+  - the stream is cut into B contiguous rows (`batchify`), like Transformer-XL's (lm_streams.py);
+  - step k, row r: the reuse part is row[i : i + reuse_len], i = k * reuse_len; A and B start at
+    i + reuse_len (`_split_a_and_b`): A runs to a sentence boundary chosen uniformly among those
+    before i + reuse_len + tot_len (tot_len = seq_len - reuse_len - 3); B continues A (is_next 1),
+    or, half of the time or when there is no boundary, B is a stretch of whole sentences drawn
+    anywhere in the row (is_next 0, A then runs to the first boundary at or after tot_len); the
+    longer side is cut, token by token, until A and B hold tot_len tokens together;
+  - step k + 1's reuse part starts where step k's ends, so the hidden states of a row's reuse
+    part are the right memory for the row's next instance (`new_stream` marks step 0).
+A row stops yielding when an instance would pass its end: a pass has (n_step - seq_len) //
+reuse_len + 1 steps. Every (seed, epoch, step, row) draws its own torch.Generator, so a pass is
+the same whatever the number of processes and a resumed run replays it exactly; every epoch
+draws new pairs, targets and orders over the same rows (the reference's pass_id).
+Not built: bi_data (each row also read backwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from muppets.data.lm_streams import TokenStream
+from muppets.data.permutation import (
+    PermutationConfig,
+    assemble,
+    collate_permutation,
+    permutation_instance,
+)
+from muppets.errors import ConfigError, InputError
+
+
+class _Row:
+    """Row r of the stream: tokens r * n_step .. (r + 1) * n_step - 1, read on demand."""
+
+    def __init__(self, stream: TokenStream, offset: int, length: int):
+        self.stream, self.offset, self.length = stream, offset, length
+
+    def tokens(self, a: int, b: int) -> np.ndarray:
+        return self.stream.slice(self.offset + a, self.offset + b)
+
+    def parity(self, a: int, b: int) -> np.ndarray:
+        return self.stream.sentence_parity(self.offset + a, self.offset + b)
+
+    def boundaries(self, a: int, b: int) -> np.ndarray:
+        """Positions q in (a, b) where a sentence starts (parity[q] != parity[q - 1])."""
+        p = self.parity(a, b)
+        return np.flatnonzero(p[1:] != p[:-1]) + a + 1
+
+    def next_boundary(self, p: int, stop: int) -> int:
+        """The first q in [p, stop) where a sentence starts, else stop (read in growing chunks)."""
+        step = 64
+        while p < stop:
+            found = self.boundaries(p - 1, min(stop, p + step))
+            if len(found):
+                return int(found[0])
+            p, step = min(stop, p + step), step * 2
+        return stop
+
+    def sentence_start(self, p: int) -> int:
+        """The largest q <= p where a sentence starts, else 0 (read backwards in growing chunks)."""
+        step, hi = 64, p + 1
+        while True:
+            lo = max(0, hi - 1 - step)
+            found = self.boundaries(lo, hi)  # q in (lo, hi): lo < q <= p
+            if len(found):
+                return int(found[-1])
+            if lo == 0:
+                return 0
+            hi, step = lo + 1, step * 2
+
+
+def split_a_and_b(
+    row: _Row, begin: int, tot_len: int, generator: torch.Generator
+) -> tuple[int, int, int, int, int]:
+    """(a_begin, a_end, b_begin, b_end, is_next) of `_split_a_and_b` (module docstring)."""
+    cuts = row.boundaries(begin, begin + tot_len).tolist()  # boundaries q - begin < tot_len
+    end = row.next_boundary(begin + tot_len, row.length)
+    a_begin = begin
+    if not cuts or float(torch.rand(1, generator=generator)) < 0.5:
+        is_next = 0
+        a_end = end if not cuts else cuts[int(torch.randint(len(cuts), (1,), generator=generator))]
+        b_len = max(1, tot_len - (a_end - a_begin))
+        # randint(0, data_len - 1 - b_len), inclusive; then out to whole sentences
+        b_begin = int(torch.randint(row.length - b_len, (1,), generator=generator))
+        b_end = b_begin + b_len
+        b_begin = row.sentence_start(b_begin)
+        b_end = row.next_boundary(b_end, row.length - 1)
+    else:
+        is_next = 1
+        a_end = cuts[int(torch.randint(len(cuts), (1,), generator=generator))]
+        b_begin, b_end = a_end, end
+    while (a_end - a_begin) + (b_end - b_begin) > tot_len:  # cut the longer side
+        if a_end - a_begin > b_end - b_begin:
+            a_end -= 1
+        else:
+            b_end -= 1
+    return a_begin, a_end, b_begin, b_end, is_next
+
+
+def instance_generator(seed: int, epoch: int, step: int, row: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, epoch, step, row]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class XLNetBatches:
+    """Endless, resumable XLNet pretraining batches over a stream (module docstring).
+
+    `batch_size` rows in all; rank r of W builds rows r * B / W .. (r + 1) * B / W - 1.
+    `continuation` (vocab_size,) bool marks pieces that continue a word (spans start at words).
+    state_dict() = {"epoch", "step"}. Keys: permutation_instance's, stacked, plus seg_id,
+    attention_mask (B, L), is_next (B,) and new_stream ().
+    """
+
+    def __init__(
+        self,
+        stream: TokenStream,
+        config: PermutationConfig,
+        batch_size: int,
+        *,
+        sep_id: int,
+        cls_id: int,
+        pad_id: int,
+        continuation: np.ndarray | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if batch_size < 1 or batch_size % world_size or not 0 <= rank < world_size:
+            raise ConfigError(
+                f"batch_size ({batch_size}) must be a positive multiple of the number of "
+                f"processes ({world_size}), and rank {rank} in [0, {world_size})"
+            )
+        if config.reuse_len < 1:
+            raise ConfigError("reuse_len must be >= 1 for stream instances: it is the step")
+        self.stream, self.config, self.batch_size = stream, config, batch_size
+        self.ids = {"sep_id": sep_id, "cls_id": cls_id}
+        self.pad_id, self.continuation, self.seed = pad_id, continuation, seed
+        self.n_step = len(stream) // batch_size
+        if self.n_step < config.seq_len:
+            raise InputError(
+                f"{len(stream)} tokens are too few for batch_size {batch_size} rows of at "
+                f"least seq_len {config.seq_len} tokens"
+            )
+        per_rank = batch_size // world_size
+        self.rows = range(rank * per_rank, (rank + 1) * per_rank)
+        self.epoch, self.step = 0, 0
+
+    def __len__(self) -> int:
+        return (self.n_step - self.config.seq_len) // self.config.reuse_len + 1
+
+    def instance(self, epoch: int, step: int, r: int) -> dict[str, torch.Tensor]:
+        config, g = self.config, instance_generator(self.seed, epoch, step, r)
+        row = _Row(self.stream, r * self.n_step, self.n_step)
+        i = step * config.reuse_len
+        begin = i + config.reuse_len
+        a0, a1, b0, b1, is_next = split_a_and_b(row, begin, config.rest - 3, g)
+        parts = assemble(
+            row.tokens(i, begin),
+            row.tokens(a0, a1),
+            row.tokens(b0, b1),
+            config,
+            pad_id=self.pad_id,
+            **self.ids,
+        )
+        ids = parts["input_ids"]
+        is_start = None if self.continuation is None else ~torch.from_numpy(self.continuation)[ids]
+        built = permutation_instance(
+            ids, config, g, attention_mask=parts["attention_mask"], is_start=is_start, **self.ids
+        )
+        built.update(seg_id=parts["seg_id"], attention_mask=parts["attention_mask"])
+        built["is_next"] = torch.tensor(is_next)
+        return built
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        batch = collate_permutation([self.instance(epoch, step, r) for r in self.rows])
+        batch["new_stream"] = torch.tensor(step == 0)
+        return batch
+
+    def __iter__(self) -> XLNetBatches:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = self.batch(self.epoch, self.step)
+        self.step += 1
+        if self.step == len(self):
+            self.epoch, self.step = self.epoch + 1, 0
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, step = int(state["epoch"]), int(state["step"])
+        if not 0 <= step < len(self):
+            raise InputError(
+                f"the saved data position (step {step}) is past this stream's {len(self)} "
+                "steps: the data, batch_size, seq_len or reuse_len changed"
+            )
+        self.epoch, self.step = epoch, step
