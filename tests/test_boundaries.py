@@ -168,3 +168,58 @@ def test_units_file_out_of_step_with_the_corpus(tmp_path, cli_error):
     long = write_units(tmp_path, [{}, {}, {"phrases": []}])
     line = cli_error([*argv, long])
     assert f"{long}:3" in line and "more lines than the corpus has documents (2)" in line
+
+
+def test_entities_model_tags_the_corpus_as_predict_does(tmp_path, tiny_tokenizer):
+    import torch
+
+    from muppets.cli.main import main
+    from muppets.data.boundaries import bio_entities
+    from muppets.data.readers.conll import Sentence
+    from muppets.models.registry import build_encoder, preset_config
+    from muppets.recipes.entity_units import load_entity_tagger
+    from muppets.tasks.prediction import predict
+    from muppets.tasks.registry import build_head, task_spec
+    from muppets.tasks.setup import TaskSetup, save_task
+    from muppets.training.checkpoint import save_pretrained
+    from muppets.training.pretrained import load_finetuned
+
+    torch.manual_seed(3)  # a random tagger: some words come out as entities
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vocabulary = {"vocab_size": tiny_tokenizer.vocab_size, "pad_token_id": tiny_tokenizer.pad_id}
+    spec = task_spec("conll2003")
+    config = preset_config("bert-tiny", **vocabulary, **sizes)
+    model = build_head(spec, build_encoder(config), len(spec.labels)).eval()
+    ner = tmp_path / "ner"
+    save_pretrained(ner, model, config.to_dict())
+    tiny_tokenizer.save(ner)
+    save_task(ner, TaskSetup("conll2003", "tagging", list(spec.labels), 16))
+
+    texts = ["the cat sat on the mat.", "a dog ran in the park.\nthe sun is hot."]
+    sentences = [
+        ["the", "cat", "sat", "on", "the", "mat"],
+        ["a", "dog", "ran", "in", "the", "park"],
+    ]
+    tags = load_entity_tagger(str(ner))(sentences + [[]])
+    loaded, setup, tokenizer = load_finetuned(ner)
+    examples = [Sentence(w, ["O"] * len(w), "x", 0) for w in sentences]
+    features = setup.featurize(examples, tokenizer, labelled=False)
+    assert tags == predict(loaded, setup, examples, features, tokenizer.pad_id)[0] + [[]]
+    entities = [bio_entities(t) for t in tags[:2]]
+    assert any(entities)  # the test means something
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    out = tmp_path / "s"
+    argv = ["prepare", "--inputs", str(corpus), "--tokenizer", str(ner), "--out", str(out)]
+    assert main([*argv, "--entities-model", str(ner)]) == 0
+    shards = ShardedCorpus(out)
+    assert set(shards.unit_kinds) == {"entity"}
+    stored = [shards.units(0)[0], shards.units(1)[0]]  # the first sentence of each document
+    for words, spans, bits in zip(sentences, entities, stored, strict=True):
+        ids = [tiny_tokenizer.encode_batch([w])[0] for w in words]
+        first = np.cumsum([0] + [len(i) for i in ids])  # token index of each word
+        expected = np.zeros(first[-1] + 1, int)  # and the final "."
+        for a, b in spans:  # every token of the entity but its first links to the one before
+            expected[first[a] + 1 : first[b]] = 2
+        assert bits.tolist() == expected.tolist()

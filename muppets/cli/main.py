@@ -48,8 +48,8 @@ class Command:
 _TABLE = [
     Command("tokenizer train", "muppets.data.prepare", "TokenizerTrainConfig", "train_tokenizer",
             "train a WordPiece tokenizer on text files"),
-    Command("prepare", "muppets.data.prepare", "PrepareConfig", "prepare_corpus",
-            "tokenize a corpus once into memory-mapped token shards"),
+    Command("prepare", "muppets.recipes.entity_units", "PrepareConfig", "prepare",
+            "tokenize a corpus once into memory-mapped token shards (+ ERNIE unit boundaries)"),
     Command("pretrain", "muppets.recipes.pretrain", "PretrainConfig", "pretrain",
             "pretrain a BERT/RoBERTa encoder on prepared shards (works under torchrun); "
             "--model elmo-* runs pretrain-elmo", elmo_command="pretrain-elmo"),
