@@ -13,6 +13,7 @@ LAYERS = [
     "tasks",
     "training",
     "recipes",
+    "crosslingual",  # a product, as quickstart: it calls the finetune and evaluate recipes
     "quickstart",
     "serve",
     "cli",

@@ -67,6 +67,9 @@ _TABLE = [
             "write a fine-tuned model's predictions for a file", out_is_file=True),
     Command("predict fill-mask", "muppets.recipes.fill_mask", "FillMaskConfig", "run_fill_mask",
             "print the top-k tokens for each [MASK] in a text", name="fill-mask"),
+    Command("zero-shot", "muppets.crosslingual.run", "ZeroShotConfig", "zero_shot",
+            "fine-tune on English, score every language (UD POS, XQuAD; Pires et al. 2019); "
+            "tatoeba: retrieval from mean-pooled layers"),
     Command("convert", "muppets.recipes.convert", "ConvertConfig", "convert",
             "convert a checkpoint between muppets and Hugging Face transformers formats"),
     Command("serve", "muppets.serve.run", "ServeConfig", "serve",
