@@ -4,8 +4,10 @@ error line, and the two fine-tuning workspaces (task files beside a tiny random 
 import contextlib
 import io
 import json
+import os
 import random
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,13 @@ from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tokenization.wordpiece import train_wordpiece
 from muppets.tokenization.words import build_word_vocabulary
 from muppets.training.checkpoint import save_pretrained
+
+# "auto" precision asks the CPU (training/precision.py). The tests pin fp32 numbers, so every
+# process they start (subprocesses and spawned lanes too, through the environment) sees a CPU
+# without bf16 hardware; tests of the bf16 choice fake their own (test_precision_runs.py).
+_CPUINFO = Path(tempfile.mkdtemp(prefix="muppets-tests-")) / "cpuinfo"
+_CPUINFO.write_text("processor\t: 0\nmodel name\t: test CPU (no bf16)\nflags\t\t: fpu sse2 avx2\n")
+os.environ["MUPPETS_CPUINFO"] = str(_CPUINFO)
 
 # Three short sentences, repeated so that every word (and its pieces) passes min_frequency.
 TINY_CORPUS = ["the cat sat on the mat .", "a dog ran in the park .", "the sun is hot ."] * 20

@@ -28,10 +28,10 @@ from muppets.errors import ConfigError
 from muppets.quickstart.comparison import NEEDS
 from muppets.quickstart.config import AFTER_LANES, BEFORE_LANES, lane_shares, stage_shares
 from muppets.quickstart.plan import Data, plan_comparison
-from muppets.quickstart.pretraining import _fresh_or_resumed
+from muppets.quickstart.pretraining import _fresh_or_resumed, loop_options
 from muppets.quickstart.report import ROWS, format_table
-from muppets.quickstart.run import QuickstartConfig
-from muppets.quickstart.stages import Stage, run_stages
+from muppets.quickstart.run import QuickstartConfig, resolve_arithmetic
+from muppets.quickstart.stages import Stage, StageContext, run_stages
 
 REDUCED = [
     *("--budget", "10h", "--elmo-model", "elmo-tiny", "--max-pretrain-steps", "4"),
@@ -259,6 +259,32 @@ def test_a_label_budget_larger_than_sst2_is_one_line_before_any_stage(tmp_path, 
     err = capsys.readouterr().err
     assert "label_budgets: 9000 is larger than the SST-2 training set (6,000 sentences" in err
     assert not (tmp_path / "qs" / "settings.json").exists()  # refused before pinning
+
+
+def test_precision_is_decided_once_pinned_and_given_to_every_stage(
+    run, tmp_path, monkeypatch, capsys
+):
+    # The tests' CPU has no bf16 (conftest): "auto" ran the reduced run in fp32, pinned so.
+    assert json.loads((run / "settings.json").read_text())["precision"] == "fp32"
+    assert "arithmetic fp32" in (run / "report.html").read_text()
+    capsys.readouterr()
+    bf16 = ["quickstart", "--out", str(tmp_path / "qs"), "--precision", "bf16"]
+    assert main(bf16) == 2  # one line before any stage, naming the way out
+    assert "--precision bf16: this CPU (test CPU (no bf16): no AMX or avx512_bf16)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "qs" / "settings.json").exists()  # refused before pinning
+    amx = tmp_path / "cpuinfo"
+    amx.write_text("processor\t: 0\nmodel name\t: Fake Xeon\nflags\t\t: avx512_bf16 amx_bf16\n")
+    monkeypatch.setenv("MUPPETS_CPUINFO", str(amx))
+    decided = resolve_arithmetic(QuickstartConfig(device="cpu"))
+    assert decided.precision == "bf16"
+    assert capsys.readouterr().out == "precision: bf16 mixed (AMX) on cpu\n"
+    ctx = StageContext(out=tmp_path, directory=tmp_path, seconds=60.0)
+    assert loop_options(decided, ctx, False, every=10)["precision"] == "bf16"
+    # The same command on a machine that decides otherwise is not the same run.
+    assert main(["quickstart", "--out", str(run), *REDUCED]) == 2
+    assert "other settings (precision 'fp32' -> 'bf16')" in capsys.readouterr().err
 
 
 def test_a_phased_bert_run_resumes_inside_its_phase(tmp_path):

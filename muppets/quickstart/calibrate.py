@@ -11,6 +11,7 @@ import torch
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.tasks.objectives import objective_for
 from muppets.training.optim import build_optimizer
+from muppets.training.precision import autocast
 
 # The first pretraining phase's shape (config.BERT_PHASES): 64 instances of 32 tokens.
 BATCH, LENGTH, MASKED = 64, 32, 0.15
@@ -31,9 +32,12 @@ def synthetic_batch(vocab_size: int, generator: torch.Generator) -> dict[str, to
     }
 
 
-def bert_tokens_per_second(model: str, vocab_size: int, seconds: float = 2.0) -> float:
+def bert_tokens_per_second(
+    model: str, vocab_size: int, precision: str = "fp32", seconds: float = 2.0
+) -> float:
     """Tokens per second of MLM + NSP training steps (forward, backward, AdamW) of the preset on
-    this process's threads: the best of the steps after two warm-up steps, over `seconds`."""
+    this process's threads, in the run's resolved `precision` (on the CPU, as the quickstart's
+    stages): the best of the steps after two warm-up steps, over `seconds`."""
     torch.manual_seed(0)
     network = build_pretraining_model(preset_config(model, vocab_size=vocab_size))
     optimizer = build_optimizer(network, learning_rate=1e-4)
@@ -42,7 +46,8 @@ def bert_tokens_per_second(model: str, vocab_size: int, seconds: float = 2.0) ->
     counts = objective.count_targets(batch)
 
     def step():
-        sums = objective(network, batch)
+        with autocast(precision, "cpu"):
+            sums = objective(network, batch)
         sum(sums[name] / max(counts[name], 1) for name in sums).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

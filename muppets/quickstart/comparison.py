@@ -132,6 +132,8 @@ def run_row(row: str, config: QuickstartConfig, inputs: Inputs, ctx: StageContex
             "epochs": config.max_epochs,
             "early_stopping_patience": EARLY_STOPPING_PATIENCE,
             "device": config.device,
+            "precision": config.precision,
+            "force_precision": config.force_precision,
         }
         finetune_config = from_options(FinetuneConfig, **options)
         curve = finetune(finetune_config)[finetune_config.task]

@@ -15,6 +15,7 @@ from muppets.models.registry import PRESETS as BERT_PRESETS
 from muppets.recipes.finetune.curves import parse_train_sizes
 from muppets.training.budget import parse_duration
 from muppets.training.options import listed
+from muppets.training.precision import PRECISIONS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -139,6 +140,14 @@ class QuickstartConfig:
         2,
     )
     device: str = _help("cpu, cuda or auto", "auto")
+    precision: str = _help(
+        "auto (bf16 where the CPU has AMX or avx512_bf16 or the GPU has bf16, else fp32), fp32, "
+        "bf16, or fp16 (GPU only): every stage's arithmetic, decided once at the start",
+        "auto",
+    )
+    force_precision: bool = _help(
+        "run --precision bf16 even where the hardware has no bf16 (emulated: ~100x slower)", False
+    )
 
     def __post_init__(self):
         # The default budget is resolved into the config (settings.json and the saved config name
@@ -160,6 +169,7 @@ class QuickstartConfig:
             ("max_epochs", self.max_epochs >= 1, ">= 1"),
             ("threads", self.threads >= 0, ">= 0"),
             ("lanes", self.lanes in (1, 2), "1 or 2"),
+            ("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
         ]
         for name, ok, rule in rules:
             if not ok:

@@ -57,8 +57,9 @@ def prepare_shards(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) 
         )
         manifest = json.loads((ctx.directory / split / "manifest.json").read_text())
         manifests[split] = {k: manifest[k] for k in ("documents", "sentences", "tokens")}
-    speed = bert_tokens_per_second(config.bert_model, config.vocab_size)
-    print(f"{config.bert_model} trains at {speed:,.0f} tokens/s here (the fine-tuning plan's unit)")
+    speed = bert_tokens_per_second(config.bert_model, config.vocab_size, config.precision)
+    unit = f"{config.precision}, the fine-tuning plan's unit"
+    print(f"{config.bert_model} trains at {speed:,.0f} tokens/s here ({unit})")
     return {"manifests": manifests, "bert_tokens_per_second": speed}
 
 
@@ -80,7 +81,7 @@ def _fresh_or_resumed(directory: Path) -> bool:
 def loop_options(config: QuickstartConfig, ctx: StageContext, resume: bool, every: int) -> dict:
     """What both pretraining stages give their loop: the stage's seconds (less what it spends
     around the loop) as the time budget, a held-out evaluation and a checkpoint every `every`
-    steps, the quickstart's seed and device."""
+    steps, the quickstart's seed, device and precision (resolved once: run.resolve_arithmetic)."""
     return {
         "max_steps": config.max_pretrain_steps,
         "time_budget": f"{LOOP_SHARE * ctx.seconds:.1f}",
@@ -90,6 +91,8 @@ def loop_options(config: QuickstartConfig, ctx: StageContext, resume: bool, ever
         "seed": config.seed,
         "resume": resume,
         "device": config.device,
+        "precision": config.precision,
+        "force_precision": config.force_precision,
     }
 
 

@@ -146,7 +146,8 @@ def render_html(summary: dict) -> str:
 <body>
 <h1>muppets quickstart</h1>
 <p class="lead">Data: {e(str(data))}. Budget {e(settings["budget"])}, seeds
-{e(settings["seeds"])}. Each model below is trained on SST-2 sentiment at each label budget
+{e(settings["seeds"])}, arithmetic {e(settings.get("precision", "fp32"))}. Each model below
+is trained on SST-2 sentiment at each label budget
 (nested subsets of the {summary["available_examples"]:,} training sentences: every model sees the
 same ones) and scored on the dev set ({summary["dev_size"]:,} sentences; majority class
 {100 * summary["majority"]:.1f} %).</p>

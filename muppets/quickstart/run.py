@@ -61,6 +61,8 @@ from muppets.quickstart.pretraining import (
     train_tokenizer,
 )
 from muppets.quickstart.stages import Stage, StageContext, StageRunner, format_seconds
+from muppets.training.device import pick_device
+from muppets.training.precision import describe, resolve_precision
 
 __all__ = ["QuickstartConfig", "run_quickstart"]  # QuickstartConfig: defined in config.py
 
@@ -69,6 +71,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     """Run (or resume) every stage; print the table; returns report.json's contents."""
     out, inputs = Path(config.out), find_inputs(config)
     check_budgets(config, inputs)
+    config = resolve_arithmetic(config)
     pin_settings(config, out)
     threads = torch.get_num_threads()
     if config.threads:
@@ -146,6 +149,17 @@ def check_budgets(config: QuickstartConfig, inputs: Inputs) -> None:
                 f"label_budgets: {budget} is larger than the SST-2 training set ({available:,} "
                 f"sentences in {inputs.sst2 / 'train.tsv'}); use all for the whole set"
             )
+
+
+def resolve_arithmetic(config: QuickstartConfig) -> QuickstartConfig:
+    """The config with --precision decided once, here, for every stage and both lanes (a
+    precision that cannot pay on this machine is one line before any stage); its line printed
+    once. settings.json pins the decided value: resuming on a machine that decides otherwise is
+    refused, as the numbers would not be the same run's."""
+    device = pick_device(config.device)
+    chosen = resolve_precision(config.precision, device, config.force_precision)
+    print(describe(chosen, device), flush=True)
+    return dataclasses.replace(config, precision=chosen)
 
 
 def recipe_constants(config: QuickstartConfig) -> dict:

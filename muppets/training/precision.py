@@ -19,6 +19,7 @@ fp16 needs a GradScaler around backward (the loop's job); bf16 has fp32's expone
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -29,7 +30,10 @@ from muppets.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FORCE_FLAG = "--force-precision"  # the CLI flag that passes force=True
-CPUINFO = Path("/proc/cpuinfo")  # Linux; elsewhere torch's own CPU probe answers
+# Where the CPU's model and flags are read: CPUINFO when set, else $MUPPETS_CPUINFO, else
+# /proc/cpuinfo (Linux; elsewhere torch's own CPU probe answers). The tests point the variable at
+# a CPU without bf16, so that "auto" gives their pinned fp32 numbers on any machine.
+CPUINFO: Path | None = None
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -37,7 +41,8 @@ def _cpu_info() -> tuple[str, frozenset[str] | None]:
     """(model name, feature flags of the first CPU); flags None where /proc/cpuinfo says nothing."""
     model, flags = None, None
     try:
-        with CPUINFO.open(encoding="utf-8", errors="replace") as lines:
+        path = CPUINFO or Path(os.environ.get("MUPPETS_CPUINFO", "/proc/cpuinfo"))
+        with path.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:  # the first processor's block is enough: all cores are alike
                 key, _, value = line.partition(":")
                 key = key.strip()
