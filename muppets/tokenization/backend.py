@@ -1,23 +1,26 @@
 """What every tokenizer family here shares: a `tokenizers.Tokenizer` with five special-token
-roles (pad, unk, cls, sep, mask) at known ids and BERT's [CLS] A [SEP] (B [SEP]) template.
+roles (pad, unk, cls, sep, mask) at known ids and a template that puts them around one or two texts
+(styles.POST_PROCESSORS: BERT's [CLS] A [SEP] (B [SEP]) unless the style says otherwise).
 
-The family classes (wordpiece.WordPieceTokenizer, unigram.UnigramTokenizer) add what differs:
-their special tokens' spellings, which pieces continue a word, their fingerprint and files.
+The family classes (wordpiece.WordPieceTokenizer, bpe.BPETokenizer, unigram.UnigramTokenizer) add
+what differs: their special tokens' spellings, which pieces continue a word, fingerprint and files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer, pre_tokenizers
 
 from muppets.errors import InputError
+from muppets.tokenization.styles import POST_PROCESSORS, TEMPLATES
 
 
 class BackendTokenizer:
     """Text <-> ids over `backend`. `special_tokens`: the pad, unk, cls, sep and mask tokens, in
-    that order. `path` only labels errors (the file the backend came from). The backend gets the
-    special tokens and the [CLS]/[SEP] post-processor of this vocabulary's ids set on it."""
+    that order. `path` only labels errors (the file the backend came from). `template`: a key of
+    styles.POST_PROCESSORS. The backend gets the special tokens and that template's post-processor
+    with this vocabulary's ids set on it."""
 
     backend: Tokenizer
     lowercase: bool
@@ -29,7 +32,13 @@ class BackendTokenizer:
     mask_id: int
     special_ids: frozenset[int]
 
-    def __init__(self, backend: Tokenizer, special_tokens: tuple[str, ...], path: object = None):
+    def __init__(
+        self,
+        backend: Tokenizer,
+        special_tokens: tuple[str, ...],
+        path: object = None,
+        template: str = "bert",
+    ):
         vocab = backend.get_vocab(with_added_tokens=True)
         missing = [token for token in special_tokens if token not in vocab]
         if missing:
@@ -44,15 +53,16 @@ class BackendTokenizer:
         )
         self.special_ids = frozenset(vocab[token] for token in special_tokens)
         self._tokens = sorted(vocab, key=vocab.get)  # id order
-        # Special tokens in the text ("[MASK]") match as one token, as in transformers.
-        backend.add_special_tokens(list(special_tokens))
-        # [CLS] A [SEP] (B [SEP]) with segment ids 0 (1), using this vocabulary's ids.
-        cls, sep = special_tokens[2], special_tokens[3]
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}",
-            pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, self.cls_id), (sep, self.sep_id)],
+        # Special tokens in the text ("[MASK]") match as one token, as in transformers; those the
+        # file declares keep their flags (RoBERTa's <mask> eats the space before it: lstrip).
+        declared = {t.content for t in backend.get_added_tokens_decoder().values()}
+        backend.add_special_tokens([t for t in special_tokens if t not in declared])
+        self.template = template
+        cls, sep = (special_tokens[2], self.cls_id), (special_tokens[3], self.sep_id)
+        prefix = isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel) and bool(
+            backend.pre_tokenizer.add_prefix_space
         )
+        backend.post_processor = POST_PROCESSORS[template](cls, sep, prefix)
         # Measured, not declared, so that any normalizer of a foreign tokenizer.json is described.
         self.lowercase = backend.normalizer is not None and (
             backend.normalizer.normalize_str("A") == "a"
@@ -71,6 +81,16 @@ class BackendTokenizer:
         """(input_ids, token_type_ids) of `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`."""
         encoding = self.backend.encode(a, b, add_special_tokens=True)
         return encoding.ids, encoding.type_ids
+
+    def build_inputs(self, a: list[int], b: list[int] | None = None) -> tuple[list[int], list[int]]:
+        """(input_ids, token_type_ids) of the ids of one text or two with this template's
+        special tokens around them (what encode_pair gives for their texts)."""
+        return TEMPLATES[self.template](self.cls_id, self.sep_id, list(a), b and list(b))
+
+    def num_special_tokens(self, pair: bool = False) -> int:
+        """Special tokens the template adds to one text (pair=False) or to two."""
+        ids, _ = self.build_inputs([], [] if pair else None)
+        return len(ids)
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of ids; special tokens kept unless skipped."""

@@ -1,30 +1,33 @@
-"""SentencePiece unigram tokenizers (ALBERT's), read from a Hugging Face tokenizer.json.
+"""SentencePiece unigram tokenizers (ALBERT's, XLNet's): train, load, save, over `tokenizers`.
 
 Kudo 2018, "Subword Regularization" (https://arxiv.org/abs/1804.10959); ALBERT (Lan et al. 2020,
 section 4.1) tokenizes with a 30k SentencePiece unigram model. transformers' AlbertTokenizerFast
 saves it as a tokenizer.json whose model is `Unigram`, with ALBERT's special tokens <pad>, <unk>,
-[CLS], [SEP], [MASK] (tokenizer_config.json names each role; those names are the defaults). The
-normalizer, pre-tokenizer (Metaspace, "▁" marks a word start) and decoder are the file's own; the
-[CLS] A [SEP] (B [SEP]) template is set here with this vocabulary's ids, as AlbertTokenizer
-builds its inputs. The interface is WordPieceTokenizer's, so every recipe takes either.
+[CLS], [SEP], [MASK] (tokenizer_config.json names each role; those names are the defaults); XLNet's
+are <pad>, <unk>, <cls>, <sep>, <mask> with the <cls> at the end (styles.STYLES). A loaded file
+keeps its normalizer, pre-tokenizer (Metaspace: "▁" marks a word start) and decoder; a trained one
+gets AlbertTokenizer's (quotes, NFKD, accents stripped, lowercase; whitespace split, "▁" prepended).
+The template is the style's, set with this vocabulary's ids. The interface is
+WordPieceTokenizer's, so every recipe takes either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import Unigram
 
 from muppets.errors import InputError
 from muppets.tokenization.backend import BackendTokenizer
-from muppets.tokenization.wordpiece import WordPieceTokenizer, load_tokenizer
+from muppets.tokenization.styles import STYLES, Style, style_of, tokenizer_config, trainer_tokens
 
-ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
-ALBERT_SPECIAL_TOKENS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
+ALBERT_SPECIAL_TOKENS = STYLES["albert"].roles
+MODEL_MAX_LENGTH = 512
 WORD_START = "\u2581"  # "▁", SentencePiece's whitespace marker
 # google-research/albert create_pretraining_data.py, _is_start_piece: pieces that start a word.
 _PUNCTUATION = set('!"#$%&"()*+,-./:;?@[\\]^_`{|}~')
@@ -32,7 +35,11 @@ _PUNCTUATION = set('!"#$%&"()*+,-./:;?@[\\]^_`{|}~')
 
 class UnigramTokenizer(BackendTokenizer):
     """Text <-> ids over a `tokenizers.Tokenizer` whose model is Unigram (backend.BackendTokenizer),
-    with the special tokens its files name."""
+    with the special tokens and template of its style (ALBERT's unless its files say else)."""
+
+    def __init__(self, backend: Tokenizer, style: Style = STYLES["albert"], path: object = None):
+        super().__init__(backend, style.roles, path, style.template)
+        self.style = style
 
     def continuation_mask(self) -> np.ndarray:
         """(vocab_size,) bool: True for pieces that continue a word (whole-word and n-gram
@@ -47,76 +54,88 @@ class UnigramTokenizer(BackendTokenizer):
         )
 
     def fingerprint(self) -> str:
-        """sha256 of the whole tokenizer.json (pieces, scores, normalizer, pre-tokenizer)."""
+        """sha256 of the whole tokenizer.json (pieces, scores, normalizer, pre-tokenizer).
+        Scores count to 12 digits: tokenizers' JSON reader can move a score's last bit, so a
+        saved and re-read tokenizer would otherwise differ from the one that wrote it."""
         state = json.loads(self.backend.to_str())
+        pieces = state["model"]["vocab"]
+        state["model"]["vocab"] = [[piece, float(f"{score:.12g}")] for piece, score in pieces]
         text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def save(self, directory: str | Path) -> None:
-        """tokenizer.json and tokenizer_config.json, as AlbertTokenizerFast.save_pretrained."""
+        """tokenizer.json, tokenizer_config.json and special_tokens_map.json, as the style's
+        transformers tokenizer (AlbertTokenizerFast, XLNetTokenizerFast) saves them."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / "tokenizer.json"))
-        roles = dict(zip(ROLES, self.special_tokens, strict=True))
-        config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": self.lowercase, **roles}
-        text = json.dumps(config, indent=2) + "\n"
-        (directory / "tokenizer_config.json").write_text(text, encoding="utf-8")
+        config = tokenizer_config(self.style, self.lowercase, MODEL_MAX_LENGTH)
+        roles = {k: v for k, v in config.items() if k.endswith("_token")}
+        files = {"tokenizer_config.json": config, "special_tokens_map.json": roles}
+        for name, content in files.items():
+            (directory / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
-def _special_tokens(directory: Path) -> tuple[str, ...]:
-    """The five roles' tokens from tokenizer_config.json / special_tokens_map.json (a value may be
-    a string or {"content": ...}), ALBERT's where neither names one."""
-    named: dict[str, str] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise InputError(f"not valid JSON: {error}", path) from None
-        for role in ROLES:
-            value = values.get(role) if isinstance(values, dict) else None
-            if isinstance(value, dict):
-                value = value.get("content")
-            if isinstance(value, str):
-                named[role] = value
-    return tuple(named.get(r, d) for r, d in zip(ROLES, ALBERT_SPECIAL_TOKENS, strict=True))
+def sentencepiece_backend(model: Unigram, lowercase: bool) -> Tokenizer:
+    """AlbertTokenizer's pipeline around a Unigram model (post-processor set by BackendTokenizer):
+    `` and '' -> ", NFKD, accents stripped, lowercase; split at whitespace, "▁" before each word."""
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+    steps += [normalizers.NFKD(), normalizers.StripAccents()]
+    steps += [normalizers.Lowercase()] if lowercase else []
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always"),
+        ]
+    )
+    backend.decoder = decoders.Metaspace(replacement=WORD_START, prepend_scheme="always")
+    return backend
 
 
-def tokenizer_model(directory: Path) -> str | None:
-    """The model type of directory/tokenizer.json ("WordPiece", "Unigram", ...), or None."""
-    file = directory / "tokenizer.json"
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))["model"]["type"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"cannot parse tokenizer.json: {error}", file) from None
+def train_unigram(
+    texts: Sequence[str] | Callable[[], Iterable[str]],
+    vocab_size: int = 30000,
+    lowercase: bool = True,
+    style: Style = STYLES["albert"],
+    max_piece_length: int = 16,
+    show_progress: bool = False,
+) -> UnigramTokenizer:
+    """Learn a SentencePiece unigram vocabulary (EM over a seed set, pruned to `vocab_size`),
+    the style's special tokens at ids 0.. and the unknown token its role names.
+
+    The same texts give the same tokenizer in every process: the trainer visits the words in
+    hash-map order, so the sums behind each score differ in their last bits from process to
+    process, and pieces of equal score come out in any order (5 processes, 5 orders on the
+    bundled sample). Scores are rounded to 6 decimals (the noise is ~1e-14) and the pieces
+    sorted by score, then by code point.
+    """
+    backend = sentencepiece_backend(Unigram(), lowercase)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=trainer_tokens(style),
+        unk_token=style.roles[1],
+        max_piece_length=max_piece_length,
+        show_progress=show_progress,
+    )
+    backend.train_from_iterator(texts() if callable(texts) else texts, trainer)
+    specials = set(style.tokens)
+    pieces = json.loads(backend.to_str())["model"]["vocab"]
+    rest = sorted((-round(score, 6), piece) for piece, score in pieces if piece not in specials)
+    vocab = [(t, 0.0) for t in style.tokens] + [(piece, -score) for score, piece in rest]
+    model = Unigram(vocab, unk_id=style.tokens.index(style.roles[1]), byte_fallback=False)
+    backend = sentencepiece_backend(model, lowercase)
+    backend.add_special_tokens(trainer_tokens(style))
+    return UnigramTokenizer(backend, style)
 
 
-def load_unigram(directory: str | Path) -> UnigramTokenizer:
-    directory = Path(directory)
-    file = directory / "tokenizer.json"
+def load_unigram(directory: Path, file: Path) -> UnigramTokenizer:
+    """A Unigram tokenizer.json (directory/tokenizer.json) with the roles its configs name."""
     try:
         backend = Tokenizer.from_file(str(file))
     except Exception as error:  # the Rust parser raises plain Exception
         raise InputError(f"cannot parse tokenizer.json: {error}", file) from error
     if not isinstance(backend.model, Unigram):
         raise InputError(f"not a Unigram tokenizer (model {type(backend.model).__name__})", file)
-    return UnigramTokenizer(backend, _special_tokens(directory), path=file)
-
-
-def load_any_tokenizer(path: str | Path) -> WordPieceTokenizer | UnigramTokenizer:
-    """A directory's tokenizer whatever its model: a Unigram tokenizer.json (ALBERT's), else
-    WordPiece (wordpiece.load_tokenizer, with its messages)."""
-    path = Path(path)
-    if path.is_dir() and tokenizer_model(path) == "Unigram":
-        return load_unigram(path)
-    if path.is_dir() and (path / "spiece.model").is_file() and tokenizer_model(path) is None:
-        raise InputError(
-            "a SentencePiece spiece.model without tokenizer.json is not read: save the "
-            "tokenizer with transformers' AlbertTokenizerFast.save_pretrained to write it",
-            path / "spiece.model",
-        )
-    return load_tokenizer(path)
+    return UnigramTokenizer(backend, style_of(directory, "unigram"), path=file)

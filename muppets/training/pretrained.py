@@ -32,7 +32,7 @@ from muppets.models.registry import CONFIGS, MODELS, build_encoder, build_pretra
 from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
 from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
-from muppets.tokenization.unigram import load_any_tokenizer
+from muppets.tokenization.families import load_any_tokenizer
 from muppets.tokenization.wordpiece import WordPieceTokenizer
 from muppets.tokenization.words import WordVocabulary
 from muppets.training.checkpoint import CONFIG, checkpoints, load_weights, read_config
