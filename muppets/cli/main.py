@@ -72,6 +72,8 @@ _TABLE = [
             "tatoeba: retrieval from mean-pooled layers"),
     Command("convert", "muppets.recipes.convert", "ConvertConfig", "convert",
             "convert a checkpoint between muppets and Hugging Face transformers formats"),
+    Command("export", "muppets.recipes.export", "ExportConfig", "export",
+            "export a fine-tuned model to ONNX (--quantize int8 optional) for muppets serve"),
     Command("serve", "muppets.serve.run", "ServeConfig", "serve",
             "serve a model over HTTP: classify, tag, qa, fill-mask, embed; a page at /"),
     Command("quickstart", "muppets.quickstart.run", "QuickstartConfig", "run_quickstart",

@@ -43,11 +43,20 @@ class Packing(NamedTuple):
     indices: Tensor | None  # (N,) positions of real tokens in the flattened (B * T) batch
     batch_size: int
     seq_len: int
-    key_mask: Tensor | None  # (B, 1, 1, T) bool, True = a real token that may be attended to
+    # (B, 1, 1, T) bool, True = a real token that may be attended to (additive in an ONNX export)
+    key_mask: Tensor | None
 
 
 def make_packing(attention_mask: Tensor | None, batch_size: int, seq_len: int) -> Packing:
-    """Pack only when some position is padding: a full batch keeps the cheaper reshape path."""
+    """Pack only when some position is padding: a full batch keeps the cheaper reshape path.
+    An ONNX export records one path for every batch: padded rows, masked keys (the packing's
+    branch and its data-dependent row count would be frozen at the example batch's)."""
+    if attention_mask is not None and torch.onnx.is_in_onnx_export():
+        # An additive mask (0 or the lowest float; every row keeps its [CLS]): the exported
+        # softmax is then one Add, where a bool mask adds a Where and a NaN check per layer.
+        lowest = torch.finfo(torch.float32).min
+        additive = (1.0 - attention_mask[:, None, None, :].float()) * lowest  # (B, 1, 1, T)
+        return Packing(None, batch_size, seq_len, additive)
     if attention_mask is None or bool(attention_mask.all()):
         return Packing(None, batch_size, seq_len, None)
     mask = attention_mask.bool()

@@ -15,6 +15,7 @@ from muppets.models.heads import PretrainingModel
 from muppets.recipes.evaluate import resolve_finetuned_or_explain
 from muppets.serve.encoders import EncoderRoutes
 from muppets.serve.models import DownstreamRoutes, Route, TaskRoutes
+from muppets.serve.onnx_model import is_export, load_export
 from muppets.training.checkpoint import read_config
 from muppets.training.downstream_model import is_downstream, load_downstream
 from muppets.training.pretrained import load_checkpoint, load_elmo, resolve_checkpoint
@@ -38,6 +39,11 @@ def load_served(path: str | Path, device: torch.device, max_tokens: int, max_inp
     """The routes of the model at `path` on `device`; a directory that does not load raises
     the loaders' own one-line errors (InputError, ConfigError)."""
     path = Path(path)
+    if path.is_dir() and is_export(path):  # `muppets export`: ONNX Runtime, the task route
+        model, setup, tokenizer, backend = load_export(path)
+        routes = TaskRoutes(model, setup, tokenizer, max_tokens).routes()
+        info = {"kind": "fine-tuned", "task": setup.task, "head": setup.head, **_labels(setup)}
+        return Served(routes, {**info, **_task_info(setup), **backend})
     directory = _finetuned(path)
     if directory is not None:
         if is_downstream(directory):
@@ -71,11 +77,15 @@ def load_served(path: str | Path, device: torch.device, max_tokens: int, max_inp
     setup = loaded.setup
     task = TaskRoutes(model, setup, tokenizer, max_tokens)
     info.update(kind="fine-tuned", task=setup.task, head=setup.head, **_labels(setup))
-    info["max_seq_length"] = setup.max_seq_length
+    return Served({**task.routes(), **routes}, {**info, **_task_info(setup)})
+
+
+def _task_info(setup) -> dict:
+    info = {"max_seq_length": setup.max_seq_length}
     if setup.head == "span_qa":
         info.update(squad_v2=setup.squad_v2, max_answer_length=setup.max_answer_length)
         info.update(null_threshold=setup.null_threshold, doc_stride=setup.doc_stride)
-    return Served({**task.routes(), **routes}, info)
+    return info
 
 
 def _labels(setup) -> dict:

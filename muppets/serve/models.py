@@ -83,16 +83,21 @@ def forward_features(
     model: nn.Module, head: str, features: list, pad_id: int, max_tokens: int
 ) -> list:
     """Per feature, what tasks/prediction.py's `predict` keeps: (T, 2) start/end scores (QA),
-    (T,) tag ids (tagging), or (K,) logits (classification; regression K = 1)."""
-    device = next(model.parameters()).device
+    (T,) tag ids (tagging), or (K,) logits (classification; regression K = 1). model: the
+    PyTorch task model, or an exported graph (serve/onnx_model.py: `logits(batch)`)."""
+    exported = not isinstance(model, nn.Module)
+    device = model.device if exported else next(model.parameters()).device
     if device.type == "cpu":
-        max_tokens = min(max_tokens, CPU_FORWARD_TOKENS)
+        max_tokens = min(max_tokens, model.forward_tokens if exported else CPU_FORWARD_TOKENS)
     outputs: list = [None] * len(features)
     for indices in sub_batches([len(f) for f in features], max_tokens):
         batch = collate_features([features[i] for i in indices], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        logits = torch.stack([out.start, out.end], -1) if head == "span_qa" else out
+        if exported:
+            logits = model.logits(batch)
+        else:
+            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            logits = torch.stack([out.start, out.end], -1) if head == "span_qa" else out
         logits = logits.float()  # (B, T, 2), (B, T, K) or (B, K)
         if not torch.isfinite(logits).all():
             raise InputError(f"the model gives {NONFINITE}")

@@ -57,6 +57,8 @@ def build(config: ServeConfig):
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
     served = load_served(config.model, device, config.max_batch_tokens, config.max_inputs)
+    if served.info.get("backend") == "onnxruntime":  # the graph's own arithmetic, on the CPU
+        device, precision = torch.device("cpu"), "fp32"
     limits = Limits(
         api_key=config.api_key or os.environ.get(API_KEY_VARIABLE) or None,
         max_body_bytes=config.max_body_bytes,
