@@ -194,6 +194,7 @@ def test_presets_have_the_published_sizes():
         sizes = {
             name: sum(p.numel() for p in BertModel(preset_config(name)).parameters())
             for name in PRESETS
+            if PRESETS[name]["model_type"] != "xlnet"  # XLNet: test_xlnet_hf.py
         }
     # As transformers' BertModel("bert-base-uncased"), RobertaModel("roberta-base"), with pooler.
     assert sizes["bert-base"] == 109_482_240

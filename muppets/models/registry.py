@@ -6,7 +6,9 @@ with the values of the released roberta-base / roberta-large config.json files. 
 al. 2020, Table 6 (small, base, large: embedding size, generator size 1/4, 1/3, 1/4); tiny and
 mini are bert-tiny / bert-mini discriminators with E = H / 2 as Small's. ALBERT: Lan et al. 2020,
 Table 1 (base, large, xlarge, xxlarge; E = 128, all layers shared); tiny and mini are bert-tiny /
-bert-mini sizes with E = H / 2.
+bert-mini sizes with E = H / 2. XLNet: Yang et al. 2019 section 3.1 (base: the released
+xlnet-base-cased config.json; large: xlnet-large-cased); tiny and mini are bert-tiny / bert-mini
+sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from muppets.models.bert import BertConfig, BertModel
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel, build_discriminator
 from muppets.models.heads import MaskedLMHead, PretrainingModel, SentencePairHead
 from muppets.models.span_boundary import SpanBertModel, SpanBoundaryHead
+from muppets.models.xlnet import XLNetConfig, XLNetLMHeadModel, XLNetModel
 
 # Shared by every BERT preset (google-research/bert's released bert_config.json files).
 _BERT = {
@@ -56,6 +59,13 @@ _ALBERT = {
     "hidden_dropout_prob": 0.0,
     "attention_probs_dropout_prob": 0.0,
 }
+
+# XLNet: a 32k SentencePiece vocabulary, exact GELU (transformers' XLNetConfig defaults).
+_XLNET = {"model_type": "xlnet", "vocab_size": 32000, "ff_activation": "gelu"}
+
+
+def _xlnet_size(layers: int, hidden: int, heads: int) -> dict[str, int]:
+    return {"n_layer": layers, "d_model": hidden, "n_head": heads, "d_inner": 4 * hidden}
 
 
 def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
@@ -96,6 +106,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "albert-large": {**_ALBERT, **_size(24, 1024, 16)},
     "albert-xlarge": {**_ALBERT, **_size(24, 2048, 16)},
     "albert-xxlarge": {**_ALBERT, **_size(12, 4096, 64)},
+    "xlnet-tiny": {**_XLNET, **_xlnet_size(2, 128, 2)},
+    "xlnet-mini": {**_XLNET, **_xlnet_size(4, 256, 4)},
+    "xlnet-base-cased": {**_XLNET, **_xlnet_size(12, 768, 12)},
+    "xlnet-large-cased": {**_XLNET, **_xlnet_size(24, 1024, 16)},
 }
 
 # model_type -> encoder builder; RoBERTa is BERT with other presets; ELECTRA's encoder is its
@@ -105,12 +119,14 @@ MODELS: dict[str, Callable[[Any], nn.Module]] = {
     "roberta": BertModel,
     "electra": build_discriminator,
     "albert": build_albert_encoder,
+    "xlnet": XLNetModel,
 }
 CONFIGS: dict[str, type] = {
     "bert": BertConfig,
     "roberta": BertConfig,
     "electra": ElectraConfig,
     "albert": AlbertConfig,
+    "xlnet": XLNetConfig,
 }
 
 
@@ -124,6 +140,8 @@ def preset_config(name: str, **overrides: Any) -> BertConfig | ElectraConfig | A
     values = dict(PRESETS[name])
     if "hidden_size" in overrides and "intermediate_size" not in overrides:
         values["intermediate_size"] = 4 * overrides["hidden_size"]
+    if "d_model" in overrides and "d_inner" not in overrides:  # XLNet's names
+        values["d_inner"] = 4 * overrides["d_model"]
     config_class = CONFIGS[values["model_type"]]
     unknown = sorted(set(overrides) - set(config_class.__dataclass_fields__))
     if unknown:
@@ -149,6 +167,10 @@ def build_pretraining_model(
     ELECTRA, generator + discriminator (no pair head). with_mlm_head=False: the encoder alone
     (what a transformers BertModel / RobertaModel file holds). with_sbo_head: SpanBERT's MLM +
     span boundary heads over a BERT or RoBERTa encoder."""
+    if isinstance(config, XLNetConfig):  # its LM head (tied, bias only) or the encoder alone
+        if with_pair_head or with_sbo_head:
+            raise ConfigError("XLNet has no sentence-pair or span boundary head")
+        return XLNetLMHeadModel(config, with_mlm_head=with_mlm_head)
     if isinstance(config, ElectraConfig):
         if with_pair_head:
             raise ConfigError("ELECTRA has no sentence-pair head (NSP/SOP): use objective electra")

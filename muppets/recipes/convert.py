@@ -25,6 +25,8 @@ from muppets.models.heads import PretrainingModel
 from muppets.models.hf import save_hf_checkpoint
 from muppets.models.hf_albert import save_hf_albert
 from muppets.models.hf_electra import save_hf_electra
+from muppets.models.hf_xlnet import save_hf_xlnet
+from muppets.models.xlnet import XLNetConfig
 from muppets.tasks.hf_tasks import save_hf_task
 from muppets.tasks.setup import save_task
 from muppets.training.checkpoint import save_pretrained
@@ -73,6 +75,8 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             written = save_hf_electra(model, model_config, out)
         elif isinstance(model_config, AlbertConfig):
             save_hf_albert(model, model_config, out)
+        elif isinstance(model_config, XLNetConfig):  # XLNetLMHeadModel or XLNetModel
+            save_hf_xlnet(model, model_config, out)
         else:
             if getattr(model, "sbo_head", None) is not None:  # SpanBERT: BERT's shape
                 dropped = "the span boundary (SBO) head"

@@ -28,7 +28,9 @@ from muppets.models.heads import PretrainingModel
 from muppets.models.hf import read_hf_checkpoint
 from muppets.models.hf_albert import read_hf_albert
 from muppets.models.hf_electra import read_hf_electra, refuse_generator
+from muppets.models.hf_xlnet import read_hf_xlnet
 from muppets.models.registry import CONFIGS, MODELS, build_encoder, build_pretraining_model
+from muppets.models.xlnet import XLNetConfig
 from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
 from muppets.tasks.setup import TASK_FILE, TaskSetup, load_task
@@ -141,6 +143,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         return Checkpoint(_load_electra(directory, config).eval(), config, tokenizer, None)
     if "architectures" in values:
         read = read_hf_albert if isinstance(config, AlbertConfig) else read_hf_checkpoint
+        read = read_hf_xlnet if isinstance(config, XLNetConfig) else read
         loaded = read(directory)
         return Checkpoint(loaded.model, loaded.config, tokenizer, None, loaded.absent)
     weights = directory / "model.safetensors"

@@ -1,0 +1,95 @@
+"""The relative attention Transformer-XL and XLNet share: the shift against its definition, the
+memory update, no gradient through the memory, and (causal, Transformer-XL's use) a segment run
+with the previous one as memory equal to the end of both run at once, clamp included."""
+
+import pytest
+import torch
+
+from muppets.errors import ConfigError
+from muppets.models.relative_attention import (
+    relative_distances,
+    shift_consecutive,
+    shift_gathered,
+    update_memory,
+)
+from muppets.models.xlnet import XLNetConfig, XLNetModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_distances_and_both_shifts_read_distance_m_plus_i_minus_j():
+    Q, M = 3, 2
+    K = M + Q
+    for causal in (False, True):
+        d = relative_distances(Q, K, clamp_len=0, causal=causal)
+        assert d.tolist() == list(range(K, (0 if causal else 1 - Q) - 1, -1))
+        raw = d.expand(1, 1, Q, -1).contiguous()  # every score = the distance it stands for
+        got = shift_consecutive(raw, K)[0, 0]
+        want = torch.tensor([[M + i - j for j in range(K)] for i in range(Q)]).float()
+        visible = want >= 0 if causal else torch.ones_like(want, dtype=torch.bool)
+        assert torch.equal(got[visible], want[visible])
+        rows = shift_gathered(raw[:, :, :2], torch.tensor([[2, 0]]), Q, K)[0, 0]
+        assert torch.equal(rows[visible[[2, 0]]], want[[2, 0]][visible[[2, 0]]])
+    clamped = relative_distances(3, 5, clamp_len=1, causal=False)
+    assert clamped.tolist() == [1, 1, 1, 1, 1, 0, -1, -1]
+    assert relative_distances(2, 3, 0, False, backward=True).tolist() == [-3, -2, -1, 0, 1]
+
+
+def test_memory_keeps_the_last_mem_len_of_the_reused_part_detached():
+    x = torch.arange(2 * 5 * 1.0).view(1, 5, 2).requires_grad_()
+    memory = torch.full((1, 3, 2), -1.0)
+    new = update_memory(memory, x * 2, mem_len=4, reuse_len=3)  # [-1 x3, x0..x2] -> last 4
+    assert new.requires_grad is False and new.grad_fn is None
+    assert new[0, :, 0].tolist() == [-1.0, 0.0, 4.0, 8.0]
+    assert update_memory(None, x, mem_len=None).shape == (1, 5, 2)
+    assert update_memory(None, x, mem_len=0).shape == (1, 0, 2)
+
+
+def causal_model(**extra):
+    torch.manual_seed(0)
+    config = XLNetConfig(
+        vocab_size=40, d_model=32, n_layer=2, n_head=4, d_inner=48, attn_type="uni", **extra
+    )
+    return XLNetModel(config).eval()
+
+
+@pytest.mark.parametrize("clamp_len", [0, 4])
+def test_a_segment_with_memory_is_the_end_of_both_segments_at_once(clamp_len):
+    model = causal_model(mem_len=6, clamp_len=clamp_len)
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = model.run(ids).hidden
+        first = model.run(ids[:, :6], use_mems=True)
+        second = model.run(ids[:, 6:], mems=first.mems, use_mems=True)
+    torch.testing.assert_close(first.hidden, whole[:, :6], atol=1e-5, rtol=0)
+    torch.testing.assert_close(second.hidden, whole[:, 6:], atol=1e-5, rtol=0)
+    # the next memory is the second segment's layer inputs: its first layer's is the embedding
+    torch.testing.assert_close(second.mems[0], model.word_embeddings(ids[:, 6:]))
+
+
+def test_no_gradient_reaches_the_previous_segment():
+    """Training with memory (section 3.2): the loss of segment 2 gives segment 1's tokens, seen
+    only through the memory, no gradient; the memory still changes the result."""
+    model = causal_model(mem_len=5).train()
+    model.dropout.p = 0.0
+    for layer in model.layers:
+        layer.attention.dropout.p = layer.dropout.p = layer.feed_forward.dropout.p = 0.0
+    first_ids = torch.arange(0, 5).expand(2, -1)  # tokens 0..4 only in segment 1
+    second_ids = torch.arange(20, 26).expand(2, -1)
+    mems = model.run(first_ids, use_mems=True).mems
+    assert all(m.grad_fn is None and not m.requires_grad for m in mems)
+    out = model.run(second_ids, mems=mems).hidden
+    out.pow(2).sum().backward()
+    grad = model.word_embeddings.weight.grad
+    assert grad[:5].abs().sum() == 0 and grad[20:26].abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(model.run(second_ids).hidden, out)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("mem_len", -1), ("clamp_len", -2), ("reuse_len", -1), ("attn_type", "both"), ("n_head", 5)],
+)
+def test_impossible_config_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"config field {field}="):
+        XLNetConfig(**{"d_model": 32, "n_head": 4, field: value})
