@@ -18,6 +18,7 @@ import torch
 from muppets.data.multilingual import SAMPLING_FILE, describe_record, recorded_sampling
 from muppets.data.pretraining import PretrainingBatches, SpecialIds, evaluation_batches
 from muppets.data.shards import MANIFEST, ShardedCorpus
+from muppets.data.unit_masking import unit_view
 from muppets.errors import ConfigError, InputError
 from muppets.models.registry import build_pretraining_model, preset_config
 from muppets.recipes.pretrain.config import PretrainConfig
@@ -127,11 +128,17 @@ def check_plan(config: PretrainConfig, plan: list[PretrainConfig]) -> None:
     for k, phase in enumerate(plan, 1):
         for name in ("train_data", "valid_data"):
             path = getattr(phase, name)
-            if path and ShardedCorpus(path).tokenizer_fingerprint != first:
+            corpus = ShardedCorpus(path) if path else None
+            if corpus and corpus.tokenizer_fingerprint != first:
                 raise ConfigError(
                     f"phases[{k}].{name} {path}: another tokenizer than phases[1].train_data's "
                     "(the weights carry over, so every phase needs the same vocabulary)"
                 )
+            try:  # ERNIE's phrase and entity phases need those units in the shards
+                if corpus:
+                    unit_view(corpus, phase.masking)
+            except InputError as error:
+                raise InputError(f"phases[{k}]: {error.message}", error.path) from None
         try:  # micro-batches x processes must divide every phase's batch
             phase.batches.accumulation(dist.world_size())
         except ConfigError as error:
