@@ -44,6 +44,8 @@ Shapes: L = seq_len, P = num_predict, B = batch.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -169,15 +171,19 @@ def sample_spans(
     n_tok = len(candidates)
     can = candidates.tolist()
     start_list = (candidates if is_start is None else candidates & is_start).tolist()
-    # p(n) proportional to 1/n, n = 1..max_gram (as ALBERT's n-grams)
-    weights = 1.0 / torch.arange(1, config.max_gram + 1, dtype=torch.float64)
+    # p(n) proportional to 1/n, n = 1..max_gram (as ALBERT's n-grams), drawn by inverse cdf
+    weights = [1.0 / n for n in range(1, config.max_gram + 1)]
+    cdf = list(itertools.accumulate(w / sum(weights) for w in weights))
+    # every loop but the last adds >= 1 target: goal + 1 draws of each kind, made at once
+    draws = torch.rand(2, max(goal, 0) + 1, generator=generator, dtype=torch.float64).tolist()
     spans: list[tuple[int, int]] = []
     count, cur = 0, 0
-    while cur < n_tok and count < goal:
-        n = int(torch.multinomial(weights, 1, generator=generator)) + 1
-        n = min(n, goal - count)
+    for u_gram, u_left in zip(*draws, strict=True):
+        if cur >= n_tok or count >= goal:
+            break
+        n = min(bisect.bisect_right(cdf, u_gram) + 1, config.max_gram, goal - count)
         context = n * config.mask_alpha // config.mask_beta  # >= n, as mask_alpha >= mask_beta
-        left = int(torch.randint(context, (1,), generator=generator))
+        left = int(u_left * context)  # uniform in 0 .. context - 1
         beg = cur + left
         while beg < n_tok and not start_list[beg]:  # the start of a whole word
             beg += 1

@@ -152,6 +152,8 @@ class XLNetBatches:
         return (self.n_step - self.config.seq_len) // self.config.reuse_len + 1
 
     def instance(self, epoch: int, step: int, r: int) -> dict[str, torch.Tensor]:
+        if not 0 <= step < len(self):
+            raise IndexError(f"step {step} out of range for {len(self)} steps")
         config, g = self.config, instance_generator(self.seed, epoch, step, r)
         row = _Row(self.stream, r * self.n_step, self.n_step)
         i = step * config.reuse_len
