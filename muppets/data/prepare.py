@@ -34,7 +34,10 @@ from muppets.data.text import (
     resolve_inputs,
 )
 from muppets.errors import ConfigError, InputError
-from muppets.tokenization import SPECIAL_TOKENS, WordPieceTokenizer, load_tokenizer, train_wordpiece
+from muppets.tokenization import SPECIAL_TOKENS
+from muppets.tokenization.backend import BackendTokenizer
+from muppets.tokenization.families import load_any_tokenizer, style_for, train_any
+from muppets.tokenization.styles import KINDS, MODEL_TYPE_STYLES
 
 
 def _check_reading(inputs: list[str], format: str, errors: str, text_field: str) -> None:
@@ -54,6 +57,18 @@ _ALPHA_HELP = (
 )
 
 
+_KIND_HELP = (
+    "wordpiece, bpe (byte-level) or unigram (SentencePiece); auto: the --model family's "
+    "(RoBERTa: bpe; ALBERT, XLNet: unigram), wordpiece without --model"
+)
+_MODEL_HELP = "model type or preset (bert, roberta-mini, albert, xlnet, ...) whose tokenizer style"
+
+
+def model_type(model: str) -> str | None:
+    """The model type of a type or preset name ("roberta-mini" -> "roberta"), None if unknown."""
+    return next((t for t in MODEL_TYPE_STYLES if model == t or model.startswith(t + "-")), None)
+
+
 @dataclass
 class TokenizerTrainConfig:
     inputs: list[str] = field(metadata={"help": "text files or globs, read in order"})
@@ -67,10 +82,17 @@ class TokenizerTrainConfig:
     errors: str = field(default="strict", metadata={"help": "bytes not UTF-8: strict or replace"})
     alpha: float = field(default=0.7, metadata={"help": _ALPHA_HELP})
     sampling_seed: int = field(default=0, metadata={"help": "seed of the languages' sampling"})
+    kind: str = field(default="auto", metadata={"help": _KIND_HELP})
+    model: str = field(default="", metadata={"help": _MODEL_HELP})
 
     def __post_init__(self) -> None:
         _check_reading(self.inputs, self.format, self.errors, self.text_field)
         multilingual.check_alpha(self.alpha)
+        if self.kind not in ("auto", *KINDS):
+            raise ConfigError(f"kind must be auto, {', '.join(KINDS)}; got '{self.kind}'")
+        if self.model and model_type(self.model) is None:
+            known = ", ".join(MODEL_TYPE_STYLES)
+            raise ConfigError(f"model '{self.model}': not a model type or preset of {known}")
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ConfigError(f"vocab_size must be > {len(SPECIAL_TOKENS)}, got {self.vocab_size}")
         if self.min_frequency < 1:
@@ -143,12 +165,14 @@ def _progress(files: list[str], desc: str) -> tqdm:
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None)
 
 
-def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
-    """Stream every paragraph of the inputs into the WordPiece trainer; save to `config.out`."""
+def train_tokenizer(config: TokenizerTrainConfig) -> BackendTokenizer:
+    """Stream every paragraph of the inputs into the trainer of `config.kind`; save to
+    `config.out`."""
+    style = style_for(config.kind, model_type(config.model) if config.model else None)
     files = resolve_inputs(multilingual.input_paths(config.inputs))  # fail before training
     plans = _sampling(config, config.out)
     bar = _progress(files, "tokenizer train")
-    bar.total *= 2  # train_wordpiece reads the inputs twice
+    bar.total *= 2 if style.kind == "wordpiece" else 1  # train_wordpiece reads them twice
     passes: list[ReadStats] = []
 
     def paragraphs():  # the trainer counts words, so sentence segmentation would be wasted work
@@ -166,17 +190,19 @@ def train_tokenizer(config: TokenizerTrainConfig) -> WordPieceTokenizer:
                 seen = stats.bytes_read
 
     with bar:
-        tokenizer = train_wordpiece(
+        tokenizer = train_any(
+            style,
             paragraphs,
-            vocab_size=config.vocab_size,
-            lowercase=config.lowercase,
-            min_frequency=config.min_frequency,
-            limit_alphabet=config.limit_alphabet,
+            config.vocab_size,
+            config.lowercase,
+            config.min_frequency,
+            config.limit_alphabet,
         )
     tokenizer.save(config.out)
     stats = passes[-1]
     print(
-        f"tokenizer: {tokenizer.vocab_size} tokens from {stats.documents} documents "
+        f"tokenizer: {tokenizer.vocab_size} {style.kind} tokens ({style.tokenizer_class}) from "
+        f"{stats.documents} documents "
         f"in {stats.files} file(s) -> {config.out}" + _skipped_note(stats, 0, None)
     )
     return tokenizer
@@ -214,7 +240,7 @@ class _Tokenize:
 
     SEPARATOR = " [SEP] "
 
-    def __init__(self, tokenizer: WordPieceTokenizer, files: list[str]):
+    def __init__(self, tokenizer: BackendTokenizer, files: list[str]):
         self.tokenizer = tokenizer
         self.dtype = token_dtype(tokenizer.vocab_size)
         self.file_index = {path: i for i, path in enumerate(files)}
@@ -330,7 +356,7 @@ def _prefetch(items: Iterator, depth: int) -> Iterator:
 def prepare_corpus(config: PrepareConfig, entities: WordTagger | None = None) -> dict[str, Any]:
     """Tokenize the inputs into `config.out`; returns the manifest. `entities`: the word tagger
     of `config.entities_model` (recipes/entity_units.py loads it)."""
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = load_any_tokenizer(config.tokenizer)
     files = resolve_inputs(multilingual.input_paths(config.inputs))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
