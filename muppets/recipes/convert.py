@@ -25,6 +25,7 @@ from muppets.models.heads import PretrainingModel
 from muppets.models.hf import save_hf_checkpoint
 from muppets.models.hf_albert import save_hf_albert
 from muppets.models.hf_electra import save_hf_electra
+from muppets.models.hf_ernie import save_hf_ernie
 from muppets.models.hf_xlnet import save_hf_xlnet
 from muppets.models.xlnet import XLNetConfig
 from muppets.tasks.hf_tasks import save_hf_task
@@ -41,12 +42,19 @@ class ConvertConfig:
     input: str = option("checkpoint directory to convert", "")
     out: str = option("output directory", "")
     to: str = option("hf (transformers format) or muppets", "hf")
+    hf_model_type: str = option(
+        "with --to hf, a BERT as: bert (BertFor...) or ernie (ErnieForMaskedLM, ...)", "bert"
+    )
 
     def __post_init__(self):
         if not self.input or not self.out:
             raise ConfigError("input and out are required")
         if self.to not in ("hf", "muppets"):
             raise ConfigError(f"to must be 'hf' or 'muppets', got {self.to!r}")
+        if self.hf_model_type not in ("bert", "ernie"):
+            raise ConfigError(
+                f"hf_model_type must be 'bert' or 'ernie', got {self.hf_model_type!r}"
+            )
 
 
 def convert(config: ConvertConfig) -> Path:
@@ -81,7 +89,10 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             if getattr(model, "sbo_head", None) is not None:  # SpanBERT: BERT's shape
                 dropped = "the span boundary (SBO) head"
                 model = PretrainingModel(model.encoder, model.mlm_head, None)
-            save_hf_checkpoint(model, model_config, out)
+            if config.hf_model_type == "ernie":  # ERNIE 1.0: BERT's network (hf_ernie.py)
+                save_hf_ernie(model, model_config, out)
+            else:
+                save_hf_checkpoint(model, model_config, out)
         for f in tokenizer_files:
             for directory in written:
                 shutil.copy2(f, directory / f.name)

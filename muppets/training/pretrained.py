@@ -28,6 +28,7 @@ from muppets.models.heads import PretrainingModel
 from muppets.models.hf import read_hf_checkpoint
 from muppets.models.hf_albert import read_hf_albert
 from muppets.models.hf_electra import read_hf_electra, refuse_generator
+from muppets.models.hf_ernie import ernie_config_to_bert, is_ernie, read_hf_ernie
 from muppets.models.hf_xlnet import read_hf_xlnet
 from muppets.models.registry import CONFIGS, MODELS, build_encoder, build_pretraining_model
 from muppets.models.xlnet import XLNetConfig
@@ -68,6 +69,8 @@ def bert_config(directory: Path) -> BertConfig | ElectraConfig:
     its config.json."""
     values = read_config(directory)
     refuse_generator(values, directory / CONFIG)
+    if is_ernie(values):  # ERNIE 1.0 is BERT's network (models/hf_ernie.py)
+        values = ernie_config_to_bert(values)
     kind = values.get("model_type", "bert")  # old transformers files name only the class
     if kind not in MODELS:
         raise ConfigError(
@@ -144,6 +147,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if "architectures" in values:
         read = read_hf_albert if isinstance(config, AlbertConfig) else read_hf_checkpoint
         read = read_hf_xlnet if isinstance(config, XLNetConfig) else read
+        read = read_hf_ernie if is_ernie(values) else read
         loaded = read(directory)
         return Checkpoint(loaded.model, loaded.config, tokenizer, None, loaded.absent)
     weights = directory / "model.safetensors"
