@@ -17,6 +17,7 @@ from muppets.data.phrases import (
 )
 from muppets.data.prepare import PrepareConfig, prepare_corpus
 from muppets.data.shards import ShardedCorpus
+from muppets.errors import InputError
 
 TEXTS = [
     "New York is big.",
@@ -223,3 +224,27 @@ def test_entities_model_tags_the_corpus_as_predict_does(tmp_path, tiny_tokenizer
         for a, b in spans:  # every token of the entity but its first links to the one before
             expected[first[a] + 1 : first[b]] = 2
         assert bits.tolist() == expected.tolist()
+
+
+def test_held_out_shards_take_the_training_phrases(tmp_path):
+    corpus, vocab = corpus_and_vocab(tmp_path, DOCS * 3)
+    train = PrepareConfig(inputs=[corpus], tokenizer=vocab, out=str(tmp_path / "train"))
+    train.phrases, train.phrase_min_count, train.phrase_thresholds = True, 3.0, [2.0]
+    prepare_corpus(train)
+    valid_dir = tmp_path / "valid"
+    valid_dir.mkdir()
+    valid_corpus, _ = corpus_and_vocab(valid_dir, DOCS[:1])  # too small to learn any phrase
+    valid = PrepareConfig(inputs=[valid_corpus], tokenizer=vocab, out=str(tmp_path / "v"))
+    valid.phrases_from = str(tmp_path / "train")
+    prepare_corpus(valid)
+    saved = json.loads((tmp_path / "v" / "phrases.json").read_text())
+    assert saved == json.loads((tmp_path / "train" / "phrases.json").read_text())
+    assert saved["passes"] == [[["new", "york"]]]
+    shards = ShardedCorpus(tmp_path / "v")
+    assert [u.tolist() for u in shards.units(0)] == [
+        [0, 0, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 1, 0, 0],
+    ]
+    valid.phrases_from = str(tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        prepare_corpus(valid)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from muppets.data.shards import UNIT_BITS
 from muppets.data.text import Document, ReadStats, read_documents, read_lines
 from muppets.errors import ConfigError, InputError
 
+PHRASES_FILE = "phrases.json"  # beside the shards: the phrases their units came from
 FILE_KEYS = {"phrases": "phrase", "entities": "entity"}  # units-file key -> unit kind
 Spans = list[tuple[int, int]]
 _LANGUAGE_INPUT = re.compile(r"^[A-Za-z_-]{2,12}=")  # multilingual "en=PATH" inputs
@@ -271,7 +273,7 @@ def unit_annotator(config, tokenizer, files: list[str], entities: WordTagger | N
 
     Learns the phrases first (one read of the corpus per threshold) when `config.phrases`.
     """
-    if not (config.units_file or config.phrases or config.entities_model):
+    if not (config.units_file or config.phrases or config.phrases_from or config.entities_model):
         return None
     if any(_LANGUAGE_INPUT.match(str(i)) for i in config.inputs):
         raise ConfigError("unit boundaries need the corpus read in order: no LANG=PATH inputs")
@@ -279,7 +281,9 @@ def unit_annotator(config, tokenizer, files: list[str], entities: WordTagger | N
         raise ConfigError("entities_model: run it through `muppets prepare` (it loads the model)")
     reading = {"format": config.format, "text_field": config.text_field, "errors": config.errors}
     phrases = None
-    if config.phrases:
+    if config.phrases_from:  # e.g. held-out shards with the training shards' phrases
+        phrases = PhraseModel.load(Path(config.phrases_from) / PHRASES_FILE)
+    elif config.phrases:
 
         def sentences():
             for document in read_documents(files, **reading, language=config.language):
@@ -289,6 +293,9 @@ def unit_annotator(config, tokenizer, files: list[str], entities: WordTagger | N
         phrases = learn_phrases(sentences, config.phrase_min_count, thresholds)
         found = ", ".join(f"{len(p)} in pass {k}" for k, p in enumerate(phrases.passes, 1))
         print(f"prepare: phrases from collocations: {found}", flush=True)
+    if phrases is not None:
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        phrases.save(Path(config.out) / PHRASES_FILE)
     return UnitAnnotator(
         tokenizer,
         files,

@@ -21,10 +21,14 @@ pass are plain dicts (memory grows with the distinct bigrams of the corpus).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from muppets.errors import InputError
 
 _WORD = re.compile(r"\w+")
 _GLUE = "\x1f"  # joins the words of a phrase into one key (never inside \w+)
@@ -55,6 +59,26 @@ class PhraseModel:
     delta: float = 5.0
     thresholds: tuple[float, ...] = (100.0, 50.0)  # word2phrase's example scripts: 200, 100
     passes: list[set[tuple[str, str]]] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> None:
+        """The phrases of every pass as JSON (a held-out set is prepared with the same ones)."""
+        body = {
+            "delta": self.delta,
+            "thresholds": list(self.thresholds),
+            "passes": [sorted(p) for p in self.passes],
+        }
+        Path(path).write_text(json.dumps(body, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PhraseModel:
+        try:
+            body = json.loads(Path(path).read_text(encoding="utf-8"))
+            passes = [{(str(a), str(b)) for a, b in p} for p in body["passes"]]
+            return cls(float(body["delta"]), tuple(body["thresholds"]), passes)
+        except FileNotFoundError:
+            raise InputError("no such file (prepare --phrases writes it)", path) from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"not a phrases file of prepare --phrases ({e})", path) from None
 
     def to_dict(self) -> dict:
         return {

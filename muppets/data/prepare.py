@@ -126,6 +126,9 @@ class PrepareConfig:
     phrases: bool = field(
         default=False, metadata={"help": "phrases from collocations (phrases.py)"}
     )
+    phrases_from: str | None = field(
+        default=None, metadata={"help": "use the phrases.json of these shards (held-out data)"}
+    )
     phrase_min_count: float = field(default=5.0, metadata={"help": "phrase scoring's delta"})
     phrase_thresholds: list[float] = field(
         default_factory=lambda: [100.0, 50.0],
