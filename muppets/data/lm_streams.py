@@ -199,6 +199,14 @@ class OrderedSegments:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return (self.segment(k) for k in range(len(self)))
 
+    def predicted(self) -> np.ndarray:
+        """(len(stream),) bool: the tokens this rank's segments predict (each row's but its
+        first), e.g. to count the words behind a per-word perplexity (wikitext.py)."""
+        mask = np.zeros(len(self.stream), dtype=bool)
+        for r in self.rows:
+            mask[r * self.n_step + 1 : (r + 1) * self.n_step] = True
+        return mask
+
 
 class SegmentBatches:
     """Endless, resumable training segments: pass after pass over the same streams.
