@@ -2,7 +2,11 @@
 same server (the same app, routes and JSON) without batching, on the same model and machine.
 
     .venv/bin/python bench/serve_load.py --classify-model CLASSIFIER --qa-model QA_MODEL \
-        --out runs/serve-bench/load.json
+        [--backend torch,onnx,onnx-int8] --out runs/serve-bench/load.json
+
+--backend names our servers, each measured beside the same pipeline: torch (`muppets serve` on
+the model), onnx and onnx-int8 (`muppets serve` on its `muppets export`, fp32 or int8, made in
+--work when missing); each one's dev score is printed beside its speed.
 
 For each task (classify: SST-2 dev sentences, one per request; qa: XQuAD-en questions, one per
 request) and each server (ours: `muppets serve`; pipeline: this script's `pipeline-server`, every
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import socket
@@ -35,9 +38,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_report import (  # noqa: E402
+    PIPELINE,
+    compare,
+    print_report,
+    sst2_sentences,
+    xquad_questions,
+)
+
 SERVE = [sys.executable, "-m", "muppets", "serve"]
-SST2_DEV = ROOT / "muppets" / "samples" / "SST-2" / "dev.tsv"
-XQUAD = ROOT.parent / "shared" / "data" / "xquad-en" / "xquad.en.json"
+EXPORT = [sys.executable, "-m", "muppets", "export"]
+BACKENDS = ("torch", "onnx", "onnx-int8")  # ours: the PyTorch model, its ONNX exports
 
 
 # ---------------------------------------------------------------- the pipeline behind our app
@@ -254,46 +267,6 @@ async def answers(port, path, bodies) -> list[dict]:
     return out
 
 
-# ---------------------------------------------------------------- data and reference predictions
-
-
-def sst2_sentences() -> list[str]:
-    with SST2_DEV.open(encoding="utf-8", newline="") as f:
-        return [
-            row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        ]
-
-
-def xquad_questions() -> list[tuple[str, str, str]]:
-    data = json.loads(XQUAD.read_text(encoding="utf-8"))["data"]
-    return [
-        (qa["id"], qa["question"], p["context"])
-        for a in data
-        for p in a["paragraphs"]
-        for qa in p["qas"]
-    ]
-
-
-def muppets_predict(model: str, input_path: Path, out: Path) -> str:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "muppets",
-            "predict",
-            "--model",
-            model,
-            "--input",
-            str(input_path),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return out.read_text(encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -306,8 +279,13 @@ def main() -> int:
     server.add_argument("--threads", type=int, default=1)
     parser.add_argument("--classify-model", required=False)
     parser.add_argument("--qa-model", required=False)
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        help=f"our servers, comma-separated, each beside the pipeline: {', '.join(BACKENDS)}",
+    )
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in each server")
+    parser.add_argument("--threads", type=int, default=1, help="threads in each server")
     parser.add_argument("--requests", type=int, default=1000, help="most requests per level")
     parser.add_argument("--seconds", type=float, default=10.0, help="longest time per round")
     parser.add_argument("--rounds", type=int, default=2, help="turns per level; the best kept")
@@ -332,7 +310,11 @@ def run_bench(args) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     levels = [int(c) for c in args.concurrency.split(",")]
+    backends = args.backend.split(",")
+    if not set(backends) <= set(BACKENDS):
+        raise SystemExit(f"--backend: one or more of {', '.join(BACKENDS)}, got {args.backend}")
     report = {"machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "levels": levels}
+    report["backends"] = backends
     report.update(rounds=args.rounds, seconds=args.seconds, requests=args.requests)
     report.update(load_average_before=os.getloadavg()[0], tasks={})
     sentences = sst2_sentences()
@@ -368,25 +350,27 @@ def run_bench(args) -> int:
                 stdout=subprocess.DEVNULL,
             )
         servers = {
-            "ours": [*SERVE, "--model", model, "--threads", str(args.threads)],
-            "pipeline": [
-                sys.executable,
-                __file__,
-                "pipeline-server",
-                "--task",
-                task,
-                "--model",
-                str(hf),
-                "--max-seq-length",
-                str(setup.max_seq_length),
-                "--doc-stride",
-                str(setup.doc_stride),
-                "--threads",
-                str(args.threads),
-            ],
+            backend: [*SERVE, "--model", served_model(model, backend, task, args.work)]
+            + ["--threads", str(args.threads)]
+            for backend in backends
         }
-        # Both servers up at once; at each level they take turns, --rounds times, and each keeps
-        # its best round: both see the same share of a machine other jobs also use.
+        servers[PIPELINE] = [
+            sys.executable,
+            __file__,
+            "pipeline-server",
+            "--task",
+            task,
+            "--model",
+            str(hf),
+            "--max-seq-length",
+            str(setup.max_seq_length),
+            "--doc-stride",
+            str(setup.doc_stride),
+            "--threads",
+            str(args.threads),
+        ]
+        # Every server up at once; at each level they take turns, --rounds times, and each keeps
+        # its best round: all see the same share of a machine other jobs also use.
         ports = {name: free_port() for name in servers}
         processes = {
             n: start_server([*argv, "--port", str(ports[n])], ports[n])
@@ -419,7 +403,7 @@ def run_bench(args) -> int:
             results[name]["answers"] = asyncio.run(answers(ports[name], path, bodies))
             results[name]["memory_kib"] = memory_kib(process.pid)
             results[name]["exit"] = stop_server(process)
-        found = compare(task, model, hf, setup.labels, results, questions, args.work)
+        found = compare(task, model, hf, setup.labels, results, args.work)
         report["tasks"][task] = found
         report["tasks"][task]["levels"] = {n: r["levels"] for n, r in results.items()}
     if args.classify_model:
@@ -432,30 +416,18 @@ def run_bench(args) -> int:
     return 0
 
 
-def compare(task, model, hf, labels, results, questions, work: Path) -> dict:
-    """Our answers against `muppets predict` on the same file, and against the pipeline's."""
-    ours, theirs = results["ours"]["answers"], results["pipeline"]["answers"]
-    if task == "classify":
-        written = muppets_predict(model, SST2_DEV, work / "sst2-dev-predictions.tsv")
-        expected = [line.split("\t")[1] for line in written.splitlines()[1:]]
-        got = [r["label"] for r in ours]
-        id2label = json.loads((hf / "config.json").read_text())["id2label"]
-        index = {name: int(i) for i, name in id2label.items()}
-        mapped = [labels[index[r["label"]]] for r in theirs]
-        return {
-            "examples": len(got),
-            "same_as_predict": sum(a == b for a, b in zip(got, expected, strict=True)),
-            "same_as_pipeline": sum(a == b for a, b in zip(got, mapped, strict=True)),
-        }
-    written = json.loads(muppets_predict(model, XQUAD, work / "xquad-predictions.json"))
-    got = [r["answer"] for r in ours]
-    expected = [written[qid] for qid, _, _ in questions]
-    pipeline = [r["answer"].strip() for r in theirs]
-    return {
-        "examples": len(got),
-        "same_as_predict": sum(a == b for a, b in zip(got, expected, strict=True)),
-        "same_as_pipeline": sum(a == b for a, b in zip(got, pipeline, strict=True)),
-    }
+def served_model(model: str, backend: str, task: str, work: Path) -> str:
+    """The directory a backend serves: the model, or its export in work (made when missing or
+    made from another model)."""
+    if backend == "torch":
+        return model
+    out = work / f"{backend}-{task}"
+    record = out / "export.json"
+    if not record.is_file() or json.loads(record.read_text())["source"] != model:
+        quantize = "int8" if backend == "onnx-int8" else "none"
+        command = [*EXPORT, "--model", model, "--out", str(out), "--quantize", quantize]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return str(out)
 
 
 def run_overload(args, bodies) -> dict:
@@ -486,39 +458,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (/proc/PID/stat utime, stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def print_report(report: dict) -> None:
-    print(
-        f"\n{report['machine']}, torch threads {report['threads']} per server; load average "
-        f"{report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after"
-    )
-    print(
-        f"{'task':<9}{'conc':>5} | {'ours req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
-        f"{'pipe req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | {'ratio':>6} | CPU ms/req"
-    )
-    for task, found in report["tasks"].items():
-        for ours, theirs in zip(found["levels"]["ours"], found["levels"]["pipeline"], strict=True):
-            ratio = ours["throughput"] / theirs["throughput"]
-            print(
-                f"{task:<9}{ours['concurrency']:>5} | {ours['throughput']:>10.1f} "
-                f"{ours['p50_ms']:>7.1f} {ours['p95_ms']:>7.1f} {ours['p99_ms']:>7.1f} | "
-                f"{theirs['throughput']:>10.1f} {theirs['p50_ms']:>7.1f} {theirs['p95_ms']:>7.1f} "
-                f"{theirs['p99_ms']:>7.1f} | {ratio:>5.2f}x | "
-                f"{ours['cpu_ms_per_request']:.1f} / {theirs['cpu_ms_per_request']:.1f}"
-            )
-        print(
-            f"{task}: {found['same_as_predict']}/{found['examples']} answers identical to "
-            f"muppets predict's; {found['same_as_pipeline']}/{found['examples']} to the pipeline's"
-        )
-    if "overload" in report:
-        o = report["overload"]
-        print(
-            f"overload: {o['clients']} clients x 10 requests, queue {o['queue']}: statuses "
-            f"{o['statuses']}; RSS {o['rss_before_kib'] / 1024:.0f} MiB before, peak "
-            f"{o['rss_peak_kib'] / 1024:.0f} MiB; alive {o['alive']}, after: {o['after']}, "
-            f"exit {o['exit']}"
-        )
 
 
 if __name__ == "__main__":

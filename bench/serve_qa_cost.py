@@ -5,7 +5,8 @@ arithmetic of both (windows, tokens and FLOPs a question) and what it takes at t
 speed. CPU time (time.process_time), best of --rounds, so other jobs on a shared machine inflate
 it less than wall time.
 
-    .venv/bin/python bench/serve_qa_cost.py --qa-model runs/serve-bench/squad/size-3000/seed-1
+    .venv/bin/python bench/serve_qa_cost.py --qa-model runs/serve-bench/squad/size-3000/seed-1 \
+        [--export runs/serve-bench/onnx-qa --export runs/serve-bench/onnx-int8-qa]
 
 The transformers copy of the model is bench/serve_load.py's (`muppets convert --to hf`, in
 runs/serve-bench/hf-qa). Figures: bench/RESULTS.md, "Serving under load".
@@ -42,12 +43,29 @@ def best_cpu_ms(cases: dict, rounds: int, n: int) -> dict[str, float]:
     return best
 
 
+def onnx_forward(graph, features: list, pad: int, tokens: int) -> list:
+    """forward_features through an exported graph at `tokens` padded tokens a pass."""
+    from muppets.serve.models import forward_features
+
+    kept, graph.forward_tokens = graph.forward_tokens, tokens
+    try:
+        return forward_features(graph, "span_qa", features, pad, tokens)
+    finally:
+        graph.forward_tokens = kept
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qa-model", required=True)
     parser.add_argument("--hf-model", default=str(ROOT / "runs" / "serve-bench" / "hf-qa"))
     parser.add_argument("--questions", type=int, default=96, help="timed XQuAD questions")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        help="a `muppets export` of the QA model (repeatable): its route timed beside ours",
+    )
     args = parser.parse_args()
 
     import torch
@@ -105,17 +123,32 @@ def main() -> int:
             qa_reference(hf, tokenizer, q, c, L, stride) for _, q, c in timed
         ],
     }
+    for directory in args.export:  # ONNX Runtime: the same route code, the exported graph
+        exported = load_served(directory, torch.device("cpu"), 8192, 64)
+        label = f"onnx {exported.info['quantize']}"
+        mine = [exported.routes["qa"].prepare(r, False) for r in requests]
+        for size in (1, 8, 32):
+            cases[f"{label}: run, batches of {size}"] = lambda e=exported, m=mine, k=size: [
+                e.routes["qa"].run(m[i : i + k]) for i in range(0, n, k)
+            ]
     sweep = {}
     for tokens in (512, 1024, 1536, 2048, 3072, 4096, 8192):
         sweep[f"ours: forward, {tokens} tokens a pass"] = lambda t=tokens: forward_features(
             ours.model, "span_qa", features, pad, t
         )
+    if args.export:  # the exported graph by padded tokens a pass (the server's: 512)
+        graph = load_served(args.export[0], torch.device("cpu"), 8192, 64).routes["qa"]
+        graph = graph.prepare.__self__.model
+        for tokens in (256, 512, 1024, 2048):
+            sweep[f"onnx: forward, {tokens} tokens a pass"] = lambda t=tokens: onnx_forward(
+                graph, features, pad, t
+            )
     with torch.inference_mode():
         measured = best_cpu_ms(cases, args.rounds, n)  # as the server runs: a pass <= 2,048
         serve_models.CPU_FORWARD_TOKENS = 1 << 30  # lifted, to time the larger passes too
         measured.update(best_cpu_ms(sweep, args.rounds, n))
         serve_models.CPU_FORWARD_TOKENS = capped
-    print(f"CPU ms a question, best of {args.rounds}, {n} XQuAD questions, one torch thread:")
+    print(f"CPU ms a question, best of {args.rounds}, {n} XQuAD questions, one thread:")
     for name, ms in measured.items():
         print(f"  {name:<38} {ms:6.2f}")
 
