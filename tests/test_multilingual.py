@@ -179,3 +179,13 @@ def test_pretrain_prints_and_records_the_rates_of_its_shards(tmp_path, capsys):
     assert "  zh " in printed and "q 0.0321" in printed
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert [r["sampled"] for r in result["sampling"]["languages"]] == [90, 18, 4]
+
+
+def test_a_language_without_text_exits_2_naming_its_file(tmp_path, capsys):
+    inputs = write_corpora(tmp_path)
+    empty = tmp_path / "hi.txt"
+    empty.write_text("\n", encoding="utf-8")
+    args = ["tokenizer", "train", "--inputs", *inputs, f"hi={empty}"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"muppets: error: {empty}: language 'hi' has no text"
