@@ -152,3 +152,25 @@ def test_bad_options_name_themselves(kwargs, message):
 def test_too_short_a_stream():
     with pytest.raises(InputError, match="3 tokens are too few for batch_size 2"):
         OrderedSegments(ArrayStream([1, 2, 3]), batch_size=2, tgt_len=4)
+
+
+def test_prepared_shards_stream_into_both_models_batches(tiny_shards):
+    """`muppets prepare` output: the stream is its documents with eos; XLNet rows come out of it."""
+    from muppets.data.permutation import PermutationConfig
+    from muppets.data.xlnet_instances import XLNetBatches
+
+    corpus = ShardedCorpus(tiny_shards / "train")
+    SEP = 3  # the eos between documents; XLNet's instances treat it as <sep>
+    stream = ShardStream(corpus, eos_id=SEP)
+    want = np.concatenate([np.concatenate([*d, [SEP]]) for d in corpus]).astype(np.int64)
+    assert len(stream) == len(want) == corpus.num_tokens + len(corpus)
+    assert np.array_equal(stream.slice(0, len(stream)), want)
+    segments = OrderedSegments(stream, batch_size=4, tgt_len=32)
+    rows = torch.from_numpy(want[: segments.n_step * 4].reshape(4, -1))
+    assert torch.equal(torch.cat([s["input_ids"] for s in segments], 1), rows[:, :-1])
+    config = PermutationConfig(seq_len=64, reuse_len=32, perm_size=32, num_predict=10)
+    batches = XLNetBatches(stream, config, 4, sep_id=SEP, cls_id=2, pad_id=0)
+    first, second = batches.batch(0, 0), batches.batch(0, 1)
+    # row r's second reuse part is the stream right after its first one
+    assert torch.equal(second["input_k"][:, :32], rows[:, 32:64])
+    assert torch.equal(first["input_k"][:, :32], rows[:, :32])
