@@ -107,7 +107,9 @@ def mask_tokens(
 def _words(
     tokens: np.ndarray, config: MaskingConfig, continuation: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Whole words among the candidates: a start piece and the "##" pieces right after it.
+    """Whole words among the candidates: a start piece and the continuation pieces right after
+    it (the tokenizer's continuation_mask: WordPiece's "##" pieces; byte-level BPE's and
+    SentencePiece's pieces without the "Ġ" / "▁" word-start marker).
 
     Returns (starts, ends, runs), each (W,): word w covers tokens[starts[w]:ends[w]] and lies in
     the special-free stretch number runs[w]. A "##" piece right after a special token starts a word
@@ -129,10 +131,10 @@ def mask_whole_words(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whole-word masking (google's do_whole_word_mask): all pieces of a chosen word together.
 
-    `continuation` is (vocab_size,) bool, True for "##" pieces. Words are taken in random order; a
-    word that would push the count past num_to_predict is skipped, and smaller ones after it may
-    still fit (google: `if len(masked_lms) + len(index_set) > num_to_predict: continue`). The
-    80/10/10 choice is made per piece, as google does.
+    `continuation` is (vocab_size,) bool, True for pieces that continue a word. Words are taken in
+    random order; a word that would push the count past num_to_predict is skipped, and smaller
+    ones after it may still fit (google: `if len(masked_lms) + len(index_set) > num_to_predict:
+    continue`). The 80/10/10 choice is made per piece, as google does.
     """
     tokens = _as_ids(tokens)
     starts, ends, _ = _words(tokens, config, continuation)

@@ -25,7 +25,7 @@ from muppets.recipes.pretrain.config import PretrainConfig
 from muppets.recipes.pretrain.phases import merge_metrics, plot_phases
 from muppets.tasks.electra_objective import ElectraObjective
 from muppets.tasks.objectives import objective_for
-from muppets.tokenization.wordpiece import load_tokenizer
+from muppets.tokenization.families import load_any_tokenizer
 from muppets.training import distributed as dist
 from muppets.training.checkpoint import check_config, checkpoints, load_weights
 from muppets.training.loop import train
@@ -123,7 +123,7 @@ def check_plan(config: PretrainConfig, plan: list[PretrainConfig]) -> None:
     """What a phase needs that only the data, the processes and the model preset tell: one
     vocabulary for all (the weights carry over), a batch that the processes share evenly, and a
     position table long enough for every phase."""
-    first = load_tokenizer(plan[0].train_data).fingerprint()
+    first = load_any_tokenizer(plan[0].train_data).fingerprint()
     positions = preset_config(config.model).max_sequence_length
     for k, phase in enumerate(plan, 1):
         for name in ("train_data", "valid_data"):
@@ -153,7 +153,7 @@ def check_plan(config: PretrainConfig, plan: list[PretrainConfig]) -> None:
 def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = None) -> dict:
     """One call of train(): a run without phases, or phase `k` of `n` (phase=(k, n))."""
     rank, world = dist.rank(), dist.world_size()
-    tokenizer = load_tokenizer(config.train_data)
+    tokenizer = load_any_tokenizer(config.train_data)
     train_corpus = ShardedCorpus(config.train_data)
     train_corpus.check_tokenizer(tokenizer.fingerprint())
     t = tokenizer
@@ -253,7 +253,7 @@ def _load_initial_weights(model, model_config, tokenizer, init_from: str) -> Non
     """The weights of a finished run or checkpoint, for a run that goes on from it under other data
     settings (Devlin et al. A.2: 90% of the steps at 128 tokens, then 512 from those weights)."""
     directory = resolve_checkpoint(init_from)
-    if load_tokenizer(directory).fingerprint() != tokenizer.fingerprint():
+    if load_any_tokenizer(directory).fingerprint() != tokenizer.fingerprint():
         raise InputError("init_from: the checkpoint has another vocabulary", directory)
     check_config(directory, model_config.to_dict(), may_differ=_MAY_DIFFER)
     load_weights(model, directory)

@@ -1,0 +1,206 @@
+"""Every tokenizer family against the transformers fast tokenizer that reads the same file.
+
+For each style (BERT WordPiece, RoBERTa byte-level BPE, ALBERT and XLNet SentencePiece unigram)
+a vocabulary is trained here on the bundled sample plus some FLORES-200 lines (read in place from
+../shared/data/multilingual, CC BY-SA 4.0, never copied), saved, and read back by AutoTokenizer and
+by the family's class with tokenizer_file=: ids, special tokens, pair templates, token_type_ids and
+offsets must be equal on the sample's held-out lines and on other FLORES lines in 8 languages.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import transformers
+
+from muppets.cli.main import main
+from muppets.data.masking import MaskingConfig, mask_whole_words
+from muppets.errors import InputError
+from muppets.tokenization.bpe import BPETokenizer
+from muppets.tokenization.families import load_any_tokenizer, style_for, train_any
+from muppets.tokenization.styles import STYLES
+from muppets.tokenization.unigram import UnigramTokenizer
+from muppets.tokenization.wordpiece import WordPieceTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "muppets" / "samples"
+FLORES = ROOT.parent / "shared" / "data" / "multilingual" / "flores200-devtest"
+LANGUAGES = ("arb_Arab", "deu_Latn", "eng_Latn", "hin_Deva", "rus_Cyrl", "spa_Latn", "tur_Latn")
+LANGUAGES += ("zho_Hans",)
+CLASSES = {
+    "bert": (transformers.BertTokenizerFast, WordPieceTokenizer),
+    "roberta": (transformers.RobertaTokenizerFast, BPETokenizer),
+    "albert": (transformers.AlbertTokenizerFast, UnigramTokenizer),
+    "xlnet": (transformers.XLNetTokenizerFast, UnigramTokenizer),
+}
+
+
+def lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        text = [line.strip() for line in f]
+    return [line for line in text if line and not line.startswith(("<doc", "</doc>"))]
+
+
+def flores(start: int, stop: int) -> list[str]:
+    if not FLORES.is_dir():
+        return []
+    return [line for lang in LANGUAGES for line in lines(FLORES / f"{lang}.devtest")[start:stop]]
+
+
+TRAIN = lines(SAMPLE / "wiki.train.txt")[:600] + flores(0, 100)
+VALID = lines(SAMPLE / "wiki.valid.txt")[:60] + flores(900, 930)
+
+
+@pytest.fixture(scope="module", params=list(CLASSES))
+def family(request, tmp_path_factory):
+    """(style name, our tokenizer, its saved directory)."""
+    tokenizer = train_any(STYLES[request.param], TRAIN, vocab_size=1200, min_frequency=1)
+    directory = tmp_path_factory.mktemp(request.param)
+    tokenizer.save(directory)
+    return request.param, tokenizer, directory
+
+
+def references(name: str, directory: Path):
+    cls = CLASSES[name][0]
+    yield transformers.AutoTokenizer.from_pretrained(directory)
+    yield cls(tokenizer_file=str(directory / "tokenizer.json"))
+
+
+def test_ids_templates_segments_and_offsets_equal_the_transformers_fast_tokenizer(family):
+    name, ours, directory = family
+    assert FLORES.is_dir(), "the multilingual lines are part of the parity check"
+    first, second = VALID[:-1], VALID[1:]
+    singles = [ours.backend.encode(a) for a in VALID]
+    pairs = [ours.backend.encode(a, b) for a, b in zip(first, second, strict=True)]
+    for reference in references(name, directory):
+        assert isinstance(reference, CLASSES[name][0])
+        ids = [ours.pad_id, ours.unk_id, ours.cls_id, ours.sep_id, ours.mask_id]
+        expected = [reference.pad_token_id, reference.unk_token_id, reference.cls_token_id]
+        assert ids == [*expected, reference.sep_token_id, reference.mask_token_id]
+        options = {"return_token_type_ids": True, "return_offsets_mapping": True}
+        single = reference(VALID, **options)
+        assert [e.ids for e in singles] == single["input_ids"]
+        assert [e.offsets for e in singles] == [
+            list(map(tuple, o)) for o in single["offset_mapping"]
+        ]
+        pair = reference(first, second, **options)
+        assert [e.ids for e in pairs] == pair["input_ids"]
+        assert [e.type_ids for e in pairs] == pair["token_type_ids"]
+        assert [e.offsets for e in pairs] == [list(map(tuple, o)) for o in pair["offset_mapping"]]
+        plain = reference(VALID, add_special_tokens=False)["input_ids"]
+        assert ours.encode_batch(VALID) == plain
+        # Templates built from ids (task features) equal the tokenizer's own.
+        for a, b, encoding in zip(plain[:-1], plain[1:], pairs, strict=True):
+            assert ours.build_inputs(a, b) == (encoding.ids, encoding.type_ids)
+        masked = f"{VALID[0][:20]} {ours.special_tokens[4]} end"
+        assert ours.encode_pair(masked)[0] == reference(masked)["input_ids"]
+
+
+def test_each_template_puts_the_specials_where_its_family_does(family):
+    name, ours, _ = family
+    a, b = [10, 11], [12]
+    cls, sep = ours.cls_id, ours.sep_id
+    expected = {
+        "bert": ([cls, 10, 11, sep, 12, sep], [0, 0, 0, 0, 1, 1]),
+        "albert": ([cls, 10, 11, sep, 12, sep], [0, 0, 0, 0, 1, 1]),
+        "roberta": ([cls, 10, 11, sep, sep, 12, sep], [0] * 7),  # <s> A </s></s> B </s>
+        "xlnet": ([10, 11, sep, 12, sep, cls], [0, 0, 0, 1, 1, 2]),  # <cls> last, segment 2
+    }[name]
+    assert ours.build_inputs(a, b) == expected
+    assert ours.num_special_tokens(pair=True) == len(expected[0]) - 3
+    assert ours.num_special_tokens() == 2
+
+
+def test_each_family_reads_back_as_its_class_with_the_same_fingerprint(family):
+    name, ours, directory = family
+    loaded = load_any_tokenizer(directory)
+    assert type(loaded) is CLASSES[name][1]
+    assert loaded.fingerprint() == ours.fingerprint()
+    assert loaded.encode_batch(VALID) == ours.encode_batch(VALID)
+    assert loaded.template == STYLES[name].template
+
+
+def test_word_starts_follow_each_family_marker(family):
+    """Whole-word masking units: on text of letters and spaces, a piece continues a word exactly
+    when the backend puts it in the same word as the piece before ("##" pieces for WordPiece,
+    pieces without "Ġ" / "▁" for byte-level BPE and SentencePiece)."""
+    name, ours, _ = family
+    continuation = ours.continuation_mask()
+    assert (
+        continuation.shape == (ours.vocab_size,) and not continuation[list(ours.special_ids)].any()
+    )
+    letters = ("".join(c if c.isalpha() else " " for c in line) for line in VALID[:40])
+    texts = [" ".join(text.split()) for text in letters]  # words and single spaces
+    for encoding in ours.backend.encode_batch(texts, add_special_tokens=False):
+        words = np.array(encoding.word_ids)
+        same_word = np.concatenate(([False], words[1:] == words[:-1]))
+        # A text's first piece starts its word whatever it is: a special token comes before it.
+        assert (continuation[encoding.ids][1:] == same_word[1:]).all()
+    # The whole-word masker takes every piece of a word or none of it.
+    ids = np.array(ours.build_inputs(ours.encode(texts[0]))[0])
+    config = MaskingConfig(ours.vocab_size, ours.mask_id, tuple(ours.special_ids), 0.3)
+    _, labels = mask_whole_words(ids, np.random.default_rng(0), config, continuation)
+    chosen = labels != -100
+    starts = ~continuation[ids] | np.isin(ids, list(ours.special_ids))
+    word = np.cumsum(starts)
+    for w in np.unique(word[chosen]):
+        assert chosen[word == w].all()
+
+
+def test_known_word_starts_of_each_marker():
+    bpe = train_any(STYLES["roberta"], TRAIN[:200], vocab_size=600, min_frequency=1)
+    vocab = bpe.backend.get_vocab()
+    mask = bpe.continuation_mask()
+    assert not mask[vocab["\u0120t"]] and mask[vocab["t"]]  # "Ġt" starts, "t" continues
+    assert not mask[vocab[","]] and not mask[bpe.cls_id]  # punctuation starts a word
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_training_gives_the_same_tokenizer_in_every_process(kind, tmp_path):
+    """The Unigram trainer's scores and the order of equal-score pieces changed from process to
+    process (5 processes, 5 vocabularies before the fix); BPE's never did. Four must agree."""
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps(TRAIN[:300]))
+    script = (
+        "import json, sys; from muppets.tokenization.families import train_any, style_for; "
+        "t = train_any(style_for(sys.argv[2]), json.load(open(sys.argv[1])), 500, min_frequency=1)"
+        "; print(t.backend.to_str())"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(corpus), kind],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(4)
+    }
+    assert len(runs) == 1 and len(json.loads(runs.pop())["added_tokens"]) == 5
+
+
+def test_style_follows_the_model_type_and_kind():
+    assert style_for("auto") is STYLES["bert"]
+    assert style_for("auto", "roberta") is STYLES["roberta"]
+    assert style_for("auto", "xlnet") is STYLES["xlnet"]
+    assert style_for("unigram") is STYLES["albert"]
+    assert style_for("unigram", "xlnet") is STYLES["xlnet"]
+    assert style_for("bpe", "bert") is STYLES["roberta"]  # the kind wins over the model type
+
+
+def test_an_unknown_model_type_is_one_line_naming_the_file(tmp_path, capsys):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    Tokenizer(WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(
+        str(tmp_path / "tokenizer.json")
+    )
+    with pytest.raises(InputError, match="model type 'WordLevel' is not read here"):
+        load_any_tokenizer(tmp_path)
+    args = ["prepare", "--inputs", str(SAMPLE / "wiki.valid.txt"), "--tokenizer", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "shards")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "tokenizer.json") in err
+    assert "WordLevel" in err
