@@ -121,6 +121,7 @@ def test_ranks_build_their_rows_of_the_same_batch():
         for k in range(2)
     ]
     full = whole.batch(1, 2)
+    assert full["input_ids"] is full["input_k"] and full["token_type_ids"] is full["seg_id"]
     parts = [h.batch(1, 2) for h in halves]
     for key in ("input_k", "perm_mask", "target_mapping", "target", "seg_id"):
         assert torch.equal(torch.cat([p[key] for p in parts]), full[key]), key

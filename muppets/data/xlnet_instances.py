@@ -111,7 +111,8 @@ class XLNetBatches:
     `batch_size` rows in all; rank r of W builds rows r * B / W .. (r + 1) * B / W - 1.
     `continuation` (vocab_size,) bool marks pieces that continue a word (spans start at words).
     state_dict() = {"epoch", "step"}. Keys: permutation_instance's, stacked, plus seg_id,
-    attention_mask (B, L), is_next (B,) and new_stream ().
+    attention_mask (B, L), is_next (B,) and new_stream (); input_ids and token_type_ids are
+    input_k and seg_id under the names the models take.
     """
 
     def __init__(
@@ -179,6 +180,8 @@ class XLNetBatches:
     def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
         batch = collate_permutation([self.instance(epoch, step, r) for r in self.rows])
         batch["new_stream"] = torch.tensor(step == 0)
+        # the names models/xlnet.py and transformers take (the same tensors)
+        batch["input_ids"], batch["token_type_ids"] = batch["input_k"], batch["seg_id"]
         return batch
 
     def __iter__(self) -> XLNetBatches:
