@@ -272,3 +272,18 @@ def test_bad_config_names_the_option(fields, names):
     with pytest.raises(ConfigError) as error:
         PermutationConfig(**{**SMALL.__dict__, **fields})
     assert names in str(error.value) and "\n" not in str(error.value)
+
+
+def test_reverse_draws_spans_over_the_part_read_backwards():
+    config = PermutationConfig(seq_len=32, reuse_len=0, perm_size=4, num_predict=6, max_gram=3)
+    for seed in range(30):
+        g = generator(500 + seed)
+        ids = torch.randint(10, 99, (32,), generator=g)
+        ids[[9, 30]], ids[31] = SEP, CLS
+        is_start = torch.rand(32, generator=g) < 0.6
+        built = permutation_instance(
+            ids, config, generator(seed), sep_id=SEP, cls_id=CLS, is_start=is_start, reverse=True
+        )
+        candidates = (ids != SEP) & (ids != CLS)
+        want = sample_span_mask(candidates.flip(0), 6, config, generator(seed), is_start.flip(0))
+        assert torch.equal(built["input_q"].bool(), want.flip(0))

@@ -188,3 +188,41 @@ def test_bad_options():
         XLNetBatches(stream(), no_reuse, 2, sep_id=SEP, cls_id=CLS, pad_id=PAD)
     with pytest.raises(InputError, match="too few"):
         XLNetBatches(stream(100), CONFIG, 4, sep_id=SEP, cls_id=CLS, pad_id=PAD)
+
+
+def test_bi_data_reads_each_row_backwards_in_the_second_half():
+    source = stream()
+    bi = XLNetBatches(source, CONFIG, 4, sep_id=SEP, cls_id=CLS, pad_id=PAD, bi_data=True)
+    n_step, R = bi.n_step, CONFIG.reuse_len
+    assert n_step == 1200 // 2  # B / 2 stream rows
+    for step in (0, 3):
+        batch = bi.batch(0, step)
+        for f in range(2):
+            forward, backward = batch["input_k"][f], batch["input_k"][2 + f]
+            first = f * n_step + step * R
+            assert forward[:R].tolist() == [first + t + OFFSET for t in range(R)]
+            last = f * n_step + n_step - 1 - step * R  # the row read from its end
+            assert backward[:R].tolist() == [last - t + OFFSET for t in range(R)]
+            assert backward[R] == last - R + OFFSET  # A goes on backwards
+    # each process: its forward rows, then the same rows backwards; every row as in one process
+    one = XLNetBatches(source, CONFIG, 8, sep_id=SEP, cls_id=CLS, pad_id=PAD, bi_data=True)
+    full = one.batch(0, 1)
+    for rank in range(2):
+        part = XLNetBatches(
+            source,
+            CONFIG,
+            8,
+            sep_id=SEP,
+            cls_id=CLS,
+            pad_id=PAD,
+            bi_data=True,
+            rank=rank,
+            world_size=2,
+        ).batch(0, 1)
+        rows = [2 * rank, 2 * rank + 1, 4 + 2 * rank, 4 + 2 * rank + 1]
+        for key in ("input_k", "perm_mask", "target_mapping"):
+            assert torch.equal(part[key], full[key][rows]), key
+    with pytest.raises(ConfigError, match=r"multiple of 2 x the number of processes \(2\)"):
+        XLNetBatches(
+            source, CONFIG, 6, sep_id=SEP, cls_id=CLS, pad_id=PAD, bi_data=True, world_size=2
+        )

@@ -35,7 +35,7 @@ Departures from the reference, each deliberate:
     padding token and fill-up draws from the other tokens only, so num_predict is exact whenever
     the part has enough ordinary tokens (rows past the targets stay zero, target_mask 0).
   - reuse_len may be 0 (one part, no memory); the reference asserts perm_size <= reuse_len.
-  - bi_data (reversed streams) is not built.
+  - bi_data: the backward rows are built in xlnet_instances.py (`reverse` here).
 Tokens never change: input_k holds the real ids (the content stream sees its own token) and
 input_q flags the targets, whose query stream starts from the mask embedding inside the model.
 
@@ -257,8 +257,11 @@ def permutation_instance(
     cls_id: int,
     attention_mask: torch.Tensor | None = None,
     is_start: torch.Tensor | None = None,
+    reverse: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Targets, order and masks of one (L,) instance (get_dataset's parser). Returns:
+    """Targets, order and masks of one (L,) instance (get_dataset's parser). reverse: the ids
+    are reversed text (bi_data's backward rows): spans are drawn over each part read backwards,
+    i.e. in text order (`_sample_mask(reverse=True)`). Returns:
 
     input_k         (L,)    int64 ids, unchanged (content stream)
     input_q         (L,)    float32 1 at targets (query stream positions)
@@ -282,8 +285,11 @@ def permutation_instance(
     for lo, hi, goal in parts:
         if hi == lo:
             continue
-        starts = None if is_start is None else is_start[lo:hi]
-        part = sample_span_mask(candidates[lo:hi], goal, config, generator, starts)
+        can, starts = candidates[lo:hi], None if is_start is None else is_start[lo:hi]
+        if reverse:
+            can, starts = can.flip(0), None if starts is None else starts.flip(0)
+        part = sample_span_mask(can, goal, config, generator, starts)
+        part = part.flip(0) if reverse else part
         is_target[lo:hi] = part
         order[lo:hi] = factorization_order(hi - lo, config.perm_size, generator)
         perm_mask[lo:hi, lo:hi] = permutation_mask(part, is_func[lo:hi], order[lo:hi])

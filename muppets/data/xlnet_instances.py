@@ -14,7 +14,10 @@ A row stops yielding when an instance would pass its end: a pass has (n_step - s
 reuse_len + 1 steps. Every (seed, epoch, step, row) draws its own torch.Generator, so a pass is
 the same whatever the number of processes and a resumed run replays it exactly; every epoch
 draws new pairs, targets and orders over the same rows (the reference's pass_id).
-Not built: bi_data (each row also read backwards).
+bi_data (create_tfrecords with bi_data): the stream is cut into B / 2 rows, and each process's
+batch is its forward rows followed by the same rows read backwards (the reference does this per
+core), where spans are drawn in text order (`_sample_mask(reverse=True)`); the model then uses
+backward relative positions for the second half of the batch.
 """
 
 from __future__ import annotations
@@ -33,16 +36,24 @@ from muppets.errors import ConfigError, InputError
 
 
 class _Row:
-    """Row r of the stream: tokens r * n_step .. (r + 1) * n_step - 1, read on demand."""
+    """Row r of the stream: tokens r * n_step .. (r + 1) * n_step - 1, read on demand; read
+    from its end when `backward` (bi_data)."""
 
-    def __init__(self, stream: TokenStream, offset: int, length: int):
-        self.stream, self.offset, self.length = stream, offset, length
+    def __init__(self, stream: TokenStream, offset: int, length: int, backward: bool = False):
+        self.stream, self.offset, self.length, self.backward = stream, offset, length, backward
+
+    def _span(self, a: int, b: int) -> tuple[int, int]:
+        if self.backward:
+            a, b = self.length - b, self.length - a
+        return self.offset + a, self.offset + b
 
     def tokens(self, a: int, b: int) -> np.ndarray:
-        return self.stream.slice(self.offset + a, self.offset + b)
+        tokens = self.stream.slice(*self._span(a, b))
+        return tokens[::-1].copy() if self.backward else tokens
 
     def parity(self, a: int, b: int) -> np.ndarray:
-        return self.stream.sentence_parity(self.offset + a, self.offset + b)
+        parity = self.stream.sentence_parity(*self._span(a, b))
+        return parity[::-1].copy() if self.backward else parity
 
     def boundaries(self, a: int, b: int) -> np.ndarray:
         """Positions q in (a, b) where a sentence starts (parity[q] != parity[q - 1])."""
@@ -108,7 +119,8 @@ def instance_generator(seed: int, epoch: int, step: int, row: int) -> torch.Gene
 class XLNetBatches:
     """Endless, resumable XLNet pretraining batches over a stream (module docstring).
 
-    `batch_size` rows in all; rank r of W builds rows r * B / W .. (r + 1) * B / W - 1.
+    `batch_size` rows in all; rank r of W builds rows r * B / W .. (r + 1) * B / W - 1 (with
+    bi_data: forward rows r * B / 2W .. (r + 1) * B / 2W - 1, then the same rows backwards).
     `continuation` (vocab_size,) bool marks pieces that continue a word (spans start at words).
     state_dict() = {"epoch", "step"}. Keys: permutation_instance's, stacked, plus seg_id,
     attention_mask (B, L), is_next (B,) and new_stream (); input_ids and token_type_ids are
@@ -128,35 +140,49 @@ class XLNetBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        bi_data: bool = False,
     ):
-        if batch_size < 1 or batch_size % world_size or not 0 <= rank < world_size:
+        ways = world_size * (2 if bi_data else 1)
+        if batch_size < 1 or batch_size % ways or not 0 <= rank < world_size:
+            twice = "2 x " if bi_data else ""
             raise ConfigError(
-                f"batch_size ({batch_size}) must be a positive multiple of the number of "
-                f"processes ({world_size}), and rank {rank} in [0, {world_size})"
+                f"batch_size ({batch_size}) must be a positive multiple of {twice}the number of "
+                f"processes ({world_size}){' with bi_data' if bi_data else ''}, and rank "
+                f"{rank} in [0, {world_size})"
             )
         if config.reuse_len < 1:
             raise ConfigError("reuse_len must be >= 1 for stream instances: it is the step")
         self.stream, self.config, self.batch_size = stream, config, batch_size
         self.ids = {"sep_id": sep_id, "cls_id": cls_id}
         self.pad_id, self.continuation, self.seed = pad_id, continuation, seed
-        self.n_step = len(stream) // batch_size
+        stream_rows = batch_size // 2 if bi_data else batch_size
+        self.n_step = len(stream) // stream_rows
         if self.n_step < config.seq_len:
             raise InputError(
-                f"{len(stream)} tokens are too few for batch_size {batch_size} rows of at "
-                f"least seq_len {config.seq_len} tokens"
+                f"{len(stream)} tokens are too few for {stream_rows} rows of at least "
+                f"seq_len {config.seq_len} tokens (batch_size {batch_size})"
             )
-        per_rank = batch_size // world_size
-        self.rows = range(rank * per_rank, (rank + 1) * per_rank)
+        per_rank = stream_rows // world_size
+        mine = range(rank * per_rank, (rank + 1) * per_rank)
+        # (stream row, backward, row of the global batch: it seeds the instance's generator)
+        self.rows = [(r, False, r) for r in mine]
+        if bi_data:
+            self.rows += [(r, True, stream_rows + r) for r in mine]
         self.epoch, self.step = 0, 0
 
     def __len__(self) -> int:
         return (self.n_step - self.config.seq_len) // self.config.reuse_len + 1
 
-    def instance(self, epoch: int, step: int, r: int) -> dict[str, torch.Tensor]:
+    def instance(
+        self, epoch: int, step: int, r: int, backward: bool = False, index: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Stream row r's instance at `step` (read backwards when `backward`); `index`: its row
+        in the global batch (default r), which seeds its generator."""
         if not 0 <= step < len(self):
             raise IndexError(f"step {step} out of range for {len(self)} steps")
-        config, g = self.config, instance_generator(self.seed, epoch, step, r)
-        row = _Row(self.stream, r * self.n_step, self.n_step)
+        config = self.config
+        g = instance_generator(self.seed, epoch, step, r if index is None else index)
+        row = _Row(self.stream, r * self.n_step, self.n_step, backward)
         i = step * config.reuse_len
         begin = i + config.reuse_len
         a0, a1, b0, b1, is_next = split_a_and_b(row, begin, config.rest - 3, g)
@@ -171,14 +197,21 @@ class XLNetBatches:
         ids = parts["input_ids"]
         is_start = None if self.continuation is None else ~torch.from_numpy(self.continuation)[ids]
         built = permutation_instance(
-            ids, config, g, attention_mask=parts["attention_mask"], is_start=is_start, **self.ids
+            ids,
+            config,
+            g,
+            attention_mask=parts["attention_mask"],
+            is_start=is_start,
+            reverse=backward,
+            **self.ids,
         )
         built.update(seg_id=parts["seg_id"], attention_mask=parts["attention_mask"])
         built["is_next"] = torch.tensor(is_next)
         return built
 
     def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
-        batch = collate_permutation([self.instance(epoch, step, r) for r in self.rows])
+        rows = [self.instance(epoch, step, r, back, index) for r, back, index in self.rows]
+        batch = collate_permutation(rows)
         batch["new_stream"] = torch.tensor(step == 0)
         # the names models/xlnet.py and transformers take (the same tensors)
         batch["input_ids"], batch["token_type_ids"] = batch["input_k"], batch["seg_id"]
