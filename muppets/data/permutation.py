@@ -35,9 +35,11 @@ Departures from the reference, each deliberate:
     padding token and fill-up draws from the other tokens only, so num_predict is exact whenever
     the part has enough ordinary tokens (rows past the targets stay zero, target_mask 0).
   - reuse_len may be 0 (one part, no memory); the reference asserts perm_size <= reuse_len.
-  - bi_data: the backward rows are built in xlnet_instances.py (`reverse` here).
-Tokens never change: input_k holds the real ids (the content stream sees its own token) and
-input_q flags the targets, whose query stream starts from the mask embedding inside the model.
+  - randomness comes from a torch.Generator argument, not numpy's and TensorFlow's global ones.
+bi_data's backward rows are read in xlnet_instances.py; `reverse` here draws their spans in text
+order, as `_sample_mask(reverse=True)`. Tokens never change: input_k holds the real ids (the
+content stream sees its own token) and input_q flags the targets, whose query stream starts from
+the mask embedding inside the model.
 
 Shapes: L = seq_len, P = num_predict, B = batch.
 """
