@@ -137,14 +137,20 @@ class Batcher:
                 outcomes = [(body, None) for body in bodies]
             except Exception as error:  # answered to each request of the batch; the worker goes on
                 outcomes = [(None, error)] * len(works)
-            for (_, future, loop, _), (body, error) in zip(chosen, outcomes, strict=True):
-                loop.call_soon_threadsafe(_settle, future, body, error)
+            # One wake-up of each event loop a batch, not one a request (each is a write to the
+            # loop's self-pipe and a turn of the GIL between this thread and the loop's)
+            settled: dict = {}
+            for (_, future, loop, _), outcome in zip(chosen, outcomes, strict=True):
+                settled.setdefault(loop, []).append((future, *outcome))
+            for loop, answers in settled.items():
+                loop.call_soon_threadsafe(_settle, answers)
 
 
-def _settle(future: asyncio.Future, body, error) -> None:
-    if future.done():  # the client went away
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(body)
+def _settle(answers: list[tuple[asyncio.Future, object, Exception | None]]) -> None:
+    for future, body, error in answers:
+        if future.done():  # the client went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(body)

@@ -16,9 +16,9 @@ from muppets.recipes.export import EXPORT_FILE, INPUTS, ONNX_FILE, session
 from muppets.tasks.setup import load_task
 from muppets.training.pretrained import load_any_tokenizer  # what every checkpoint loads with
 
-# Padded tokens in one ONNX Runtime pass on a CPU: it computes the padding, and its passes ran
-# fastest at 512 (bert-tiny QA on XQuAD, 4.6 ms of CPU a question against 5.5 at 2,048;
-# bench/RESULTS.md "Serving under load").
+# Padded tokens in one ONNX Runtime pass on a CPU (it computes the padding): bert-tiny QA on
+# XQuAD took 4.6-4.7 ms of CPU a question at 512 and 1,024, 4.6-5.5 at 2,048, 5.5 at 256
+# (bench/serve_qa_cost.py --export, two runs on a shared machine; bench/RESULTS.md).
 ONNX_FORWARD_TOKENS = 512
 
 
