@@ -178,29 +178,34 @@ class RelativeAttention(nn.Module):
         g: Tensor | None = None,
         g_positions: Tensor | None = None,
         g_mask_bias: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+        content: bool = True,
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Attention outputs (before residual) of the content stream h (B, Q, H) and, when g
         (B, Q', H) is given, of XLNet's query stream at segment positions g_positions (B, Q'):
         it shares the keys, values and weights, and is masked by g_mask_bias (B, 1, Q', K).
 
         memory: (B, M, H) or None; encoding: (P, R, H) distance encodings (dropout applied);
-        mask_bias: (B, 1, Q, K); different: (B, 1, Q, K) float, 1 = other segment."""
+        mask_bias: (B, 1, Q, K); different: (B, 1, Q, K) float, 1 = other segment.
+        content=False: the content stream only gives keys and values (its output would be
+        thrown away: the last layer of a two-stream pass), and out_h is None."""
         B, Q, H = h.shape
         ND = self.n_head * self.d_head
         q_w, k_w, v_w = (w.view(H, ND) for w in (self.q, self.k, self.v))
-        if memory is None:  # one GEMM for q, k and v
+        if memory is None and content:  # one GEMM for q, k and v
             q, k, v = (h @ torch.cat([q_w, k_w, v_w], dim=1)).split(ND, dim=-1)
         else:  # keys and values also over the memory; queries only over the segment
-            q = h @ q_w
-            k, v = (torch.cat([memory, h], dim=1) @ torch.cat([k_w, v_w], dim=1)).split(ND, -1)
+            q = h @ q_w if content else None
+            keys = h if memory is None else torch.cat([memory, h], dim=1)  # (B, K, H)
+            k, v = (keys @ torch.cat([k_w, v_w], dim=1)).split(ND, dim=-1)
         k, v = self._heads(k), self._heads(v)  # (B, N, K, D)
         P, R, _ = encoding.shape
         k_r = (encoding @ self.r.view(H, ND)).view(P, R, self.n_head, self.d_head).transpose(1, 2)
         segment = None
         if different is not None:
             segment = (self.r_s_bias, self.seg_embed, different)
-        out_h = self._attend(self._heads(q), k, v, k_r, Q, None, segment, mask_bias)
-        out_g = None
+        out_h = out_g = None
+        if content:
+            out_h = self._attend(self._heads(q), k, v, k_r, Q, None, segment, mask_bias)
         if g is not None:
             q_g = self._heads(g @ q_w)
             if different is not None:  # the rows of the predicted positions

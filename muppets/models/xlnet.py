@@ -174,13 +174,15 @@ class XLNetLayer(nn.Module):
         x = self.attention_norm(x + self.dropout(attended))
         return self.feed_forward_norm(x + self.feed_forward(x))
 
-    def forward(self, h, memory, encoding, mask_bias, different, g, targets):
-        """targets: (positions (B, P), their mask bias (B, 1, P, K), weight (B, P, 1)) or None."""
+    def forward(self, h, memory, encoding, mask_bias, different, g, targets, content=True):
+        """targets: (positions (B, P), their mask bias (B, 1, P, K), weight (B, P, 1)) or None;
+        content=False: h is left as it is (its output is not used, only its keys and values)."""
         positions, g_mask_bias, weight = targets if targets is not None else (None,) * 3
         a_h, a_g = self.attention(
-            h, memory, encoding, mask_bias, different, g, positions, g_mask_bias
+            h, memory, encoding, mask_bias, different, g, positions, g_mask_bias, content
         )
-        h = self._block(h, a_h)
+        if content:
+            h = self._block(h, a_h)
         if g is not None:  # a zero row of target_mapping attends to nothing (weight 0)
             g = self._block(g, a_g * weight)
         return h, g
@@ -276,11 +278,15 @@ class XLNetModel(nn.Module):
             different = (token_type_ids[:, :, None] != keys[:, None, :])[:, None].to(h.dtype)
         encoding = self._encoding(B, T, M + T, device).to(h.dtype)
         new_mems = [] if use_mems else None
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             memory = mems[index] if mems is not None else None
             if use_mems:
                 new_mems.append(update_memory(memory, h, c.mem_len, c.reuse_len))
-            h, g = layer(h, memory, encoding, mask_bias, different, g, g_targets)
+            # With two streams only g is returned: the last layer's content output is not
+            # computed (transformers computes it and drops it).
+            content = g is None or index < last
+            h, g = layer(h, memory, encoding, mask_bias, different, g, g_targets, content)
         return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
 
     def _encoding(self, B: int, T: int, K: int, device) -> Tensor:

@@ -1,0 +1,151 @@
+"""XLNet pretraining speed: muppets' XLNetLMHeadModel step vs transformers' XLNetLMHeadModel.
+
+A pretraining-style step as zihangdai/xlnet's train_gpu.py runs it: a segment of seq_len tokens
+(two segments and <cls>, token_type_ids), memories of mem_len positions per layer from the
+previous segment (here fixed random tensors, the same for both sides), a perm_mask from a random
+factorisation order over num_predict targets (about seq_len / 6, K = 6), target_mapping one-hot
+rows, the cross-entropy of the targets, backward, clip at 1.0, fused AdamW (bench/step_timing.py).
+Same initial weights (ours converted with models/hf_xlnet.py; checked: the same loss in eval
+mode), same batches, dropout 0.1 on both. Rounds are interleaved in one process (the machine is
+shared with other jobs); the table gives the best round of each. Run:
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+        .venv/bin/python bench/xlnet_throughput.py --model xlnet-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from step_timing import timed_step
+
+from muppets.models.hf_xlnet import config_to_hf, state_dict_to_hf
+from muppets.models.registry import build_pretraining_model, preset_config
+
+SEP, CLS = 4, 3  # XLNet's <sep> and <cls> ids
+
+
+def make_batches(n, batch_size, seq_len, num_predict, config, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, T, P = batch_size, seq_len, num_predict
+    batches = []
+    for _ in range(n):
+        ids = torch.randint(10, config.vocab_size, (B, T), generator=g)
+        half = T // 2
+        ids[:, half - 1], ids[:, T - 2], ids[:, T - 1] = SEP, SEP, CLS
+        segments = torch.zeros(B, T, dtype=torch.long)
+        segments[:, half:] = 1
+        segments[:, T - 1] = 2
+        # P targets per row in a random order; the others are context everyone sees (rank -1)
+        targets = torch.stack([torch.randperm(T - 1, generator=g)[:P] for _ in range(B)])
+        rank = torch.full((B, T), -1)
+        rank.scatter_(1, targets, torch.stack([torch.randperm(P, generator=g) for _ in range(B)]))
+        is_target = rank >= 0
+        perm_mask = (is_target[:, None, :] & (rank[:, None, :] >= rank[:, :, None])).float()
+        mapping = torch.zeros(B, P, T)
+        mapping.scatter_(2, targets[..., None], 1.0)
+        mems = [torch.randn(B, config.mem_len, config.d_model, generator=g) * 0.5]
+        batches.append(
+            {
+                "input_ids": ids,
+                "token_type_ids": segments,
+                "perm_mask": perm_mask,
+                "target_mapping": mapping,
+                "labels": ids.gather(1, targets),
+                "mems": mems * config.n_layer,
+            }
+        )
+    return batches
+
+
+def ours_loss(model, batch):
+    out = model(
+        batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        mems=batch["mems"],
+        perm_mask=batch["perm_mask"],
+        target_mapping=batch["target_mapping"],
+        use_mems=True,
+    )
+    return F.cross_entropy(out.logits.flatten(0, 1), batch["labels"].flatten())
+
+
+def hf_loss(model, batch):
+    out = model(
+        input_ids=batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        mems=[m.transpose(0, 1) for m in batch["mems"]],  # transformers': (M, B, H)
+        perm_mask=batch["perm_mask"],
+        target_mapping=batch["target_mapping"],
+        use_mems=True,
+    )
+    return F.cross_entropy(out.logits.flatten(0, 1), batch["labels"].flatten())
+
+
+def hf_model(ours, config):
+    import transformers
+
+    theirs = transformers.XLNetLMHeadModel(transformers.XLNetConfig(**config_to_hf(config)))
+    missing, unexpected = theirs.load_state_dict(
+        state_dict_to_hf(ours.state_dict(), config), strict=False
+    )
+    assert not unexpected and set(missing) <= {"lm_loss.weight"}, (missing, unexpected)
+    return theirs
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="xlnet-mini")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--mem-len", type=int, default=64)
+    parser.add_argument("--num-predict", type=int, default=21)
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    half = args.seq_len // 2
+    config = preset_config(args.model, vocab_size=32000, mem_len=args.mem_len, reuse_len=half)
+    torch.manual_seed(0)
+    ours = build_pretraining_model(config)
+    theirs = hf_model(ours, config)
+    check = make_batches(1, 2, args.seq_len, args.num_predict, config, seed=1)[0]
+    with torch.no_grad():  # the same weights: the same loss
+        a, b = ours_loss(ours.eval(), check), hf_loss(theirs.eval(), check)
+        assert torch.allclose(a, b, rtol=1e-4), (a, b)
+    ours.train(), theirs.train()
+    steps = {
+        "transformers": timed_step(lambda batch: hf_loss(theirs, batch), theirs),
+        "muppets": timed_step(lambda batch: ours_loss(ours, batch), ours),
+    }
+    batches = make_batches(args.batches, args.batch_size, args.seq_len, args.num_predict, config)
+    for step in steps.values():
+        step(batches[0])  # warm-up: allocator, kernels
+    seconds: dict[str, float] = {}
+    for name in list(steps) * args.rounds:  # interleaved against drift
+        start = time.perf_counter()
+        for batch in batches:
+            steps[name](batch)
+        per_step = (time.perf_counter() - start) / len(batches)
+        seconds[name] = min(seconds.get(name, float("inf")), per_step)
+    print(
+        f"{args.model} (d_model {config.d_model}, {config.n_layer} layers), batch "
+        f"{args.batch_size} x seq_len {args.seq_len}, mem_len {args.mem_len}, num_predict "
+        f"{args.num_predict}, {args.threads} threads, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}"
+    )
+    tokens = args.batch_size * args.seq_len
+    print("| model | transformers tok/s | muppets tok/s | ratio |")
+    print("| --- | --- | --- | --- |")
+    t, m = tokens / seconds["transformers"], tokens / seconds["muppets"]
+    print(f"| {args.model} | {t:.0f} | {m:.0f} | {m / t:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
