@@ -104,18 +104,19 @@ def classification_features(
     examples: Sequence[Example], tokenizer: WordPieceTokenizer, max_seq_length: int
 ) -> list[Feature]:
     """One feature per example; targets {"labels": id or score} when the example is labelled."""
-    if max_seq_length < 4:
+    if max_seq_length < tokenizer.num_special_tokens(pair=True) + 1:
         raise ConfigError(f"max_seq_length={max_seq_length}: too short for [CLS]/[SEP] and text")
     texts_a = tokenizer.encode_batch([e.text_a for e in examples])
     texts_b = tokenizer.encode_batch([e.text_b or "" for e in examples])
-    cls, sep = tokenizer.cls_id, tokenizer.sep_id
+    rooms = {pair: max_seq_length - tokenizer.num_special_tokens(pair) for pair in (False, True)}
     features = []
     for n, (example, a, b) in enumerate(zip(examples, texts_a, texts_b, strict=True)):
         single = example.text_b is None
-        a, b = truncate_pair(a, None if single else b, max_seq_length - (2 if single else 3))
-        ids = [cls, *a, sep] + ([] if single else [*b, sep])
+        a, b = truncate_pair(a, None if single else b, rooms[not single])
+        # The tokenizer's template: [CLS] a [SEP] b [SEP], RoBERTa's <s> a </s></s> b </s>, ...
+        ids, types = tokenizer.build_inputs(a, None if single else b)
         targets = {} if example.label is None else {"labels": example.label}
-        features.append(Feature(n, _ids(ids), _types(len(a) + 2, len(ids)), targets))
+        features.append(Feature(n, _ids(ids), np.asarray(types, dtype=np.int8), targets))
     return features
 
 
@@ -153,7 +154,6 @@ def qa_features(
     """
     if doc_stride < 1:
         raise ConfigError(f"doc_stride={doc_stride}: must be >= 1")
-    cls, sep = tokenizer.cls_id, tokenizer.sep_id
     questions = tokenizer.encode_batch([e.question for e in examples])
     contexts = tokenizer.backend.encode_batch(
         [e.context for e in examples], add_special_tokens=False
@@ -161,7 +161,8 @@ def qa_features(
     features = []
     for n, example in enumerate(examples):
         question, context = questions[n][:max_query_length], contexts[n]
-        room = max_seq_length - len(question) - 3  # [CLS] question [SEP] window [SEP]
+        # [CLS] question [SEP] window [SEP] (RoBERTa: <s> question </s></s> window </s>)
+        room = max_seq_length - len(question) - tokenizer.num_special_tokens(pair=True)
         if room < 1:
             raise ConfigError(
                 f"max_seq_length={max_seq_length} leaves no room for the context after a "
@@ -173,17 +174,17 @@ def qa_features(
             text, start = example.answers[0]
             answer = answer_token_span(offsets, start, start + len(text))
         labelled = example.is_impossible or answer[0] >= 0
-        head = 2 + len(question)  # position of the window's first token
+        head = tokenizer.build_inputs(question, [-1])[0].index(-1)  # the window's first token
         for w0 in window_starts(len(ids), room, doc_stride):
             w1 = min(w0 + room, len(ids))  # window = context tokens [w0, w1)
-            input_ids = np.concatenate([[cls], question, [sep], ids[w0:w1], [sep]]).astype(np.int32)
+            input_ids, types = tokenizer.build_inputs(question, ids[w0:w1].tolist())
             targets = {}
             if labelled:
                 inside = not example.is_impossible and w0 <= answer[0] and answer[1] < w1
                 s, e = (answer[0] - w0 + head, answer[1] - w0 + head) if inside else (0, 0)
                 targets = {"start_positions": s, "end_positions": e}
-            types = _types(head, len(input_ids))
-            features.append(Feature(n, input_ids, types, targets, None, offsets[w0:w1], head))
+            types = np.asarray(types, dtype=np.int8)
+            features.append(Feature(n, _ids(input_ids), types, targets, None, offsets[w0:w1], head))
     return features
 
 
