@@ -120,7 +120,9 @@ def test_units_in_shards_travel_through_instances_and_stay_whole(tmp_path):
         units.append([(rng.random(len(s)) < 0.5).astype(int) * 1 + 2 for s in doc])
     corpus = write_units_corpus(tmp_path, documents, units)
     assert corpus.unit_kinds == {"phrase": {"source": "test"}}
-    assert [u.tolist() for u in corpus.units(4)] == [list(u) for u in units[4]]
+    assert len(corpus.shards) > 3  # units roll over with their tokens
+    for d in range(len(documents)):
+        assert [u.tolist() for u in corpus.units(d)] == [list(u) for u in units[d]]
     view = unit_view(corpus, "phrase")
     assert unpack(np.concatenate(view[4]))[1].tolist() == [bool(b & 1) for u in units[4] for b in u]
     instances = [
@@ -149,3 +151,18 @@ def test_unit_view_names_the_missing_kind(tmp_path):
     assert unit_view(corpus, "whole_word") is corpus
     with pytest.raises(InputError, match="masking 'entity' needs entity units .*have: phrase"):
         unit_view(corpus, "entity")
+
+
+def test_shards_without_units_read_as_before_and_stale_unit_files_go(tmp_path):
+    write_units_corpus(tmp_path, [[[5, 6, 7]], [[8, 9]]], [[[0, 1, 1]], [[0, 2]]])
+    assert len(list(tmp_path.glob("shard-*-units.bin"))) == 1
+    writer = ShardWriter(tmp_path, VOCAB, shard_tokens=7)  # the same directory, no units
+    writer.write(
+        np.array([5, 6, 7, 8, 9]), np.array([3, 2]), np.array([1, 1]), np.zeros((2, 2)) + 1
+    )
+    shards = writer.close()
+    source = {"dtype": token_dtype(VOCAB).name, "sources": [{"path": "a.txt"}], "shards": shards}
+    write_manifest(tmp_path, {**source, "tokenizer": {"fingerprint": "abc", "vocab_size": VOCAB}})
+    corpus = ShardedCorpus(tmp_path)
+    assert not list(tmp_path.glob("shard-*-units.bin")) and corpus.unit_kinds == {}
+    assert [s.tolist() for s in corpus[1]] == [[8, 9]] and corpus.shards[0].units is None
