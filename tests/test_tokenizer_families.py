@@ -234,3 +234,38 @@ def test_task_features_use_each_family_template(family):
             answer,
             answer.lower(),
         )
+
+
+def test_a_roberta_trains_its_byte_level_bpe_then_prepares_and_pretrains(tmp_path):
+    """`tokenizer train --model roberta-mini` picks byte-level BPE; prepare and two whole-word
+    masked pretraining steps run on it; the checkpoint reads back with the same tokenizer."""
+    from muppets.data.shards import ShardedCorpus
+    from muppets.training.pretrained import load_pretrained
+
+    tok, shards, run = (str(tmp_path / name) for name in ("tok", "shards", "run"))
+    inputs = ["--inputs", str(SAMPLE / "wiki.valid.txt")]
+    train = ["tokenizer", "train", *inputs, "--out", tok, "--vocab-size", "800"]
+    assert main([*train, "--model", "roberta-mini"]) == 0
+    tokenizer = load_any_tokenizer(tok)
+    assert isinstance(tokenizer, BPETokenizer) and (tokenizer.cls_id, tokenizer.pad_id) == (0, 1)
+    assert main(["prepare", *inputs, "--tokenizer", tok, "--out", shards]) == 0
+    corpus = ShardedCorpus(shards)
+    corpus.check_tokenizer(tokenizer.fingerprint())
+    args = ["pretrain", "--train-data", shards, "--out", run, "--model", "roberta-mini"]
+    args += [
+        "--max-seq-length",
+        "32",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--partitions",
+        "2",
+    ]
+    args += ["--max-steps", "2", "--warmup-steps", "1", "--eval-every", "0", "--save-every", "2"]
+    assert main([*args, "--masking", "whole_word", "--objective", "mlm"]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert np.isfinite(result["train_loss"]) and result["config"]["masking"] == "whole_word"
+    _, config, loaded = load_pretrained(run)
+    assert isinstance(loaded, BPETokenizer) and loaded.fingerprint() == tokenizer.fingerprint()
+    assert (config.model_type, config.pad_token_id, config.vocab_size) == ("roberta", 1, 800)
