@@ -158,7 +158,7 @@ def test_shards_without_units_read_as_before_and_stale_unit_files_go(tmp_path):
     assert len(list(tmp_path.glob("shard-*-units.bin"))) == 1
     writer = ShardWriter(tmp_path, VOCAB, shard_tokens=7)  # the same directory, no units
     writer.write(
-        np.array([5, 6, 7, 8, 9]), np.array([3, 2]), np.array([1, 1]), np.zeros((2, 2)) + 1
+        np.array([5, 6, 7, 8, 9]), np.array([3, 2]), np.array([1, 1]), np.array([[0, 1], [0, 2]])
     )
     shards = writer.close()
     source = {"dtype": token_dtype(VOCAB).name, "sources": [{"path": "a.txt"}], "shards": shards}
