@@ -12,7 +12,7 @@ from muppets.models.relative_attention import (
     shift_gathered,
     update_memory,
 )
-from muppets.models.xlnet import XLNetConfig, XLNetModel
+from muppets.models.xlnet import XLNetConfig, XLNetLMHeadModel, XLNetModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,3 +93,22 @@ def test_no_gradient_reaches_the_previous_segment():
 def test_impossible_config_values_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"config field {field}="):
         XLNetConfig(**{"d_model": 32, "n_head": 4, field: value})
+
+
+def test_a_two_stream_step_reaches_every_parameter():
+    """perm_mask, target_mapping, segments and memory together: each weight gets a gradient
+    (the last layer's content stream gives only keys and values, and still reaches q, k, v)."""
+    torch.manual_seed(0)
+    config = XLNetConfig(vocab_size=40, d_model=32, n_layer=2, n_head=4, d_inner=48, dropout=0.0)
+    model = XLNetLMHeadModel(config)
+    ids = torch.randint(0, 40, (2, 6))
+    mapping = torch.zeros(2, 2, 6)
+    mapping[:, 0, 2] = mapping[:, 1, 4] = 1.0
+    perm_mask = torch.zeros(2, 6, 6)
+    perm_mask[:, :, [2, 4]] = 1.0  # the targets are hidden from everyone's content
+    mems = [torch.randn(2, 3, 32) for _ in range(2)]
+    segments = torch.tensor([[0, 0, 0, 1, 1, 2]] * 2)
+    out = model(ids, None, segments, mems, perm_mask, mapping)
+    out.logits.logsumexp(-1).sum().backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert silent == []

@@ -22,6 +22,11 @@ and a gather for XLNet's query stream, which asks only at the predicted position
 Memory (section 3.2): each layer's input of the previous segment, kept without gradient
 (`update_memory`), is prepended to the keys and values.
 
+Transformer-XL uses it as: distances = relative_distances(T, M + T, clamp_len, causal=True),
+encoding = sinusoid_encoding(distances[None], d_model), mask_bias MASKED where j > M + i (no
+segments: RelativeAttention(..., segments=False)); u and v shared across layers (its untie_r
+False) is one Parameter assigned to every layer's r_w_bias / r_r_bias.
+
 Shapes:
     B  batch      Q  queries (segment length, or predicted positions)      M  memory length
     K  keys = M + segment length      R  relative distances in the table      P  1, or 2 with
