@@ -190,39 +190,26 @@ class UnitAnnotator:
             self.kinds["entity"] = {"source": "ner model", "path": entities_source}
         self.counts = dict.fromkeys(self.kinds, 0)  # units found, for the summary line
 
-    def _spans(self, document: Document, text: str, starts: list[int]) -> dict[str, Spans]:
-        spans = self.file.next(document, text) if self.file else {}
-        if self.phrases is not None:
-            spans["phrase"] = [
-                (s0 + a, s0 + b)
-                for s0, sentence in zip(starts, document.sentences, strict=True)
-                for a, b in find_phrases(sentence, self.phrases)
-            ]
-        return spans
-
     def __call__(self, documents: list[Document], num_tokens: int) -> np.ndarray:
         backend = self.tokenizer.backend
         sentences = [s for d in documents for s in d.sentences]
         encodings = backend.encode_batch(sentences, add_special_tokens=False)
-        entity_spans = self._entity_spans(documents) if self.entities else None
+        entities = self._entities(sentences) if self.entities else None  # per sentence
         links, k = [], 0
-        for i, document in enumerate(documents):
-            paragraphs = next(self.texts)
-            text = "\n".join(paragraphs.sentences)
-            starts, cursor = [], 0
-            for sentence in document.sentences:  # sentences are stripped pieces of the text
-                cursor = text.index(sentence, cursor)
-                starts.append(cursor)
-                cursor += len(sentence)
-            offsets = [
+        for document in documents:
+            text, starts = self._text(document)
+            offsets = [  # (T_s, 2) characters of each token in the document's text
                 np.asarray(encodings[k + j].offsets, dtype=np.int64).reshape(-1, 2) + s0
                 for j, s0 in enumerate(starts)
             ]
-            k += len(starts)
             offsets = np.concatenate(offsets)  # (T_d, 2): empty sentences add nothing
-            spans = self._spans(document, text, starts)
-            if entity_spans is not None:
-                spans["entity"] = entity_spans[i](starts)
+            spans = self.file.next(document, text) if self.file else {}
+            if self.phrases is not None:
+                found = [find_phrases(s, self.phrases) for s in document.sentences]
+                spans["phrase"] = _in_document(starts, found)
+            if entities is not None:
+                spans["entity"] = _in_document(starts, entities[k : k + len(starts)])
+            k += len(starts)
             bits = np.zeros(len(offsets), dtype=np.uint8)
             for kind, kind_spans in spans.items():
                 self.counts[kind] += len(kind_spans)
@@ -238,34 +225,39 @@ class UnitAnnotator:
             )
         return out
 
-    def _entity_spans(self, documents: list[Document]) -> list[Callable[[list[int]], Spans]]:
-        """Per document, a function of its sentence starts -> entity spans in the document."""
-        sentences = [s for d in documents for s in d.sentences]
+    def _text(self, document: Document) -> tuple[str, list[int]]:
+        """The document's text (from the unsegmented reading) and where each sentence starts."""
+        whole = next(self.texts)
+        if (whole.path, whole.line) != (document.path, document.line):  # never, unless a bug
+            raise InputError("the two readings of the corpus disagree", document.path)
+        text = "\n".join(whole.sentences)  # the paragraphs
+        starts, cursor = [], 0
+        for sentence in document.sentences:  # sentences are stripped pieces of the text
+            cursor = text.index(sentence, cursor)
+            starts.append(cursor)
+            cursor += len(sentence)
+        return text, starts
+
+    def _entities(self, sentences: list[str]) -> list[Spans]:
+        """The entity spans of each sentence (characters in the sentence), by the tagger."""
         words = [[m.span() for m in _WORD.finditer(s)] for s in sentences]  # (start, end) each
         cased = [[s[a:b] for a, b in ws] for s, ws in zip(sentences, words, strict=True)]
         tags = self.entities(cased)  # the tagger sees the words as written
-        per_sentence = [
+        return [
             [(ws[a][0], ws[b - 1][1]) for a, b in bio_entities(t)]
             for ws, t in zip(words, tags, strict=True)
         ]
-        out, k = [], 0
-        for document in documents:
-            mine = per_sentence[k : k + len(document.sentences)]
-            k += len(document.sentences)
-            out.append(
-                lambda starts, mine=mine: [
-                    (s0 + a, s0 + b)
-                    for s0, spans in zip(starts, mine, strict=True)
-                    for a, b in spans
-                ]
-            )
-        return out
 
     def finish(self) -> dict[str, dict]:
         """The manifest's "units": each kind, how it was made and how many units were found."""
         if self.file:
             self.file.finish()
         return {kind: {**info, "units": self.counts[kind]} for kind, info in self.kinds.items()}
+
+
+def _in_document(starts: list[int], spans: list[Spans]) -> Spans:
+    """Spans of each sentence (characters in the sentence) -> spans in the document."""
+    return [(s0 + a, s0 + b) for s0, found in zip(starts, spans, strict=True) for a, b in found]
 
 
 def unit_annotator(config, tokenizer, files: list[str], entities: WordTagger | None = None):
