@@ -269,3 +269,22 @@ def test_a_roberta_trains_its_byte_level_bpe_then_prepares_and_pretrains(tmp_pat
     _, config, loaded = load_pretrained(run)
     assert isinstance(loaded, BPETokenizer) and loaded.fingerprint() == tokenizer.fingerprint()
     assert (config.model_type, config.pad_token_id, config.vocab_size) == ("roberta", 1, 800)
+
+
+def test_prepare_shards_hold_each_sentence_ids_in_every_family(family, tmp_path):
+    """prepare encodes a document's sentences as one string joined by the separator token and
+    cuts the ids there; the shards must equal tokenizing each sentence alone."""
+    from muppets.data.prepare import PrepareConfig, _Tokenize, prepare_corpus
+    from muppets.data.shards import ShardedCorpus
+    from muppets.data.text import read_documents
+
+    _, ours, directory = family
+    files = [str(SAMPLE / "wiki.valid.txt"), str(FLORES / "zho_Hans.devtest")]
+    files += [str(FLORES / "hin_Deva.devtest")]
+    assert _Tokenize(ours, files).joined
+    prepare_corpus(PrepareConfig(files, str(directory), str(tmp_path / "shards")))
+    corpus = ShardedCorpus(tmp_path / "shards")
+    documents = list(read_documents(files))
+    assert len(corpus) == len(documents)
+    for i, document in enumerate(documents):
+        assert [a.tolist() for a in corpus[i]] == ours.encode_batch(document.sentences)

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import pre_tokenizers
-from tokenizers.normalizers import BertNormalizer
 from tqdm import tqdm
 
 from muppets.data import multilingual
@@ -234,14 +232,14 @@ class _Tokenize:
 
     Speed: the tokenizer pays a fixed cost per input string (added-token scan, normalizer and
     Encoding set-up, one Python object back), so encoding each document as one string,
-    "s1 [SEP] s2 [SEP] ... sN [SEP]", and cutting the ids at the [SEP] ids takes ~7% less CPU
+    "s1[SEP]s2[SEP]...sN[SEP]", and cutting the ids at the [SEP] ids takes ~7% less CPU
     than one string per sentence (wiki.train.00, one Rust thread: 7.8 s against 8.4 s). It gives
-    the same ids because a BERT pre-tokenizer splits at whitespace and an added token splits the
-    text before normalization (checked on every document of two train files). Other pipelines,
-    and batches whose text itself contains "[SEP]", take the plain path of one string per sentence.
+    the same ids in every family (checked on every document of two train files; RoBERTa's
+    "</s>", ALBERT's "[SEP]" in tests/test_tokenizer_families.py) because the separator is a
+    special token that `tokenizers` cuts out before normalizing and pre-tokenizing each part on its
+    own. A separator the file declares otherwise (normalized, stripping spaces), and batches whose
+    text itself contains it, take the plain path of one string per sentence.
     """
-
-    SEPARATOR = " [SEP] "
 
     def __init__(self, tokenizer: BackendTokenizer, files: list[str]):
         self.tokenizer = tokenizer
@@ -249,18 +247,19 @@ class _Tokenize:
         self.file_index = {path: i for i, path in enumerate(files)}
         self.skipped_documents = self.skipped_sentences = 0
         self.first_skipped: str | None = None
-        backend = tokenizer.backend
-        self.joined = (
-            tokenizer.id_to_token(tokenizer.sep_id) == "[SEP]"
-            and isinstance(backend.pre_tokenizer, pre_tokenizers.BertPreTokenizer)
-            and (backend.normalizer is None or isinstance(backend.normalizer, BertNormalizer))
+        self.separator = tokenizer.id_to_token(tokenizer.sep_id)
+        added = {t.content: t for t in tokenizer.backend.get_added_tokens_decoder().values()}
+        sep = added.get(self.separator)
+        self.joined = sep is not None and not (
+            sep.normalized or sep.lstrip or sep.rstrip or sep.single_word
         )
 
     def encode(self, documents: list[Document], num_sentences: int) -> tuple[np.ndarray, ...]:
         """(tokens (T,), lengths (S,)) of every sentence of the batch, empty sentences included."""
         if self.joined:
-            texts = [self.SEPARATOR.join(d.sentences) + " [SEP]" for d in documents]
-            if sum(t.count("[SEP]") for t in texts) == num_sentences:
+            separator = self.separator
+            texts = [separator.join(d.sentences) + separator for d in documents]
+            if sum(t.count(separator) for t in texts) == num_sentences:
                 backend = self.tokenizer.backend
                 ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
                 total = sum(map(len, ids))
