@@ -16,7 +16,7 @@ def test_every_command_names_a_config_dataclass_and_a_function():
         config_cls, run = command.load()
         assert dataclasses.is_dataclass(config_cls) and callable(run), words
     names = [command.file_name for command in COMMANDS.values()]
-    assert len(set(names)) == len(names) == 14  # one resolved-config file name per command
+    assert len(set(names)) == len(names) == 16  # one resolved-config file name per command
     assert COMMANDS["predict fill-mask"].file_name == "fill-mask"
     assert COMMANDS["tokenizer train"].file_name == "tokenizer-train"
 
@@ -91,6 +91,7 @@ def test_pretrain_with_an_elmo_preset_runs_pretrain_elmo(tmp_path):
 def test_help_is_the_help_of_the_command_that_runs(capsys):
     for argv, usage in (
         (["pretrain", "--model", "elmo-tiny", "--help"], "usage: muppets pretrain-elmo "),
+        (["pretrain", "--model", "transfo-xl-tiny", "--help"], "usage: muppets pretrain-lm "),
         (["pretrain", "--help"], "usage: muppets pretrain "),
         (["predict", "fill-mask", "-h"], "usage: muppets predict fill-mask "),
     ):

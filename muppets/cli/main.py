@@ -55,6 +55,10 @@ _TABLE = [
             "--model elmo-* runs pretrain-elmo", elmo_command="pretrain-elmo"),
     Command("pretrain-elmo", "muppets.recipes.pretrain_elmo", "ElmoPretrainConfig",
             "pretrain_elmo", "pretrain an ELMo biLM on text files (works under torchrun)"),
+    Command("pretrain-lm", "muppets.recipes.pretrain_lm", "LMPretrainConfig", "pretrain_lm",
+            "pretrain a Transformer-XL language model on prepared shards, memories carried"),
+    Command("evaluate-lm", "muppets.recipes.evaluate_lm", "EvaluateLMConfig", "evaluate_lm",
+            "perplexity per piece and per word on WikiText .tokens files, by memory length"),
     Command("extract", "muppets.recipes.extract", "ExtractConfig", "extract",
             "write per-token features of an ELMo or BERT checkpoint to .npz or .safetensors",
             out_is_file=True),
@@ -146,7 +150,8 @@ def attach_negative_numbers(argv: list[str]) -> list[str]:
 def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
     """The command and its parsed options. The one rule that picks a command from an option:
     `pretrain` whose resolved model is an elmo-* preset runs `pretrain-elmo` on the same
-    arguments, whose options fit a biLM trained on text."""
+    arguments, whose options fit a biLM trained on text; a transfo-xl-* preset runs
+    `pretrain-lm` (contiguous streams and carried memories)."""
     selected = select(argv)
     if selected is None:
         valid = ", ".join(COMMANDS)
@@ -164,6 +169,8 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
             model = ""
         if model.startswith("elmo"):
             command = COMMANDS[command.elmo_command]
+        elif model.startswith("transfo-xl"):  # a causal LM: streams and memories
+            command = COMMANDS["pretrain-lm"]
     return command, command_parser(command).parse_args(rest)
 
 

@@ -8,7 +8,8 @@ mini are bert-tiny / bert-mini discriminators with E = H / 2 as Small's. ALBERT:
 Table 1 (base, large, xlarge, xxlarge; E = 128, all layers shared); tiny and mini are bert-tiny /
 bert-mini sizes with E = H / 2. XLNet: Yang et al. 2019 section 3.1 (base: the released
 xlnet-base-cased config.json; large: xlnet-large-cased); tiny and mini are bert-tiny / bert-mini
-sizes.
+sizes. Transformer-XL: Dai et al. 2019, the WikiText-103 base of run_wt103_base.sh; tiny and
+mini are bert-tiny / bert-mini sizes; -norec: the same without recurrence (mem_len 0).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from muppets.models.bert import BertConfig, BertModel
 from muppets.models.electra import ElectraConfig, ElectraPretrainingModel, build_discriminator
 from muppets.models.heads import MaskedLMHead, PretrainingModel, SentencePairHead
 from muppets.models.span_boundary import SpanBertModel, SpanBoundaryHead
+from muppets.models.transfo_xl import TransfoXLConfig
 from muppets.models.xlnet import XLNetConfig, XLNetLMHeadModel, XLNetModel
 
 # Shared by every BERT preset (google-research/bert's released bert_config.json files).
@@ -111,6 +113,43 @@ PRESETS: dict[str, dict[str, Any]] = {
     "xlnet-base-cased": {**_XLNET, **_xlnet_size(12, 768, 12)},
     "xlnet-large-cased": {**_XLNET, **_xlnet_size(24, 1024, 16)},
 }
+
+
+def _transfo_xl_size(layers: int, hidden: int, heads: int, length: int) -> dict[str, int]:
+    # tgt_len = mem_len (the paper's training setting for WikiText-103)
+    return {
+        "n_layer": layers,
+        "d_model": hidden,
+        "n_head": heads,
+        "d_head": hidden // heads,
+        "d_inner": 4 * hidden,
+        "tgt_len": length,
+        "mem_len": length,
+    }
+
+
+# Causal LMs, not encoders (so not in PRESETS, which finetune and pretrain take). The base's
+# vocabulary (267,735 words) is replaced by the tokenizer's when a run builds it.
+_WT103_BASE = {**_transfo_xl_size(16, 410, 10, 150), "d_inner": 2100, "dropatt": 0.0}
+LM_PRESETS: dict[str, dict[str, Any]] = {
+    "transfo-xl-tiny": _transfo_xl_size(2, 128, 2, 64),
+    "transfo-xl-mini": _transfo_xl_size(4, 256, 4, 128),
+    "transfo-xl-wt103-base": _WT103_BASE,
+}
+for _name in list(LM_PRESETS):  # the paper's comparison: the same model without recurrence
+    LM_PRESETS[f"{_name}-norec"] = {**LM_PRESETS[_name], "mem_len": 0}
+
+
+def lm_config(name: str, **overrides: Any) -> TransfoXLConfig:
+    """The config of a Transformer-XL preset with fields overridden (e.g. vocab_size=8000)."""
+    if name not in LM_PRESETS:
+        valid = ", ".join(LM_PRESETS)
+        raise ConfigError(f"unknown language model preset {name!r}; valid presets: {valid}")
+    unknown = sorted(set(overrides) - set(TransfoXLConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown config field {unknown[0]!r} in overrides of preset {name!r}")
+    return TransfoXLConfig(**{**LM_PRESETS[name], **overrides})
+
 
 # model_type -> encoder builder; RoBERTa is BERT with other presets; ELECTRA's encoder is its
 # discriminator (BERT's encoder over embeddings of width E).
