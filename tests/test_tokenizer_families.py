@@ -288,3 +288,16 @@ def test_prepare_shards_hold_each_sentence_ids_in_every_family(family, tmp_path)
     assert len(corpus) == len(documents)
     for i, document in enumerate(documents):
         assert [a.tolist() for a in corpus[i]] == ours.encode_batch(document.sentences)
+
+
+def test_pretraining_a_family_on_another_kind_is_noted(family):
+    from muppets.tokenization.families import family_note
+
+    name, ours, _ = family
+    assert family_note(name, ours) is None  # each style is its family's own
+    other = "roberta" if ours.kind != "bpe" else "bert"
+    own = STYLES[other].kind
+    assert family_note(other, ours) == (
+        f"note: a {other} model on a {ours.kind} tokenizer; {other}'s own is {own} "
+        f"(muppets tokenizer train --model {other})"
+    )

@@ -23,6 +23,7 @@ class BackendTokenizer:
     with this vocabulary's ids set on it."""
 
     backend: Tokenizer
+    kind: str  # "wordpiece", "bpe" or "unigram" (styles.KINDS)
     lowercase: bool
     vocab_size: int
     pad_id: int

@@ -34,6 +34,8 @@ class BPETokenizer(BackendTokenizer):
     """Text <-> ids over a `tokenizers.Tokenizer` whose model is BPE (backend.BackendTokenizer),
     with the special tokens and template of its style (RoBERTa's unless its files say else)."""
 
+    kind = "bpe"
+
     def __init__(self, backend: Tokenizer, style: Style = STYLES["roberta"], path: object = None):
         super().__init__(backend, style.roles, path, style.template)
         self.style = style

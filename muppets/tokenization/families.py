@@ -69,6 +69,17 @@ def style_for(kind: str, model_type: str | None = None) -> Style:
     return named if named is not None and named.kind == kind else STYLES[KIND_STYLES[kind]]
 
 
+def family_note(model_type: str, tokenizer: BackendTokenizer) -> str | None:
+    """A line for a model pretrained on another kind of tokenizer than its family's, else None."""
+    style = STYLES.get(MODEL_TYPE_STYLES.get(model_type, ""))
+    if style is None or style.kind == tokenizer.kind:
+        return None
+    return (
+        f"note: a {model_type} model on a {tokenizer.kind} tokenizer; {model_type}'s own is "
+        f"{style.kind} (muppets tokenizer train --model {model_type})"
+    )
+
+
 def train_any(
     style: Style,
     texts: Sequence[str] | Callable[[], Iterable[str]],

@@ -37,6 +37,8 @@ class UnigramTokenizer(BackendTokenizer):
     """Text <-> ids over a `tokenizers.Tokenizer` whose model is Unigram (backend.BackendTokenizer),
     with the special tokens and template of its style (ALBERT's unless its files say else)."""
 
+    kind = "unigram"
+
     def __init__(self, backend: Tokenizer, style: Style = STYLES["albert"], path: object = None):
         super().__init__(backend, style.roles, path, style.template)
         self.style = style

@@ -48,6 +48,8 @@ class WordPieceTokenizer(BackendTokenizer):
     """Text <-> ids over a `tokenizers.Tokenizer` whose model is WordPiece, with BERT's special
     tokens (backend.BackendTokenizer); "##" pieces continue a word."""
 
+    kind = "wordpiece"
+
     def __init__(self, backend: Tokenizer, path: object = None):
         super().__init__(backend, SPECIAL_TOKENS, path)
 

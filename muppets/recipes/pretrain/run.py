@@ -25,7 +25,7 @@ from muppets.recipes.pretrain.config import PretrainConfig
 from muppets.recipes.pretrain.phases import merge_metrics, plot_phases
 from muppets.tasks.electra_objective import ElectraObjective
 from muppets.tasks.objectives import objective_for
-from muppets.tokenization.families import load_any_tokenizer
+from muppets.tokenization.families import family_note, load_any_tokenizer
 from muppets.training import distributed as dist
 from muppets.training.checkpoint import check_config, checkpoints, load_weights
 from muppets.training.loop import train
@@ -184,6 +184,9 @@ def run_once(config: PretrainConfig, device, phase: tuple[int, int] | None = Non
         pre_layer_norm=config.pre_layer_norm,
         **dropout,
     )
+    note = family_note(model_config.model_type, tokenizer)
+    if note and rank == 0 and (phase is None or phase[0] == 1):
+        print(note, flush=True)
     if model_config.max_sequence_length < config.max_seq_length:
         raise ConfigError(
             f"max_seq_length {config.max_seq_length} is longer than model {config.model!r} "
