@@ -1,6 +1,6 @@
 """Tokenizer training and `prepare` with byte-level BPE and Unigram, against bare `tokenizers`.
 
-    .venv/bin/python bench/tokenizer_families.py [--data DIR] [--rounds 2] [--vocab-size 30000]
+    .venv/bin/python bench/tokenizer_families.py [--data DIR] [--files NAME ...] [--rounds 2]
 
 Per kind (bpe, unigram), rounds of four runs, each in a fresh subprocess so that its peak RSS is
 its own, interleaved so that a change in the machine's load hits ours and the ceiling alike:
@@ -125,6 +125,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--files", nargs="+", default=list(FILES), help="file names in --data")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=30000)
     parser.add_argument("--kinds", nargs="+", default=["bpe", "unigram"])
@@ -134,7 +135,7 @@ def main() -> None:
         job, kind, vocab, *files = args.child
         print(json.dumps(child(job, kind, int(vocab), files)))
         return
-    files = [str(Path(args.data) / name) for name in FILES]
+    files = [str(Path(args.data) / name) for name in args.files]
     mb = sum(Path(f).stat().st_size for f in files) / 1e6
     print(f"{len(files)} files, {mb:.2f} MB, vocabulary {args.vocab_size}; {machine()}")
     jobs = ("train-ceiling", "train", "encode-ceiling", "prepare")
