@@ -4,6 +4,7 @@ corpus through `tokenizer train` and `prepare`, and one-line errors for bad corp
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from muppets.data.multilingual import (
     size_ratios,
 )
 from muppets.errors import ConfigError, InputError
+from muppets.tokenization import load_tokenizer
 
 
 def test_rates_of_known_sizes_are_the_smoothed_shares():
@@ -68,7 +70,11 @@ def write_corpora(tmp_path, gz=False):
 
 def test_sampled_counts_of_known_sizes(tmp_path):
     plans = plan_sampling(write_corpora(tmp_path, gz=True), alpha=0.7, seed=3)
-    assert [p.characters for p in plans] == [1000, 100, 10]
+    assert [(p.size, p.unit) for p in plans] == [
+        (1000, "characters"),
+        (100, "characters"),
+        (10, "characters"),
+    ]
     # round(ratio * lines): 89.56 -> 90, 17.87 -> 18, 3.566 -> 4
     assert [p.sampled for p in plans] == [90, 18, 4]
     lines = list(sampled_paragraphs(plans))
@@ -85,6 +91,16 @@ def test_sampled_counts_of_known_sizes(tmp_path):
     assert max(len(d.sentences) for d in documents) == DOCUMENT_LINES
     # en: 64 + 26 lines; de: 10, then the 8 taken twice (a second pass); zh: 4 passes of 1
     assert [len(d.sentences) for d in documents] == [64, 26, 10, 8, 1, 1, 1, 1]
+
+
+def test_sizes_in_another_measure(tmp_path):
+    # lines as the size: 100/10/1, the same shares as the characters
+    plans = plan_sampling(write_corpora(tmp_path), 0.7, measure=len, unit="lines")
+    assert [(p.size, p.unit, p.sampled) for p in plans] == [
+        (100, "lines", 90),
+        (10, "lines", 18),
+        (1, "lines", 4),
+    ]
 
 
 def test_alpha_one_keeps_every_line_once(tmp_path):
@@ -131,6 +147,9 @@ def test_commands_sample_languages_and_record_the_rates(tmp_path, capsys):
     record = json.loads((tmp_path / "shards" / "sampling.json").read_text())
     assert record["alpha"] == 1.0
     assert [r["sampled"] for r in record["languages"]] == [100, 10, 1]
+    # prepare sizes languages in its tokenizer's tokens: every line once, they are the shards'
+    assert {r["unit"] for r in record["languages"]} == {"tokens"}
+    assert sum(r["size"] for r in record["languages"]) == manifest["tokens"]
     assert [
         r["rate"] for r in json.loads((tmp_path / "tok" / "sampling.json").read_text())["languages"]
     ] == pytest.approx([0.8068830685, 0.1609943379, 0.03212259354])
@@ -175,10 +194,21 @@ def test_pretrain_prints_and_records_the_rates_of_its_shards(tmp_path, capsys):
     args += ["--warmup-steps", "1", "--eval-every", "0", "--save-every", "0"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert printed.count("language sampling (alpha 0.7") == 1
-    assert "  zh " in printed and "q 0.0321" in printed
+    assert printed.count("language sampling (alpha 0.7, sizes in tokens)") == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert [r["sampled"] for r in result["sampling"]["languages"]] == [90, 18, 4]
+    languages = result["sampling"]["languages"]
+    # sizes in tokens, counted here with the tokenizer; lines sampled to round(ratio * lines)
+    tokenizer = load_tokenizer(tok)
+    sizes = []
+    for entry in inputs:
+        lines = Path(entry.split("=", 1)[1]).read_text(encoding="utf-8").splitlines()
+        sizes.append(sum(map(len, tokenizer.encode_batch(lines))))
+    assert [r["size"] for r in languages] == sizes
+    ratios = size_ratios(sizes, 0.7)
+    expected = [round(r * n) for r, n in zip(ratios, (100, 10, 1), strict=True)]
+    assert [r["sampled"] for r in languages] == expected
+    for r in languages:
+        assert f"  {r['language']:<8} {r['size']:>12,} tok  p {r['share']:.4f}" in printed
 
 
 def test_a_language_without_text_exits_2_naming_its_file(tmp_path, capsys):

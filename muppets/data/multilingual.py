@@ -8,11 +8,14 @@ share (alpha 0.7 for mBERT; alpha 1 is proportional). The reference formula is f
 `load_dataset` resamples each language by `size_ratio = q_i * total / size_i`, which is what
 `size_ratios` returns: the sampled corpus keeps the total size, each language at its rate.
 
-Sizes are counted in characters (code points) of the text lines, not in whitespace words, which
-mean nothing for Chinese. Each language's lines are up- or down-sampled once, by a seeded plan
-(`multiplicities`: every line `floor(r)` times, plus one more time for a random `r - floor(r)`
-share of them), for tokenizer training and for `prepare` alike, so pretraining instances come
-from the same mixture the vocabulary was learnt on. No language-id token is added (as mBERT).
+Sizes are counted in tokens of the tokenizer where there is one (`prepare`: the shards, hence the
+pretraining instances, then hold each language at its rate), else in characters (code points;
+`tokenizer train`), never in whitespace words, which mean nothing for Chinese. The two differ:
+BERT's tokenizer makes every CJK ideograph a token, so Chinese has about 4x more tokens per
+character than the other languages here. Each language's lines are up- or down-sampled once, by
+a seeded plan (`multiplicities`: every line `floor(r)` times, plus one more time for a random
+`r - floor(r)` share of them), for tokenizer training and for `prepare` alike. No language-id
+token is added (as mBERT).
 
 A corpus is written `LANG=PATH` in `inputs` (`--inputs en=en.txt de=de/*.txt`); inputs without
 a language code read as before.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +113,8 @@ class LanguagePlan:
     language: str
     files: list[str]
     lines: int  # non-empty lines (paragraphs) of the language's inputs
-    characters: int
+    size: int  # in `unit`s
+    unit: str = "characters"  # or "tokens"
     share: float = 0.0  # p_i
     rate: float = 0.0  # q_i
     ratio: float = 0.0  # q_i * total / size_i
@@ -118,23 +122,27 @@ class LanguagePlan:
     times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def record(self) -> dict:
-        keys = ("language", "files", "lines", "characters", "share", "rate", "ratio", "sampled")
+        keys = ("language", "files", "lines", "size", "unit", "share", "rate", "ratio", "sampled")
         return {k: getattr(self, k) for k in keys}
 
 
-def _count(corpus: Corpus, format: str, text_field: str, errors: str) -> LanguagePlan:
+def characters(texts: list[str]) -> int:
+    return sum(map(len, texts))
+
+
+def _count(corpus: Corpus, reading: tuple, measure, unit: str) -> LanguagePlan:
     files = resolve_inputs(corpus.inputs)
-    lines = characters = 0
+    lines = size = 0
     try:
-        for document in read_documents(files, format, text_field, errors, segment=False):
+        for document in read_documents(files, *reading, segment=False):
             lines += len(document.sentences)
-            characters += sum(map(len, document.sentences))
+            size += measure(document.sentences)
     except InputError as error:
         if not error.message.startswith("no text in"):
             raise
         where = files[0] if len(files) == 1 else ", ".join(files)
         raise InputError(f"language {corpus.language!r} has no text", where) from None
-    return LanguagePlan(corpus.language, files, lines, characters)
+    return LanguagePlan(corpus.language, files, lines, size, unit)
 
 
 def plan_sampling(
@@ -144,14 +152,20 @@ def plan_sampling(
     format: str = "auto",
     text_field: str = "text",
     errors: str = "strict",
+    measure: Callable[[list[str]], int] = characters,
+    unit: str = "characters",
 ) -> list[LanguagePlan] | None:
-    """Count each language's text and draw its sampling plan; None for uncoded inputs."""
+    """Count each language's text (`measure`: lines -> size in `unit`s) and draw its sampling
+    plan; None for uncoded inputs."""
     corpora = parse_corpora(inputs)
     if corpora is None:
         return None
     check_alpha(alpha)
-    plans = [_count(corpus, format, text_field, errors) for corpus in corpora]
-    sizes = [plan.characters for plan in plans]
+    plans = [_count(corpus, (format, text_field, errors), measure, unit) for corpus in corpora]
+    if not all(plan.size for plan in plans):
+        empty = next(plan for plan in plans if not plan.size)
+        raise InputError(f"language {empty.language!r} has no {unit}", ", ".join(empty.files))
+    sizes = [plan.size for plan in plans]
     shares = np.asarray(sizes, np.float64) / sum(sizes)
     rates, ratios = sampling_rates(sizes, alpha), size_ratios(sizes, alpha)
     for k, plan in enumerate(plans):
@@ -164,10 +178,11 @@ def plan_sampling(
 
 def describe(plans: list[LanguagePlan], alpha: float) -> str:
     """The rates, one line per language (printed once by each command)."""
-    rows = [f"language sampling (alpha {alpha:g}, sizes in characters):"]
+    unit = plans[0].unit if plans else "characters"
+    rows = [f"language sampling (alpha {alpha:g}, sizes in {unit}):"]
     for p in plans:
         rows.append(
-            f"  {p.language:<8} {p.characters:>12,} chars  p {p.share:.4f} -> q {p.rate:.4f}  "
+            f"  {p.language:<8} {p.size:>12,} {p.unit[:3]}  p {p.share:.4f} -> q {p.rate:.4f}  "
             f"x{p.ratio:.3f}: {p.lines:,} -> {p.sampled:,} lines"
         )
     return "\n".join(rows)

@@ -149,10 +149,19 @@ class PrepareConfig:
             raise ConfigError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
 
 
-def _sampling(config, out) -> list | None:
-    """Several languages: their sampling plan, printed once and written to <out>/sampling.json."""
+def _sampling(config, out, tokenizer=None) -> list | None:
+    """Several languages: their sampling plan, printed once and written to <out>/sampling.json;
+    sizes in the tokenizer's tokens when there is one, else in characters."""
     reading = (config.format, config.text_field, config.errors)
-    plans = multilingual.plan_sampling(config.inputs, config.alpha, config.sampling_seed, *reading)
+    size = {}
+    if tokenizer is not None:
+        size = {
+            "measure": lambda texts: sum(map(len, tokenizer.encode_batch(texts))),
+            "unit": "tokens",
+        }
+    plans = multilingual.plan_sampling(
+        config.inputs, config.alpha, config.sampling_seed, *reading, **size
+    )
     if plans:
         print(multilingual.describe(plans, config.alpha), flush=True)
         record = multilingual.sampling_record(plans, config.alpha, config.sampling_seed)
@@ -363,7 +372,7 @@ def prepare_corpus(config: PrepareConfig, entities: WordTagger | None = None) ->
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, out is unfinished
-    plans = _sampling(config, out)
+    plans = _sampling(config, out, tokenizer)
     stats = ReadStats()
     tokenize = _Tokenize(tokenizer, files)
     reading = (config.format, config.text_field, config.errors)
