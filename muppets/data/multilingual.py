@@ -103,7 +103,7 @@ def sampled_lines(lines: int, ratio: float) -> int:
 def multiplicities(lines: int, target: int, rng: np.random.Generator) -> np.ndarray:
     """(lines,) how often each line is taken so that they sum to `target`: every line
     target // lines times, and a random target % lines of them once more (no replacement)."""
-    times = np.full(lines, target // lines, dtype=np.int64)
+    times = np.full(lines, target // lines, dtype=np.int32)  # 4 bytes a line
     times[rng.choice(lines, target % lines, replace=False)] += 1
     return times
 
@@ -119,7 +119,7 @@ class LanguagePlan:
     rate: float = 0.0  # q_i
     ratio: float = 0.0  # q_i * total / size_i
     sampled: int = 0  # lines after sampling
-    times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), repr=False)
 
     def record(self) -> dict:
         keys = ("language", "files", "lines", "size", "unit", "share", "rate", "ratio", "sampled")
