@@ -301,3 +301,36 @@ def test_pretraining_a_family_on_another_kind_is_noted(family):
         f"note: a {other} model on a {ours.kind} tokenizer; {other}'s own is {own} "
         f"(muppets tokenizer train --model {other})"
     )
+
+
+def test_a_roberta_checkpoint_with_its_bpe_tokenizer_converts_and_matches(tmp_path, capsys):
+    """A RobertaForMaskedLM saved by transformers beside RobertaTokenizerFast's own files (what a
+    real RoBERTa checkpoint is) converts, tokenizes as transformers does and predicts the same."""
+    import torch
+    from conftest import small_hf_sizes
+
+    from muppets.training.pretrained import load_checkpoint
+
+    bpe = train_any(STYLES["roberta"], TRAIN[:300], vocab_size=700, min_frequency=1)
+    bpe.save(tmp_path / "tok")
+    fast = transformers.RobertaTokenizerFast.from_pretrained(tmp_path / "tok")
+    config = transformers.RobertaConfig(
+        max_position_embeddings=70, type_vocab_size=1, layer_norm_eps=1e-5, **small_hf_sizes(bpe)
+    )
+    torch.manual_seed(0)
+    hf = transformers.RobertaForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    fast.save_pretrained(tmp_path / "hf")
+    args = ["convert", "--input", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]
+    assert main([*args, "--to", "muppets"]) == 0, capsys.readouterr().err
+    model, _, tokenizer, _, _ = load_checkpoint(tmp_path / "ours")
+    assert isinstance(tokenizer, BPETokenizer) and tokenizer.fingerprint() == bpe.fingerprint()
+    text = f"{VALID[0][:60]} <mask> of the {VALID[1][:30]}"
+    encoded = fast(text, return_tensors="pt")
+    ids = torch.tensor([tokenizer.encode_pair(text)[0]])
+    assert ids.tolist() == encoded["input_ids"].tolist()
+    masked = ids.eq(tokenizer.mask_id)
+    with torch.no_grad():
+        want = hf(**encoded).logits[masked]
+        got = model(ids, torch.ones_like(ids), torch.zeros_like(ids), masked).mlm_logits
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)

@@ -75,7 +75,7 @@ def mask_ngrams(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ALBERT masking of one row: n-grams of whole words (sample_ngrams) up to num_to_predict
     tokens, then 80/10/10 per token. `continuation`: (vocab_size,) bool, True for pieces that
-    continue a word ("##" pieces; SentencePiece pieces without "▁")."""
+    continue a word ("##" pieces; byte-level BPE and SentencePiece pieces without "Ġ" / "▁")."""
     tokens = _as_ids(tokens)
     starts, ends, runs = _words(tokens, config, continuation)
     budget = num_to_predict(len(tokens), config)

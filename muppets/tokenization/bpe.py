@@ -54,8 +54,12 @@ class BPETokenizer(BackendTokenizer):
         )
 
     def fingerprint(self) -> str:
-        """sha256 of the whole tokenizer.json (vocabulary, merges, pre-tokenizer, added tokens)."""
+        """sha256 of the whole tokenizer.json (vocabulary, merges, pre-tokenizer, added tokens).
+        No affix and an empty one are the same (RobertaTokenizerFast saves "" where the trainer
+        leaves null)."""
         state = json.loads(self.backend.to_str())
+        for affix in ("continuing_subword_prefix", "end_of_word_suffix"):
+            state["model"][affix] = state["model"].get(affix) or ""
         text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
