@@ -134,3 +134,32 @@ def test_bad_zero_shot_options_are_one_line(workspace, cli_error):
     assert error == "muppets: error: test: 'de_pud.conllu' has no language code (write LANG=FILE)"
     error = cli_error([*base, "--task", "pos", "--test", "de=x"])
     assert error == "muppets: error: task must be one of upos, squad, tatoeba, got 'pos'"
+
+
+def test_squad_rows_are_evaluates_scores_of_the_one_fine_tuned_model(
+    finetune_workspace, tmp_path, capsys
+):
+    root, checkpoint, _, _ = finetune_workspace
+    english = root / "squad-v1.json"
+    data = json.loads(english.read_text())
+    for paragraph in data["data"][0]["paragraphs"]:
+        for qa in paragraph["qas"]:  # "where does P live ?" -> "wo wohnt P ?"
+            qa["question"] = "wo wohnt " + qa["question"].split()[2] + " ?"
+    german = tmp_path / "xquad.de.json"
+    german.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    args = ["zero-shot", "--task", "squad", "--model", str(checkpoint), "--out", str(out)]
+    args += ["--train-file", str(english), "--dev-file", str(english), "--epochs", "1"]
+    args += ["--test", f"de={german}", f"en={english}", "--max-seq-length", "64"]
+    assert main([*args, "--batch-size", "4", "--device", "cpu"]) == 0
+    result = json.loads((out / "zero-shot.json").read_text())
+    assert list(result["languages"]) == ["en", "de"]
+    printed = capsys.readouterr().out
+    table = [line.split() for line in printed[printed.index("squad zero-shot") :].splitlines()]
+    assert table[1] == ["language", "exact", "f1"]
+    for row, (language, path) in zip(table[2:4], [("en", english), ("de", german)], strict=True):
+        assert main(["evaluate", "--model", str(out / "finetune"), "--file", str(path)]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]  # "squad file (6 examples): ..."
+        scores = result["languages"][language]
+        assert f"exact {scores['exact']:.4f}, f1 {scores['f1']:.4f}" in line
+        assert row == [language, f"{scores['exact']:.4f}", f"{scores['f1']:.4f}"]
