@@ -216,3 +216,18 @@ def test_presets_have_the_papers_base_shape():
 def test_negative_lengths_name_the_field(field):
     with pytest.raises(ConfigError, match=f"{field}=-1"):
         lm_config("transfo-xl-tiny", **{field: -1})
+
+
+def test_the_training_loss_is_the_sum_of_the_per_token_nll_and_has_its_gradient():
+    model = tiny(dropout=0.0).train()
+    x, y = ids(3, 5, seed=1), ids(3, 5, seed=2)
+    y[0, :2] = -100  # not predicted
+    plain = model(x, labels=y).nll.sum()
+    plain.backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    summed = model(x, labels=y, return_logits=False, sum_only=True).loss  # lm_softmax's blocks
+    summed.backward()
+    torch.testing.assert_close(summed, plain, atol=1e-5, rtol=0)
+    for a, p in zip(want, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
+from muppets.models.lm_softmax import softmax_nll_sum
 from muppets.models.relative_attention import (
     MASKED,
     RelativeAttention,
@@ -108,6 +109,7 @@ class TransfoXLOutput(NamedTuple):
     logits: Tensor | None  # (B, T, V); None when only the loss was asked for
     nll: Tensor | None  # (B, T) -log p(label), 0 where the label is IGNORE_INDEX; None without
     mems: list[Tensor] | None  # per layer (B, M', H), detached; None when mem_len is 0
+    loss: Tensor | None = None  # () summed NLL of the labels, with sum_only
 
 
 class TransfoXLLayer(nn.Module):
@@ -168,9 +170,12 @@ class TransfoXLLMHeadModel(nn.Module):
         mems: list[Tensor] | None = None,
         labels: Tensor | None = None,
         return_logits: bool = True,
+        sum_only: bool = False,
     ) -> TransfoXLOutput:
         """input_ids (B, T); mems: per layer (B, M, H) from the previous segment (None or
-        length 0: none); labels (B, T) next tokens, IGNORE_INDEX where not predicted."""
+        length 0: none); labels (B, T) next tokens, IGNORE_INDEX where not predicted.
+        sum_only: only the summed NLL of the labels (training), by lm_softmax's blocked path,
+        which never holds the (B, T, V) logits."""
         c = self.config
         B, T = input_ids.shape
         if mems is not None and len(mems) != c.n_layer:
@@ -189,7 +194,14 @@ class TransfoXLLMHeadModel(nn.Module):
             if new_mems is not None:  # the layer's input, as _update_mems keeps hids[i]
                 new_mems.append(update_memory(memory, h, c.mem_len))
             h = layer(h, memory, encoding, mask_bias)
-        logits = F.linear(self.dropout(h), self.word_embeddings.weight, self.bias)  # (B, T, V)
+        h = self.dropout(h)
+        if sum_only:
+            keep = labels.reshape(-1) != IGNORE_INDEX  # (B * T,)
+            flat = h.reshape(B * T, -1)[keep]  # (predicted, H)
+            targets = labels.reshape(-1)[keep]
+            loss = softmax_nll_sum(flat, self.word_embeddings.weight, self.bias, targets)
+            return TransfoXLOutput(None, None, new_mems, loss)
+        logits = F.linear(h, self.word_embeddings.weight, self.bias)  # (B, T, V)
         nll = None
         if labels is not None:
             flat = F.cross_entropy(

@@ -130,9 +130,9 @@ class TransfoXLLoss(nn.Module):
         if bool(new_stream):
             self.memory.reset(key)
         mems = self.memory.get(key, input_ids.device)
-        out = self.lm(input_ids, mems, labels, return_logits=False)
+        out = self.lm(input_ids, mems, labels, return_logits=False, sum_only=True)
         self.memory.put(key, out.mems)
-        return out.nll.sum(), int(labels.ne(IGNORE_INDEX).sum())
+        return out.loss, int(labels.ne(IGNORE_INDEX).sum())
 
 
 class CausalLMObjective:
