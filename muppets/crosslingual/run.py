@@ -146,7 +146,8 @@ def _tatoeba(config: ZeroShotConfig) -> dict:
         raise ConfigError("tatoeba reads its pairs from --data (tatoeba.xxx-eng.xxx/.eng)")
     pairs = find_pairs(config.data)
     device = pick_device(config.device)
-    layers = tatoeba_scores(config.model, pairs, device, config.eval_batch_size)
+    model = config.model or str(config.finetuned)  # a fine-tuned model: its encoder
+    layers = tatoeba_scores(model, pairs, device, config.eval_batch_size)
     count = len(next(iter(layers.values())))
     if config.layer is not None and not 0 <= config.layer < count:
         raise ConfigError(f"layer must be in [0, {count - 1}] for this model, got {config.layer}")
@@ -155,9 +156,9 @@ def _tatoeba(config: ZeroShotConfig) -> dict:
         means = [sum(sum(s[k].values()) for s in layers.values()) for k in range(count)]
         layer = max(range(count), key=means.__getitem__)
     rows = {language: dict(scores[layer]) for language, scores in layers.items()}
-    title = f"tatoeba retrieval: mean-pooled layer {layer} of {config.model} (0: embeddings)"
+    title = f"tatoeba retrieval: mean-pooled layer {layer} of {model} (0: embeddings)"
     print("\n" + format_table(title, rows, ["xx_to_en", "en_to_xx"]))
-    result = {"task": "tatoeba", "model": config.model, "layer": layer, "languages": rows}
+    result = {"task": "tatoeba", "model": model, "layer": layer, "languages": rows}
     return _write(config, {**result, "every_layer": layers})
 
 
