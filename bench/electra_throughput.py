@@ -12,6 +12,12 @@ the other benches, with tcmalloc:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
         .venv/bin/python bench/electra_throughput.py --model electra-small
+
+--clock cpu divides by the process's CPU time instead of the wall clock: on a machine shared
+with other jobs, at --threads 1, it counts the work of each step and not the time the step
+waited for a core. --ablate adds a column: muppets with one (B, T) attention layout for the
+whole batch (layers.ATTENTION_GROUP_ROWS = None) instead of attention per group of rows of
+similar length, on the variable-length batches (full-length batches have no padding to group).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 
 import torch
 
+from muppets.models import layers
 from muppets.models.electra import ElectraPretrainingModel, sample_from_softmax
 from muppets.models.hf_electra import config_to_hf, state_dict_to_hf
 from muppets.models.registry import preset_config
@@ -104,11 +111,24 @@ def timed_step(loss_fn, model, optimizer):
     return step
 
 
-def tokens_per_second(step, batches):
-    start = time.perf_counter()
+def tokens_per_second(step, batches, clock=time.perf_counter):
+    start = clock()
     for i, batch in enumerate(batches):
         step(batch, i)
-    return sum(int(b["attention_mask"].sum()) for b in batches) / (time.perf_counter() - start)
+    return sum(int(b["attention_mask"].sum()) for b in batches) / (clock() - start)
+
+
+def grouped(step, rows):
+    """The step with layers.ATTENTION_GROUP_ROWS = rows (None: one (B, T) layout)."""
+
+    def run(batch, seed):
+        kept, layers.ATTENTION_GROUP_ROWS = layers.ATTENTION_GROUP_ROWS, rows
+        try:
+            step(batch, seed)
+        finally:
+            layers.ATTENTION_GROUP_ROWS = kept
+
+    return run
 
 
 def main():
@@ -119,7 +139,10 @@ def main():
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--ablate", action="store_true", help="also: one attention layout")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     import transformers
 
@@ -144,25 +167,34 @@ def main():
             lambda batch, g: hf_loss(pair, batch, g), pair, build_optimizer(pair)
         ),
     }
+    names = ["transformers", "muppets"]
+    if args.ablate:
+        steps["one layout"] = grouped(steps["muppets"], None)
+        names.append("one layout")
     g = config.generator_config()
     print(
         f"{args.model} (generator hidden {g.hidden_size}), batch {args.batch_size}, "
-        f"{args.threads} threads, torch {torch.__version__}, "
+        f"{args.threads} threads, {args.clock} clock, torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
-    print("| lengths | transformers tok/s | muppets tok/s | ratio |")
-    print("| --- | --- | --- | --- |")
+    extra = " | muppets, one attention layout | its ratio" if args.ablate else ""
+    print(f"| lengths | transformers tok/s | muppets tok/s | ratio{extra} |")
+    print("| --- | --- | --- | ---" + " | --- | ---" * args.ablate + " |")
     for lengths in ("16..128", "full"):
         batches = make_batches(args.batches, args.batch_size, config.vocab_size, lengths)
-        for step in steps.values():
-            step(batches[0], 0)  # warm-up: allocator, kernels
+        running = names if lengths != "full" else names[:2]
+        for name in running:
+            steps[name](batches[0], 0)  # warm-up: allocator, kernels
         speed = {}
-        for name in ("transformers", "muppets") * args.rounds:  # interleaved against drift
-            speed[name] = max(speed.get(name, 0.0), tokens_per_second(steps[name], batches))
-        ratio = speed["muppets"] / speed["transformers"]
-        print(
-            f"| {lengths} | {speed['transformers']:.0f} | {speed['muppets']:.0f} | {ratio:.2f}x |"
-        )
+        for name in running * args.rounds:  # interleaved against drift
+            rate = tokens_per_second(steps[name], batches, clock)
+            speed[name] = max(speed.get(name, 0.0), rate)
+        cells = [f"{speed['transformers']:.0f}"]
+        for name in running[1:]:
+            cells += [f"{speed[name]:.0f}", f"{speed[name] / speed['transformers']:.2f}x"]
+        if len(running) < len(names):
+            cells += ["same (no padding)", ""]
+        print(f"| {lengths} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
