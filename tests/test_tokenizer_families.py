@@ -334,3 +334,20 @@ def test_a_roberta_checkpoint_with_its_bpe_tokenizer_converts_and_matches(tmp_pa
         want = hf(**encoded).logits[masked]
         got = model(ids, torch.ones_like(ids), torch.zeros_like(ids), masked).mlm_logits
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+def test_tagging_pieces_equal_the_reference_on_words(family):
+    """Tagging reads a sentence's own words: the pieces are the transformers tokenizer's with
+    is_split_into_words (RoBERTa: add_prefix_space=True, which it requires there)."""
+    from muppets.data.readers.conll import Sentence
+    from muppets.data.task_features import tagging_features
+
+    name, ours, directory = family
+    extra = {"add_prefix_space": True} if name == "roberta" else {}
+    # (transformers 5 applies add_prefix_space in from_pretrained, not with tokenizer_file=)
+    reference = CLASSES[name][0].from_pretrained(directory, **extra)
+    words = [line.split()[:20] for line in VALID[:6]]
+    sentences = [Sentence(tuple(w), ("O",) * len(w), "x", 1) for w in words]
+    features = tagging_features(sentences, ours, max_seq_length=128)
+    expected = reference(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert [f.input_ids.tolist()[1:-1] for f in features] == expected

@@ -213,8 +213,11 @@ def tagging_features(
     room = max_seq_length - 2
     if room < 1:
         raise ConfigError(f"max_seq_length={max_seq_length}: too short for [CLS], [SEP] and a word")
+    words = [list(s.words) for s in sentences]
+    if tokenizer.kind == "bpe":  # byte-level words start with a space ("Ġ"), as RoBERTa reads
+        words = [[" " + w for w in ws] for ws in words]  # split words (add_prefix_space=True)
     encodings = tokenizer.backend.encode_batch(
-        [list(s.words) for s in sentences], is_pretokenized=True, add_special_tokens=False
+        words, is_pretokenized=True, add_special_tokens=False
     )
     features = []
     for n, (sentence, encoding) in enumerate(zip(sentences, encodings, strict=True)):
