@@ -52,7 +52,10 @@ class ZeroShotConfig:
     max_seq_length: int | None = option("tokens per input (default: the task's)")
     seed: int = option("fine-tuning seed", 1)
     eval_batch_size: int = option("examples per prediction batch", 64)
-    layer: int | None = option("tatoeba: the layer shown (0: embeddings; default: the best)")
+    layer: int | None = option(
+        "tatoeba: the layer shown (0: embeddings; default: the best on these pairs, an upper "
+        "bound; every layer is in the json)"
+    )
     device: str = device_option()
     arithmetic: Precision = group(Precision)
 
