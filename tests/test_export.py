@@ -133,6 +133,19 @@ def test_served_classify_and_qa_through_onnx_equal_predict(models, tmp_path, cap
     assert "" in answers and any(answers)  # the v2.0 threshold chose both ways
 
 
+def test_serve_command_runs_an_export_in_fp32_on_the_cpu(models, monkeypatch):
+    import muppets.training.precision
+    from muppets.serve.run import ServeConfig, build
+
+    # as on a CPU with AMX: the PyTorch model would run in bf16, the exported graph cannot
+    monkeypatch.setattr(muppets.training.precision, "resolve_precision", lambda *_: "bf16")
+    app, line = build(ServeConfig(model=str(models["tag-onnx"]), threads=1))
+    assert line.startswith(f"serve: {models['tag-onnx']} (/tag); precision: fp32 on cpu")
+    with running(app) as port:
+        info = call(port, "GET", "/info")[2]
+    assert info["precision"] == "fp32" and info["backend"] == "onnxruntime"
+
+
 def test_int8_quantizes_the_linear_layers(models, tmp_path):
     import onnx
 
