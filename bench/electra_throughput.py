@@ -15,9 +15,7 @@ the other benches, with tcmalloc:
 
 --clock cpu divides by the process's CPU time instead of the wall clock: on a machine shared
 with other jobs, at --threads 1, it counts the work of each step and not the time the step
-waited for a core. --ablate adds a column: muppets with one (B, T) attention layout for the
-whole batch (layers.ATTENTION_GROUP_ROWS = None) instead of attention per group of rows of
-similar length, on the variable-length batches (full-length batches have no padding to group).
+waited for a core.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import time
 
 import torch
 
-from muppets.models import layers
 from muppets.models.electra import ElectraPretrainingModel, sample_from_softmax
 from muppets.models.hf_electra import config_to_hf, state_dict_to_hf
 from muppets.models.registry import preset_config
@@ -118,19 +115,6 @@ def tokens_per_second(step, batches, clock=time.perf_counter):
     return sum(int(b["attention_mask"].sum()) for b in batches) / (clock() - start)
 
 
-def grouped(step, rows):
-    """The step with layers.ATTENTION_GROUP_ROWS = rows (None: one (B, T) layout)."""
-
-    def run(batch, seed):
-        kept, layers.ATTENTION_GROUP_ROWS = layers.ATTENTION_GROUP_ROWS, rows
-        try:
-            step(batch, seed)
-        finally:
-            layers.ATTENTION_GROUP_ROWS = kept
-
-    return run
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="electra-small")
@@ -140,7 +124,6 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    parser.add_argument("--ablate", action="store_true", help="also: one attention layout")
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -168,32 +151,24 @@ def main():
         ),
     }
     names = ["transformers", "muppets"]
-    if args.ablate:
-        steps["one layout"] = grouped(steps["muppets"], None)
-        names.append("one layout")
     g = config.generator_config()
     print(
         f"{args.model} (generator hidden {g.hidden_size}), batch {args.batch_size}, "
         f"{args.threads} threads, {args.clock} clock, torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
-    extra = " | muppets, one attention layout | its ratio" if args.ablate else ""
-    print(f"| lengths | transformers tok/s | muppets tok/s | ratio{extra} |")
-    print("| --- | --- | --- | ---" + " | --- | ---" * args.ablate + " |")
+    print("| lengths | transformers tok/s | muppets tok/s | ratio |")
+    print("| --- | --- | --- | --- |")
     for lengths in ("16..128", "full"):
         batches = make_batches(args.batches, args.batch_size, config.vocab_size, lengths)
-        running = names if lengths != "full" else names[:2]
-        for name in running:
+        for name in names:
             steps[name](batches[0], 0)  # warm-up: allocator, kernels
         speed = {}
-        for name in running * args.rounds:  # interleaved against drift
+        for name in names * args.rounds:  # interleaved against drift
             rate = tokens_per_second(steps[name], batches, clock)
             speed[name] = max(speed.get(name, 0.0), rate)
         cells = [f"{speed['transformers']:.0f}"]
-        for name in running[1:]:
-            cells += [f"{speed[name]:.0f}", f"{speed[name] / speed['transformers']:.2f}x"]
-        if len(running) < len(names):
-            cells += ["same (no padding)", ""]
+        cells += [f"{speed['muppets']:.0f}", f"{speed['muppets'] / speed['transformers']:.2f}x"]
         print(f"| {lengths} | " + " | ".join(cells) + " |")
 
 

@@ -5,10 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from muppets.errors import ConfigError
-from muppets.models import layers
 from muppets.models.bert import BertConfig, BertModel
 from muppets.models.hf import bert_state_dict_to_hf, config_to_hf
-from muppets.models.layers import make_packing
 from muppets.models.registry import PRESETS, build_pretraining_model, preset_config
 
 ATOL = 1e-5
@@ -149,38 +147,6 @@ def test_forward_at_equals_forward_at_those_positions(pre_layer_norm):
     model = build_pretraining_model(config).eval()
     with pytest.raises(ValueError, match="real tokens"):
         model(ids, mask, segments, masked_positions=positions)
-
-
-def test_length_grouped_attention_equals_one_padded_layout(monkeypatch):
-    """Many rows of unequal lengths: attention per group of similar lengths (rows packed
-    shortest first) gives each row's outputs alone, forward_at's rows in row-major order, and
-    the gradients of one (B, T) layout."""
-    torch.manual_seed(6)
-    config = tiny_config()
-    encoder = BertModel(config).eval()
-    lengths = (9, 4, 12, 4, 1, 12, 7, 3, 10, 12, 5)  # ties, full rows, a one-token row
-    ids, mask, segments, masked = padded_batch(config, lengths=lengths)
-    assert make_packing(mask, *ids.shape).groups is not None  # groups of 4 rows: 3 groups
-    outputs = {}
-    for rows in (4, None):  # None: one (B, T) layout for the whole batch
-        monkeypatch.setattr(layers, "ATTENTION_GROUP_ROWS", rows)
-        encoder.zero_grad()
-        full = encoder(ids, mask, segments)
-        at = encoder.forward_at(ids, mask, segments, masked)
-        (full.pow(2).sum() + at.sin().sum()).backward()
-        grads = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.grad is not None])
-        outputs[rows] = (full.detach(), at.detach(), grads)
-    full, at, grads = outputs[4]
-    assert torch.allclose(at, full[masked], atol=ATOL)  # row-major order
-    for i, n in enumerate(lengths):
-        with torch.no_grad():
-            alone = encoder(ids[i : i + 1, :n], None, segments[i : i + 1, :n])
-        assert torch.allclose(alone[0], full[i, :n], atol=ATOL)
-        assert torch.all(full[i, n:] == 0)
-    assert torch.allclose(full, outputs[None][0], atol=ATOL)
-    assert torch.allclose(at, outputs[None][1], atol=ATOL)
-    scale = outputs[None][2].abs().max()
-    assert torch.allclose(grads / scale, outputs[None][2] / scale, atol=ATOL)
 
 
 def test_pre_layer_norm_matches_a_hand_written_pre_ln_layer():

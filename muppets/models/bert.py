@@ -27,7 +27,6 @@ from muppets.models.layers import (
     TransformerLayer,
     initialize,
     make_packing,
-    packed_rows,
     pad,
     unpad,
 )
@@ -251,10 +250,10 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         packing = make_packing(attention_mask, B, T)
-        rows = None if positions is None else packed_rows(positions, packing)  # row-major
+        rows = None if positions is None else unpad(positions, packing).nonzero().squeeze(1)
         x = self.embeddings(input_ids, token_type_ids, packing)  # (N, H), or (N, E): ELECTRA
-        if rows is not None and packing.groups is None and rows.shape[0] == x.shape[0]:
-            rows = None  # every real token, in packed order already: no (N, H) gather
+        if rows is not None and rows.shape[0] == x.shape[0]:
+            rows = None  # every real token (ELECTRA's discriminator): no (N, H) gather
         if self.embeddings_project is not None:
             x = self.embeddings_project(x)  # (N, H)
         states = [x]

@@ -6,11 +6,7 @@ pre-LN (Xiong et al. 2020, https://arxiv.org/abs/2002.04745).
 
 Padding is never computed: a batch is packed once into its real tokens, every Linear, LayerNorm
 and activation runs on the packed (N, H) rows, and only the attention core sees the (B, T) layout
-(the scheme of flash-attn's bert_padding.py, done with index_select / index_copy). A batch of
-many rows of unequal lengths is packed shortest row first and its attention runs per group of
-rows of similar length, each padded only to its own longest row (AttentionGroup): attention
-costs sum(length^2) instead of B * T^2, as flash-attn's varlen kernels, with the same result
-(padded keys are masked either way). A layer can
+(the scheme of flash-attn's bert_padding.py, done with index_select / index_copy). A layer can
 also be asked for its output at a few rows only (R of N): pretraining reads the last layer at
 masked tokens alone, so the rest of that layer's output projection and feed-forward is skipped.
 
@@ -41,34 +37,14 @@ ACTIVATIONS = {
 }
 
 
-# Rows per attention group (at least; about B / 8 in a large batch). Measured on 2 CPU cores at
-# electra-small, batch 32, lengths 16..128 (bench/electra_throughput.py): 8 groups of 4 rows.
-# None: one (B, T) layout for the whole batch (the tests compare both).
-ATTENTION_GROUP_ROWS: int | None = 4
-
-
-class AttentionGroup(NamedTuple):
-    """Rows of similar length whose real tokens are packed rows [start, end): their attention
-    runs on a (rows, seq_len) layout of its own."""
-
-    start: int
-    end: int
-    rows: int
-    seq_len: int  # the group's longest row
-    slots: Tensor | None  # (end - start,) places in the flattened (rows * seq_len); None: full
-    key_mask: Tensor | None  # (rows, 1, 1, seq_len) bool; None: every row is full
-
-
 class Packing(NamedTuple):
-    """Where the real tokens of a (B, T) batch sit; indices is None when there is no padding.
-    Packed rows are row-major, or with groups shortest batch row first (see make_packing)."""
+    """Where the real tokens of a (B, T) batch sit; indices is None when there is no padding."""
 
     indices: Tensor | None  # (N,) positions of real tokens in the flattened (B * T) batch
     batch_size: int
     seq_len: int
     # (B, 1, 1, T) bool, True = a real token that may be attended to (additive in an ONNX export)
     key_mask: Tensor | None
-    groups: tuple[AttentionGroup, ...] | None = None  # attention per group of rows
 
 
 def make_packing(attention_mask: Tensor | None, batch_size: int, seq_len: int) -> Packing:
@@ -84,47 +60,8 @@ def make_packing(attention_mask: Tensor | None, batch_size: int, seq_len: int) -
     if attention_mask is None or bool(attention_mask.all()):
         return Packing(None, batch_size, seq_len, None)
     mask = attention_mask.bool()
-    rows = ATTENTION_GROUP_ROWS
-    rows = batch_size if rows is None else max(rows, -(-batch_size // 8))
-    if rows >= batch_size:  # one group: the whole batch in one (B, T) layout, row-major
-        indices = mask.flatten().nonzero().squeeze(1)  # (N,)
-        return Packing(indices, batch_size, seq_len, mask[:, None, None, :])
-    return _grouped_packing(mask, rows)
-
-
-def _grouped_packing(mask: Tensor, rows: int) -> Packing:
-    """Batch rows sorted by length (stable), cut into groups of `rows`; packed rows follow that
-    order, so a group's tokens are one contiguous slice of them."""
-    B, T = mask.shape
-    lengths = mask.sum(1)  # (B,)
-    order = lengths.argsort(stable=True)  # (B,) shortest first
-    sorted_mask = mask[order]  # (B, T)
-    r, t = sorted_mask.nonzero().unbind(1)  # (N,) sorted row, position
-    indices = order[r] * T + t  # (N,) in the original flattened (B * T) batch
-    sizes = lengths[order].tolist()
-    groups, start = [], 0
-    for first in range(0, B, rows):
-        last = min(first + rows, B)
-        n = sum(sizes[first:last])
-        longest = sizes[last - 1]
-        if n == 0:  # rows without a real token: nothing to attend
-            continue
-        slots, key_mask = None, None
-        if sizes[first] != longest:  # unequal lengths: padded to the longest, keys masked
-            part = slice(start, start + n)
-            slots = (r[part] - first) * longest + t[part]  # (n,)
-            key_mask = sorted_mask[first:last, None, None, :longest]  # (rows, 1, 1, longest)
-        groups.append(AttentionGroup(start, start + n, last - first, longest, slots, key_mask))
-        start += n
-    return Packing(indices, B, T, None, tuple(groups))
-
-
-def packed_rows(wanted: Tensor, packing: Packing) -> Tensor:
-    """(B, T) bool at real tokens -> (R,) their packed rows, in row-major (B, T) order."""
-    rows = unpad(wanted, packing).nonzero().squeeze(1)  # (R,) in packed order
-    if packing.groups is not None:  # packed shortest row first: back to row-major
-        rows = rows[packing.indices[rows].argsort()]
-    return rows
+    indices = mask.flatten().nonzero().squeeze(1)  # (N,)
+    return Packing(indices, batch_size, seq_len, mask[:, None, None, :])
 
 
 class _SelectRows(torch.autograd.Function):
@@ -175,29 +112,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, packing: Packing, rows: Tensor | None = None) -> Tensor:
         """(N, H) -> (N, H), or (R, H) at the packed rows `rows` only (keys see all N)."""
-        qkv = self.qkv(x)  # (N, 3H)
-        if packing.groups is None:
-            y = unpad(self._attend(pad(qkv, packing), packing.key_mask), packing)  # (N, H)
-        else:
-            parts = []
-            for g in packing.groups:
-                part = qkv[g.start : g.end]  # (n, 3H) the group's tokens, contiguous
-                if g.slots is not None:  # (rows * seq_len, 3H) zeros at padding
-                    part = part.new_zeros((g.rows * g.seq_len, part.shape[1]))
-                    part = part.index_copy(0, g.slots, qkv[g.start : g.end])
-                y = self._attend(part.view(g.rows, g.seq_len, -1), g.key_mask)
-                y = y.reshape(g.rows * g.seq_len, -1)  # (rows * seq_len, H)
-                parts.append(y if g.slots is None else select_rows(y, g.slots))  # (n, H)
-            y = torch.cat(parts)  # (N, H)
-        return self.out(y if rows is None else select_rows(y, rows))
-
-    def _attend(self, qkv: Tensor, key_mask: Tensor | None) -> Tensor:
-        """(B, T, 3H) -> (B, T, H)."""
-        B, T, nh = qkv.shape[0], qkv.shape[1], self.num_heads
+        B, T, nh = packing.batch_size, packing.seq_len, self.num_heads
+        qkv = pad(self.qkv(x), packing)  # (B, T, 3H)
         q, k, v = qkv.view(B, T, 3, nh, -1).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, D)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
-        return y.transpose(1, 2).reshape(B, T, -1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.key_mask, dropout_p=p)
+        y = unpad(y.transpose(1, 2).reshape(B, T, -1), packing)  # (N, H)
+        return self.out(y if rows is None else select_rows(y, rows))
 
 
 class FeedForward(nn.Module):
