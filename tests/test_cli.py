@@ -16,7 +16,7 @@ def test_every_command_names_a_config_dataclass_and_a_function():
         config_cls, run = command.load()
         assert dataclasses.is_dataclass(config_cls) and callable(run), words
     names = [command.file_name for command in COMMANDS.values()]
-    assert len(set(names)) == len(names) == 16  # one resolved-config file name per command
+    assert len(set(names)) == len(names) == 17  # one resolved-config file name per command
     assert COMMANDS["predict fill-mask"].file_name == "fill-mask"
     assert COMMANDS["tokenizer train"].file_name == "tokenizer-train"
 

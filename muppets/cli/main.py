@@ -57,6 +57,8 @@ _TABLE = [
             "pretrain_elmo", "pretrain an ELMo biLM on text files (works under torchrun)"),
     Command("pretrain-lm", "muppets.recipes.pretrain_lm", "LMPretrainConfig", "pretrain_lm",
             "pretrain a Transformer-XL language model on prepared shards, memories carried"),
+    Command("pretrain-xlnet", "muppets.recipes.pretrain_xlnet", "XLNetPretrainConfig",
+            "pretrain_xlnet", "pretrain XLNet (permutation LM, memories carried) on shards"),
     Command("evaluate-lm", "muppets.recipes.evaluate_lm", "EvaluateLMConfig", "evaluate_lm",
             "perplexity per piece and per word on WikiText .tokens files, by memory length"),
     Command("extract", "muppets.recipes.extract", "ExtractConfig", "extract",
@@ -151,7 +153,7 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
     """The command and its parsed options. The one rule that picks a command from an option:
     `pretrain` whose resolved model is an elmo-* preset runs `pretrain-elmo` on the same
     arguments, whose options fit a biLM trained on text; a transfo-xl-* preset runs
-    `pretrain-lm` (contiguous streams and carried memories)."""
+    `pretrain-lm` (contiguous streams and carried memories), an xlnet-* preset `pretrain-xlnet`."""
     selected = select(argv)
     if selected is None:
         valid = ", ".join(COMMANDS)
@@ -171,6 +173,8 @@ def parse_command(argv: list[str]) -> tuple[Command, argparse.Namespace]:
             command = COMMANDS[command.elmo_command]
         elif model.startswith("transfo-xl"):  # a causal LM: streams and memories
             command = COMMANDS["pretrain-lm"]
+        elif model.startswith("xlnet"):  # permutation LM over streams, memories carried
+            command = COMMANDS["pretrain-xlnet"]
     return command, command_parser(command).parse_args(rest)
 
 

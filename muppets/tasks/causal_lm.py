@@ -70,8 +70,11 @@ class RowChunks:
     """Micro-batches of a `SegmentBatches`: each segment's rows in `chunks` equal parts, in
     order; every micro-batch gets `chunk` (its part). Resumable with its memories."""
 
-    def __init__(self, segments: SegmentBatches, chunks: int, memory: SegmentMemory):
-        rows = len(segments.segments.rows)
+    def __init__(
+        self, segments: SegmentBatches, chunks: int, memory: SegmentMemory, rows: int | None = None
+    ):
+        # rows: per process, for a source of another kind (XLNet's XLNetBatches); same contract
+        rows = len(segments.segments.rows) if rows is None else rows
         if chunks < 1 or rows % chunks:
             raise ValueError(f"{rows} rows per process cannot be cut into {chunks} micro-batches")
         self.segments, self.chunks, self.memory = segments, chunks, memory
@@ -98,17 +101,18 @@ class RowChunks:
 
 
 def split_rows(batch: dict[str, Tensor], chunks: int) -> list[dict[str, Tensor]]:
-    """A segment's (B, T) tensors as `chunks` micro-batches of B / chunks rows, tagged."""
-    size = batch["input_ids"].shape[0] // chunks
-    return [
-        {
-            "input_ids": batch["input_ids"][c * size : (c + 1) * size],
-            "labels": batch["labels"][c * size : (c + 1) * size],
-            "new_stream": batch["new_stream"],
-            "chunk": torch.tensor(c),
+    """A segment's (B, ...) tensors as `chunks` micro-batches of B / chunks rows, tagged; a
+    tensor without a row dimension (new_stream) goes to every chunk."""
+    B = batch["input_ids"].shape[0]
+    size = B // chunks
+    chunked = []
+    for c in range(chunks):
+        part = {
+            k: v[c * size : (c + 1) * size] if v.dim() and v.shape[0] == B else v
+            for k, v in batch.items()
         }
-        for c in range(chunks)
-    ]
+        chunked.append({**part, "chunk": torch.tensor(c)})
+    return chunked
 
 
 class TransfoXLLoss(nn.Module):
