@@ -2,11 +2,15 @@
 uninterrupted bitwise; the loss is transformers' XLNetLMHeadModel's on the same batch and
 memories), fine-tune and evaluate a classifier from the last token, bad input in one line."""
 
+import contextlib
+import io
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import sentence, write_tasks
 from safetensors.torch import load_file
 
 from muppets.cli.main import main
@@ -18,7 +22,8 @@ from muppets.models.xlnet import XLNetLMHeadModel
 from muppets.recipes.pretrain_xlnet import XLNetPretrainConfig, pretrain_xlnet
 from muppets.tasks.causal_lm import RowChunks, SegmentMemory
 from muppets.tasks.permutation_lm import PermutationLMObjective, XLNetPLMLoss
-from muppets.tokenization.families import load_any_tokenizer
+from muppets.tokenization.families import load_any_tokenizer, train_any
+from muppets.tokenization.styles import STYLES
 from muppets.training.options import from_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,3 +138,37 @@ def test_bad_permutation_options_are_one_line(tiny_shards, cli_error):
     message = cli_error([*args, "--seq-len", "32", "--reuse-len", "16", "--perm-size", "5"])
     assert "perm_size (5) must divide reuse_len (16)" in message
     assert "mem_len" in cli_error([*args, "--mem-len", "-1"])
+
+
+@pytest.fixture(scope="module")
+def xlnet_workspace(tmp_path_factory):
+    """The fine-tuning task files and a SentencePiece tokenizer in XLNet's style (<sep> <cls>
+    at the end, segment 2 for <cls>, pad id 5)."""
+    root = tmp_path_factory.mktemp("xlnet-finetune")
+    rng = random.Random(0)
+    write_tasks(root, rng)
+    texts = [sentence(rng, w) for w in ("good", "bad", "so") for _ in range(30)]
+    tokenizer = train_any(STYLES["xlnet"], texts, vocab_size=120, min_frequency=1)
+    tokenizer.save(root / "tok")
+    return root, tokenizer
+
+
+def test_finetune_a_preset_from_its_last_token_and_evaluate(xlnet_workspace, tmp_path, capsys):
+    root, tokenizer = xlnet_workspace
+    out = tmp_path / "sst2"
+    args = ["--task", "sst2", "--data", str(root / "glue"), "--model", "xlnet-tiny"]
+    args += ["--tokenizer", str(root / "tok"), "--out", str(out), "--epochs", "6"]
+    args += ["--early-stopping-patience", "0", "--learning-rate", "1e-3", "--batch-size", "8"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", *args]) == 0
+    run = out / "seed-1"
+    assert json.loads((run / "task.json").read_text())["pooling"] == "xlnet"
+    tuned = load_file(run / "model.safetensors")
+    assert {"dense.weight", "classifier.weight", "encoder.mask_emb"} <= set(tuned)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(root / "glue")]) == 0
+    scores = capsys.readouterr().out.strip().splitlines()[-1]
+    assert scores == "sst2 dev (16 examples): accuracy 1.0000"
+    # the features are XLNet's: text, <sep>, <cls> last (segment 2)
+    ids, types = tokenizer.build_inputs(tokenizer.encode("a good film"))
+    assert ids[-2:] == [tokenizer.sep_id, tokenizer.cls_id] and types[-1] == 2

@@ -7,14 +7,17 @@ pooler (dense + tanh on [CLS]) -> dropout -> linear. num_labels == 1 is regressi
 squared-error loss, as transformers' problem_type "regression".
 
 Pooling: "pooler" (the encoder's pretrained pooler), "cls" (the first token's raw state), "mean"
-(the mean over real tokens) or "electra": transformers' ElectraClassificationHead, the first token
+(the mean over real tokens), "electra": transformers' ElectraClassificationHead, the first token
 -> dropout -> dense H -> H -> GELU (whatever the encoder's hidden_act) -> dropout -> linear, a
-dense of the head's own (state-dict `dense.*`). ELECTRA pretraining never trains a pooler, so
-google-research/electra fine-tunes on the raw first token (modeling.py, get_pooled_output is
-sequence_output[:, 0]; classification_tasks.py, ClassificationTask.get_prediction_module:
-dropout 0.1 then one dense): that is pooling="cls". Except with "pooler" the encoder's pooler is
-unused and frozen, so every trainable parameter gets a gradient (DistributedDataParallel
-requires it).
+dense of the head's own (state-dict `dense.*`), or "xlnet": XLNet's <cls> is the LAST token
+(Yang et al. 2019 section 3.1; transformers' XLNetForSequenceClassification: SequenceSummary
+"last" -> dense H -> H -> tanh -> dropout -> logits_proj), read at each row's last real token, so
+left padding (XLNet's tokenizer) and right padding (collate_features) give the same logits.
+ELECTRA pretraining never trains a pooler, so google-research/electra fine-tunes on the raw first
+token (modeling.py, get_pooled_output is sequence_output[:, 0]; classification_tasks.py,
+ClassificationTask.get_prediction_module: dropout 0.1 then one dense): that is pooling="cls".
+Except with "pooler" the encoder's pooler is unused and frozen, so every trainable parameter
+gets a gradient (DistributedDataParallel requires it).
 
 Any encoder of the protocol fits: `encoder(input_ids, attention_mask, token_type_ids) -> (B, T, H)`
 plus `hidden_size` (and `pooled(hidden) -> (B, H)` for pooling="pooler").
@@ -43,7 +46,7 @@ from muppets.models.hf_electra import key_table as electra_key_table
 from muppets.models.layers import initialize
 from muppets.tasks.objectives import IGNORE
 
-POOLINGS = ("pooler", "cls", "mean", "electra")
+POOLINGS = ("pooler", "cls", "mean", "electra", "xlnet")
 
 
 def freeze_unused_pooler(encoder: nn.Module) -> None:
@@ -75,7 +78,7 @@ class SequenceClassifier(nn.Module):
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
         H = encoder.hidden_size
-        if pooling == "electra":
+        if pooling in ("electra", "xlnet"):
             self.dense = nn.Linear(H, H)
             initialize(self.dense, initializer_range)
         self.classifier = nn.Linear(H, num_labels)
@@ -96,11 +99,23 @@ class SequenceClassifier(nn.Module):
             pooled = hidden[:, 0]  # (B, H)
         elif self.pooling == "electra":  # ElectraClassificationHead: gelu, two dropouts
             pooled = F.gelu(self.dense(self.dropout(hidden[:, 0])))  # (B, H)
+        elif self.pooling == "xlnet":  # SequenceSummary "last": tanh(dense(<cls>)), no dropout
+            pooled = torch.tanh(self.dense(last_real_token(hidden, attention_mask)))  # (B, H)
         else:
             keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
             keep = keep.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, K)
+
+
+def last_real_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(B, T, H) -> (B, H) at each row's last position with attention_mask 1 (the last one
+    without a mask): XLNet's <cls>, whichever side the row is padded on."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    T = attention_mask.shape[1]
+    last = T - 1 - attention_mask.flip(1).argmax(1)  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def class_predictions(logits: Tensor) -> Tensor:

@@ -132,9 +132,10 @@ def task_setup_from_hf(values: dict[str, Any], config: BertConfig, path: object)
 
 
 def family_pooling(model_type: str) -> str:
-    """The pooling of a family's transformers sequence classifier: ELECTRA's own head, else the
-    pooler (BertForSequenceClassification, RoBERTa's dense + tanh head, ALBERT's pooler)."""
-    return "electra" if model_type == "electra" else "pooler"
+    """The pooling of a family's transformers sequence classifier: ELECTRA's own head, XLNet's
+    summary of its last token, else the pooler (BertForSequenceClassification, RoBERTa's
+    dense + tanh head, ALBERT's pooler)."""
+    return {"electra": "electra", "xlnet": "xlnet"}.get(model_type, "pooler")
 
 
 def _suffix(name: str) -> str:

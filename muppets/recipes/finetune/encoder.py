@@ -103,18 +103,12 @@ def load_encoder(config, tokenizer, max_seq_length: int):
     encoder, whose vocabulary must be the tokenizer's. Either way its hidden and attention dropout
     are config.dropout: a checkpoint pretrained without dropout (configs/bert-mini.toml) is still
     fine-tuned with it, as the model from scratch is."""
-    dropout = {
-        "hidden_dropout_prob": config.dropout,
-        "attention_probs_dropout_prob": config.dropout,
-    }
     if config.model in PRESETS:
-        model_config = preset_config(
-            config.model,
-            vocab_size=tokenizer.vocab_size,
-            pad_token_id=tokenizer.pad_id,
-            max_position_embeddings=max(512, max_seq_length),
-            **dropout,
-        )
+        sizes = dict(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+        kind = PRESETS[config.model]["model_type"]
+        if kind != "xlnet":  # XLNet's relative positions have no table to size
+            sizes["max_position_embeddings"] = max(512, max_seq_length)
+        model_config = preset_config(config.model, **sizes, **_dropout(kind, config.dropout))
         encoder = build_encoder(model_config)
     else:
         pretrained, model_config, own = load_pretrained(config.model)
@@ -124,6 +118,7 @@ def load_encoder(config, tokenizer, max_seq_length: int):
             message = f"the tokenizer's vocabulary is not the checkpoint's ({config.model})"
             raise InputError(message + ": they come from different vocabularies", where)
         encoder = pretrained.encoder
+        dropout = _dropout(model_config.model_type, config.dropout)
         model_config = dataclasses.replace(model_config, **dropout)
         set_dropout(encoder, config.dropout, config.dropout)  # in place: no new random weights
     if max_seq_length > model_config.max_sequence_length:
@@ -132,6 +127,13 @@ def load_encoder(config, tokenizer, max_seq_length: int):
             f"{model_config.max_sequence_length} positions"
         )
     return encoder, model_config
+
+
+def _dropout(model_type: str, rate: float) -> dict[str, float]:
+    """The config fields of a family's dropout: XLNet has one rate for everything."""
+    if model_type == "xlnet":
+        return {"dropout": rate}
+    return {"hidden_dropout_prob": rate, "attention_probs_dropout_prob": rate}
 
 
 def set_dropout(encoder: nn.Module, hidden: float, attention: float) -> None:
