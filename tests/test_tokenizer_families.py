@@ -349,5 +349,7 @@ def test_tagging_pieces_equal_the_reference_on_words(family):
     words = [line.split()[:20] for line in VALID[:6]]
     sentences = [Sentence(tuple(w), ("O",) * len(w), "x", 1) for w in words]
     features = tagging_features(sentences, ours, max_seq_length=128)
-    expected = reference(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
-    assert [f.input_ids.tolist()[1:-1] for f in features] == expected
+    # with the family's specials around them: XLNet's <sep> <cls> last (segment 2)
+    expected = reference(words, is_split_into_words=True, return_token_type_ids=True)
+    assert [f.input_ids.tolist() for f in features] == expected["input_ids"]
+    assert [f.token_type_ids.tolist() for f in features] == expected["token_type_ids"]

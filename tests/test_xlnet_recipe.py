@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sentence, write_tasks
+from conftest import CITIES, CONTEXT, PEOPLE, sentence, write_tasks
 from safetensors.torch import load_file
 
 from muppets.cli.main import main
@@ -148,6 +148,8 @@ def xlnet_workspace(tmp_path_factory):
     rng = random.Random(0)
     write_tasks(root, rng)
     texts = [sentence(rng, w) for w in ("good", "bad", "so") for _ in range(30)]
+    texts += [CONTEXT.format(p=p, c=c) for p in PEOPLE for c in CITIES]
+    texts += ["who owns the moon ? where does went to live", ". . ."]
     tokenizer = train_any(STYLES["xlnet"], texts, vocab_size=120, min_frequency=1)
     tokenizer.save(root / "tok")
     return root, tokenizer
@@ -172,3 +174,53 @@ def test_finetune_a_preset_from_its_last_token_and_evaluate(xlnet_workspace, tmp
     # the features are XLNet's: text, <sep>, <cls> last (segment 2)
     ids, types = tokenizer.build_inputs(tokenizer.encode("a good film"))
     assert ids[-2:] == [tokenizer.sep_id, tokenizer.cls_id] and types[-1] == 2
+
+
+def test_squad_windows_point_no_answer_at_the_last_cls_and_predict(xlnet_workspace, tmp_path):
+    """XLNet's QA: question <sep> window <sep> <cls>; a window without the answer (and the
+    unanswerable question) is labelled at its <cls>, the LAST token, where v2.0's null score is
+    read; fine-tune, evaluate and predict run over it."""
+    from muppets.data.readers.squad import read_squad
+    from muppets.data.task_features import qa_features
+
+    root, tokenizer = xlnet_workspace
+    squad = root / "squad.json"
+    features = qa_features(read_squad(squad)[0], tokenizer, max_seq_length=24, doc_stride=6)
+    for f in features:
+        assert f.input_ids[-1] == tokenizer.cls_id and f.null_index == len(f) - 1
+        assert f.input_ids[f.context_start - 1] == tokenizer.sep_id  # after the question
+    empty = [f for f in features if f.targets["start_positions"] == len(f) - 1]
+    assert empty and all(f.targets["end_positions"] == len(f) - 1 for f in empty)
+    out = tmp_path / "qa"
+    args = ["--task", "squad", "--train-file", str(squad), "--dev-file", str(squad)]
+    args += ["--model", "xlnet-tiny", "--tokenizer", str(root / "tok"), "--out", str(out)]
+    args += ["--epochs", "1", "--max-seq-length", "24", "--doc-stride", "6", "--batch-size", "8"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", *args]) == 0
+    dev = json.loads((out / "seed-1" / "metrics.json").read_text())["dev"]["dev"]
+    assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1"} <= set(dev) and dev["total"] == 7
+    target = tmp_path / "answers.json"
+    predict = ["predict", "--model", str(out / "seed-1"), "--input", str(squad)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*predict, "--out", str(target)]) == 0
+    assert len(json.loads(target.read_text())) == 7
+
+
+def test_tagging_features_end_with_sep_cls_and_conll_fine_tunes(xlnet_workspace, tmp_path):
+    from muppets.data.readers.conll import read_conll
+    from muppets.data.task_features import tagging_features
+
+    root, tokenizer = xlnet_workspace
+    sentences = read_conll(root / "conll" / "train.txt")
+    features = tagging_features(sentences, tokenizer, 16, ["O", "B-PER", "B-LOC"] + ["I-PER"])
+    for f in features:
+        assert f.input_ids[-2:].tolist() == [tokenizer.sep_id, tokenizer.cls_id]
+        assert f.token_type_ids[-1] == 2 and f.word_ids[-2:].tolist() == [-1, -1]
+        assert f.word_ids[0] >= 0 and f.targets["labels"][0] >= 0  # a word first, no <cls>
+    out = tmp_path / "ner"
+    args = ["--task", "conll2003", "--data", str(root / "conll"), "--model", "xlnet-tiny"]
+    args += ["--tokenizer", str(root / "tok"), "--out", str(out), "--epochs", "1"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", *args]) == 0
+    dev = json.loads((out / "seed-1" / "metrics.json").read_text())["dev"]["dev"]
+    assert {"precision", "recall", "f1"} <= set(dev)

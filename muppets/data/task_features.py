@@ -7,8 +7,9 @@ One featurizer per head kind, all producing `Feature`s (one example may give sev
 - extractive QA: `[CLS] question [SEP] window [SEP]`, the question cut to max_query_length. Windows
   of the tokenized context start every doc_stride tokens until one reaches the context's end
   (run_squad.py's doc_stride), so no context token is ever truncated away. The start/end labels
-  are the answer's first and last token inside the window, or 0 ([CLS]) in both when the answer
-  is not wholly inside it, or the question is unanswerable (run_squad.py).
+  are the answer's first and last token inside the window, or [CLS]'s position in both (0; XLNet:
+  the last) when the answer is not wholly inside it, or the question is unanswerable
+  (run_squad.py).
 - tagging: each word's sub-tokens; a word's label on its first sub-token and -100 elsewhere
   (Devlin et al. 2019 section 5.3). A sentence longer than fits is split at word boundaries into
   several features, so no word is lost (a single word longer than a window keeps its first
@@ -55,6 +56,7 @@ class Feature:
     # context's offsets (not a copy), and the position of the first of them in input_ids.
     offsets: np.ndarray | None = None
     context_start: int = 0
+    null_index: int = 0  # QA: where "no answer" points, the template's [CLS] (XLNet's: last)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -178,13 +180,15 @@ def qa_features(
         for w0 in window_starts(len(ids), room, doc_stride):
             w1 = min(w0 + room, len(ids))  # window = context tokens [w0, w1)
             input_ids, types = tokenizer.build_inputs(question, ids[w0:w1].tolist())
+            null = input_ids.index(tokenizer.cls_id)
             targets = {}
             if labelled:
                 inside = not example.is_impossible and w0 <= answer[0] and answer[1] < w1
-                s, e = (answer[0] - w0 + head, answer[1] - w0 + head) if inside else (0, 0)
+                s, e = (answer[0] - w0 + head, answer[1] - w0 + head) if inside else (null, null)
                 targets = {"start_positions": s, "end_positions": e}
             types = np.asarray(types, dtype=np.int8)
-            features.append(Feature(n, _ids(input_ids), types, targets, None, offsets[w0:w1], head))
+            window = offsets[w0:w1]
+            features.append(Feature(n, _ids(input_ids), types, targets, None, window, head, null))
     return features
 
 
@@ -210,7 +214,7 @@ def tagging_features(
     labels: Sequence[str] | None = None,
 ) -> list[Feature]:
     """Features of tagged sentences; with `labels`, targets {"labels": (T,) token label ids}."""
-    room = max_seq_length - 2
+    room = max_seq_length - tokenizer.num_special_tokens()
     if room < 1:
         raise ConfigError(f"max_seq_length={max_seq_length}: too short for [CLS], [SEP] and a word")
     words = [list(s.words) for s in sentences]
@@ -238,17 +242,22 @@ def tagging_features(
 
 
 def _tagging_feature(n, chunk, word_labels, tokenizer) -> Feature:
-    ids, words, token_labels = [tokenizer.cls_id], [-1], [IGNORE_INDEX]
-    for word, pieces in chunk:
-        ids += pieces
-        words += [word] * len(pieces)
+    """The words' pieces inside the tokenizer's template: [CLS] .. [SEP], <s> .. </s>, or
+    XLNet's .. <sep> <cls> (segment 2 on <cls>); specials are word -1, label -100."""
+    pieces, words, piece_labels = [], [], []
+    for word, word_pieces in chunk:
+        pieces += word_pieces
+        words += [word] * len(word_pieces)
         first = IGNORE_INDEX if word_labels is None else word_labels[word]
-        token_labels += [first] + [IGNORE_INDEX] * (len(pieces) - 1)
-    ids.append(tokenizer.sep_id)
-    words.append(-1)
-    token_labels.append(IGNORE_INDEX)
-    targets = {} if word_labels is None else {"labels": _ids(token_labels)}
-    return Feature(n, _ids(ids), _types(len(ids), len(ids)), targets, _ids(words))
+        piece_labels += [first] + [IGNORE_INDEX] * (len(word_pieces) - 1)
+    ids, types = tokenizer.build_inputs(pieces)
+    head = tokenizer.build_inputs([-1])[0].index(-1)  # where the first piece sits
+    word_ids = np.full(len(ids), -1, dtype=np.int32)
+    word_ids[head : head + len(pieces)] = words
+    token_labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
+    token_labels[head : head + len(pieces)] = piece_labels
+    targets = {} if word_labels is None else {"labels": token_labels}
+    return Feature(n, _ids(ids), np.asarray(types, dtype=np.int8), targets, word_ids)
 
 
 # ---------------------------------------------------------------- batches

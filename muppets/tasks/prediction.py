@@ -140,6 +140,7 @@ def example_span(setup: TaskSetup, example, windows: list, scores: list) -> Span
         example.context,
         setup.max_answer_length,
         threshold,
+        np.array([feature.null_index for feature in windows]),  # (W,) [CLS] of each window
     )
 
 

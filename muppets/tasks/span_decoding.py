@@ -74,10 +74,12 @@ def best_window_span(
     return float(total.flat[best]), int(w), int(i), int(i + k)
 
 
-def null_score(start_scores, end_scores, null_index: int = 0) -> float:
-    """min over windows of start + end at the [CLS] position (run_squad.py's score_null)."""
+def null_score(start_scores, end_scores, null_index: int | np.ndarray = 0) -> float:
+    """min over windows of start + end at the [CLS] position (run_squad.py's score_null);
+    null_index: one position, or one per window (XLNet's <cls> ends each window)."""
     s, e = _as_windows(start_scores, np.float64), _as_windows(end_scores, np.float64)
-    return float(np.min(s[:, null_index] + e[:, null_index]))
+    rows = np.arange(len(s))
+    return float(np.min(s[rows, null_index] + e[rows, null_index]))
 
 
 def best_span(
@@ -88,7 +90,7 @@ def best_span(
     context: str,
     max_answer_length: int = 30,
     null_threshold: float | None = None,
-    null_index: int = 0,
+    null_index: int | np.ndarray = 0,
 ) -> SpanPrediction:
     """The best answer of one question from all its windows, as characters of `context`.
 
