@@ -18,12 +18,14 @@ from muppets.data.lm_streams import ShardStream
 from muppets.data.shards import ShardedCorpus
 from muppets.data.xlnet_instances import XLNetBatches
 from muppets.models.hf_xlnet import config_to_hf, state_dict_to_hf
+from muppets.models.registry import preset_config
 from muppets.models.xlnet import XLNetLMHeadModel
 from muppets.recipes.pretrain_xlnet import XLNetPretrainConfig, pretrain_xlnet
 from muppets.tasks.causal_lm import RowChunks, SegmentMemory
 from muppets.tasks.permutation_lm import PermutationLMObjective, XLNetPLMLoss
 from muppets.tokenization.families import load_any_tokenizer, train_any
 from muppets.tokenization.styles import STYLES
+from muppets.training.checkpoint import save_pretrained
 from muppets.training.options import from_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -224,3 +226,42 @@ def test_tagging_features_end_with_sep_cls_and_conll_fine_tunes(xlnet_workspace,
         assert main(["finetune", *args]) == 0
     dev = json.loads((out / "seed-1" / "metrics.json").read_text())["dev"]["dev"]
     assert {"precision", "recall", "f1"} <= set(dev)
+
+
+def test_extract_equals_transformers_hidden_states_left_padded(xlnet_workspace, tmp_path):
+    """`muppets extract` right-pads its batch; XLNet's relative positions make the real tokens'
+    states the same as transformers' XLNetModel on the LEFT-padded batch (every layer)."""
+    import numpy as np
+    import transformers
+
+    root, tokenizer = xlnet_workspace
+    config = preset_config("xlnet-tiny", vocab_size=tokenizer.vocab_size, pad_token_id=5)
+    torch.manual_seed(0)
+    model = XLNetLMHeadModel(config)
+    checkpoint = tmp_path / "ckpt"
+    save_pretrained(checkpoint, model, config.to_dict())
+    tokenizer.save(checkpoint)
+    texts = ["a good film", "the plot was so bad and the ending is really quite bad"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "features.npz"
+    args = ["extract", "--model", str(checkpoint), "--input", str(tmp_path / "in.txt")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "--out", str(out)]) == 0
+    ours = np.load(out)
+    theirs = transformers.XLNetModel(transformers.XLNetConfig(**config_to_hf(config, False)))
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("mlm_head.")}
+    theirs.load_state_dict(state_dict_to_hf(encoder, config))
+    theirs.eval()
+    rows = [tokenizer.encode_pair(t)[0] for t in texts]
+    T = max(len(r) for r in rows)
+    ids = torch.full((2, T), tokenizer.pad_id)
+    mask = torch.zeros(2, T)
+    for n, r in enumerate(rows):
+        ids[n, T - len(r) :], mask[n, T - len(r) :] = torch.tensor(r), 1.0
+    with torch.no_grad():
+        states = theirs(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert len(states) == config.n_layer + 1
+    for n, r in enumerate(rows):
+        got = ours[f"line-{n + 1}"]  # (L + 1, T_n, H)
+        want = torch.stack([s[n, T - len(r) :] for s in states]).numpy()
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-5

@@ -220,6 +220,18 @@ class XLNetModel(nn.Module):
     ) -> Tensor:
         return self.run(input_ids, attention_mask, token_type_ids).hidden
 
+    def forward_all_layers(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> list[Tensor]:
+        """L + 1 tensors (B, T, H): the word embeddings, then every layer's content stream (the
+        last one equals forward() in eval mode; transformers' hidden_states)."""
+        layers: list[Tensor] = []
+        self.run(input_ids, attention_mask, token_type_ids, collect=layers)
+        return layers
+
     def _blocked(self, B, T, M, attention_mask, perm_mask, device) -> Tensor | None:
         """(B, T, K) True where query i may not see key j (memory keys: only by causality)."""
         c, K = self.config, M + T
@@ -248,9 +260,11 @@ class XLNetModel(nn.Module):
         perm_mask: Tensor | None = None,
         target_mapping: Tensor | None = None,
         use_mems: bool = False,
+        collect: list[Tensor] | None = None,
     ) -> XLNetOutput:
         """input_ids (B, T); attention_mask (B, T) 1 = real token; mems: per layer (B, M, H);
-        perm_mask (B, T, T) 1 = i may not see j; target_mapping (B, P, T) one-hot rows."""
+        perm_mask (B, T, T) 1 = i may not see j; target_mapping (B, P, T) one-hot rows;
+        collect: a list that receives the content stream before each layer and after the last."""
         c = self.config
         B, T = input_ids.shape
         M = mems[0].shape[1] if mems is not None else 0
@@ -286,7 +300,11 @@ class XLNetModel(nn.Module):
             # With two streams only g is returned: the last layer's content output is not
             # computed (transformers computes it and drops it).
             content = g is None or index < last
+            if collect is not None:
+                collect.append(h)
             h, g = layer(h, memory, encoding, mask_bias, different, g, g_targets, content)
+        if collect is not None and g is None:
+            collect.append(h)
         return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
 
     def _encoding(self, B: int, T: int, K: int, device) -> Tensor:
