@@ -121,3 +121,11 @@ def test_a_stream_too_short_for_the_batch_is_one_line(cli_error, tiny_shards, tm
     args = ["pretrain-lm", "--train-data", str(tiny_shards / "train"), "--batch-size", "1000000"]
     args += ["--micro-batch-size", "1000000", "--out", str(tmp_path / "out")]
     assert "too few for batch_size 1000000" in cli_error(args)
+
+
+def test_another_models_checkpoint_is_named_in_one_line(cli_error, tmp_path):
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16}))
+    line = cli_error(["evaluate-lm", "--model", str(bert), "--out", str(tmp_path / "out")])
+    assert "config.json" in line and "not a Transformer-XL checkpoint (model_type 'bert')" in line

@@ -25,7 +25,7 @@ import torch
 
 from muppets.data.lm_streams import OrderedSegments, SegmentBatches, ShardStream
 from muppets.data.shards import ShardedCorpus
-from muppets.errors import ConfigError
+from muppets.errors import ConfigError, InputError
 from muppets.models.registry import LM_PRESETS, lm_config
 from muppets.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
 from muppets.tasks.causal_lm import CausalLMObjective, RowChunks, SegmentMemory, TransfoXLLoss
@@ -204,7 +204,14 @@ def _pretrain_lm(config: LMPretrainConfig) -> dict:
 def load_transfo_xl(path: str | Path):
     """(model, config, tokenizer) of a pretrain-lm checkpoint or run directory."""
     directory = resolve_checkpoint(path)
-    config = TransfoXLConfig.from_dict(read_config(directory))
+    values = read_config(directory)
+    if values.get("model_type") != "transfo-xl":
+        raise InputError(
+            f"not a Transformer-XL checkpoint (model_type {values.get('model_type')!r}): "
+            "give a pretrain-lm run or checkpoint",
+            directory / "config.json",
+        )
+    config = TransfoXLConfig.from_dict(values)
     model = TransfoXLLMHeadModel(config)
     load_weights(model, directory)
     return model, config, load_any_tokenizer(directory)
