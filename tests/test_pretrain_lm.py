@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 from muppets.cli.main import main
 from muppets.data.lm_streams import OrderedSegments
 from muppets.data.wikitext import read_wikitext
-from muppets.recipes.pretrain_lm import LMPretrainConfig, load_transfo_xl, pretrain_lm
+from muppets.recipes.pretrain_lm import LMPretrainConfig, pretrain_lm
 from muppets.tasks.causal_lm import SegmentMemory
 from muppets.training.options import from_options
+from muppets.training.pretrained import load_transfo_xl
 
 LINES = [" = Cats = ", " the cat sat on the mat . ", " a dog ran in the park . "] * 6
 

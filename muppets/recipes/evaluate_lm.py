@@ -27,9 +27,9 @@ from muppets.data.lm_streams import IGNORE_INDEX, OrderedSegments
 from muppets.data.wikitext import WikiTextStream, read_wikitext
 from muppets.errors import ConfigError
 from muppets.models.transfo_xl import TransfoXLLMHeadModel
-from muppets.recipes.pretrain_lm import eos_id, load_transfo_xl
 from muppets.training.device import pick_device
 from muppets.training.options import check, device_option, option
+from muppets.training.pretrained import eos_id, load_transfo_xl
 
 WIKITEXT = "../shared/data/wikitext-103-eval"
 

@@ -10,7 +10,7 @@ run_wt103_base.sh optimisation: Adam at 2.5e-4, cosine decay, clipping at 0.25, 
 Held-out loss (valid_data: shards) runs over the first eval_segments segments with memories.
 
 A checkpoint directory: config.json (TransfoXLConfig), model.safetensors (TransfoXLLMHeadModel's
-names) and the tokenizer files; `load_transfo_xl` reads it (muppets evaluate-lm).
+names) and the tokenizer files; training/pretrained.load_transfo_xl reads it (muppets evaluate-lm).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import torch
 
 from muppets.data.lm_streams import OrderedSegments, SegmentBatches, ShardStream
 from muppets.data.shards import ShardedCorpus
-from muppets.errors import ConfigError, InputError
+from muppets.errors import ConfigError
 from muppets.models.registry import LM_PRESETS, lm_config
 from muppets.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
 from muppets.tasks.causal_lm import CausalLMObjective, RowChunks, SegmentMemory, TransfoXLLoss
 from muppets.tokenization.families import load_any_tokenizer
 from muppets.training import distributed as dist
-from muppets.training.checkpoint import load_weights, read_config
 from muppets.training.loop import TrainConfig, train
 from muppets.training.options import (
     Batches,
@@ -45,7 +44,7 @@ from muppets.training.options import (
     group,
     option,
 )
-from muppets.training.pretrained import TOKENIZER_FILES, resolve_checkpoint
+from muppets.training.pretrained import TOKENIZER_FILES, eos_id
 from muppets.training.state import recorded_precision
 
 OBJECTIVES = ("clm",)
@@ -113,11 +112,6 @@ class LMPretrainConfig:
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return lm_config(self.model, **values)
-
-
-def eos_id(tokenizer) -> int:
-    """The token after every document: [SEP] (WordPiece) or </s> (BPE, Unigram)."""
-    return tokenizer.sep_id
 
 
 def pretrain_lm(config: LMPretrainConfig) -> dict:
@@ -199,19 +193,3 @@ def _pretrain_lm(config: LMPretrainConfig) -> dict:
         )
     dist.cleanup()
     return result
-
-
-def load_transfo_xl(path: str | Path):
-    """(model, config, tokenizer) of a pretrain-lm checkpoint or run directory."""
-    directory = resolve_checkpoint(path)
-    values = read_config(directory)
-    if values.get("model_type") != "transfo-xl":
-        raise InputError(
-            f"not a Transformer-XL checkpoint (model_type {values.get('model_type')!r}): "
-            "give a pretrain-lm run or checkpoint",
-            directory / "config.json",
-        )
-    config = TransfoXLConfig.from_dict(values)
-    model = TransfoXLLMHeadModel(config)
-    load_weights(model, directory)
-    return model, config, load_any_tokenizer(directory)

@@ -31,6 +31,7 @@ from muppets.models.hf_electra import read_hf_electra, refuse_generator
 from muppets.models.hf_ernie import ernie_config_to_bert, is_ernie, read_hf_ernie
 from muppets.models.hf_xlnet import read_hf_xlnet
 from muppets.models.registry import CONFIGS, MODELS, build_encoder, build_pretraining_model
+from muppets.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
 from muppets.models.xlnet import XLNetConfig
 from muppets.tasks.hf_tasks import hf_task_class, load_hf_task
 from muppets.tasks.registry import build_head
@@ -249,3 +250,24 @@ def load_finetuned(path: str | Path) -> tuple[nn.Module, TaskSetup, WordPieceTok
     model = build_head(setup.spec, build_encoder(config), len(setup.labels), pooling=setup.pooling)
     load_weights(model, directory)
     return model.eval(), setup, tokenizer
+
+
+def eos_id(tokenizer) -> int:
+    """The token after every document: [SEP] (WordPiece) or </s> (BPE, Unigram)."""
+    return tokenizer.sep_id
+
+
+def load_transfo_xl(path: str | Path):
+    """(model, config, tokenizer) of a pretrain-lm checkpoint or run directory."""
+    directory = resolve_checkpoint(path)
+    values = read_config(directory)
+    if values.get("model_type") != "transfo-xl":
+        raise InputError(
+            f"not a Transformer-XL checkpoint (model_type {values.get('model_type')!r}): "
+            "give a pretrain-lm run or checkpoint",
+            directory / "config.json",
+        )
+    config = TransfoXLConfig.from_dict(values)
+    model = TransfoXLLMHeadModel(config)
+    load_weights(model, directory)
+    return model, config, load_any_tokenizer(directory)
