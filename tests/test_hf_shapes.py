@@ -172,7 +172,7 @@ def test_a_vocabulary_larger_than_the_tokenizer_names_config_json(
     assert not (tmp_path / "o").exists()  # nothing left behind
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "xlnet"])
+@pytest.mark.parametrize("model_type", ["gpt2", "deberta-v2"])
 def test_an_unknown_model_type_names_the_field_and_the_file(
     tmp_path, tiny_tokenizer, cli_error, model_type
 ):
