@@ -19,7 +19,7 @@ from muppets.data.shards import ShardedCorpus
 from muppets.data.xlnet_instances import XLNetBatches
 from muppets.models.hf_xlnet import config_to_hf, state_dict_to_hf
 from muppets.models.registry import preset_config
-from muppets.models.xlnet import XLNetLMHeadModel
+from muppets.models.xlnet import XLNetLMHeadModel, XLNetModel
 from muppets.recipes.pretrain_xlnet import XLNetPretrainConfig, pretrain_xlnet
 from muppets.tasks.causal_lm import RowChunks, SegmentMemory
 from muppets.tasks.permutation_lm import PermutationLMObjective, XLNetPLMLoss
@@ -27,6 +27,7 @@ from muppets.tokenization.families import load_any_tokenizer, train_any
 from muppets.tokenization.styles import STYLES
 from muppets.training.checkpoint import save_pretrained
 from muppets.training.options import from_options
+from muppets.training.pretrained import load_finetuned
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZES = dict(seq_len=32, reuse_len=16, mem_len=24, perm_size=8, num_predict=6, max_gram=3)
@@ -157,25 +158,115 @@ def xlnet_workspace(tmp_path_factory):
     return root, tokenizer
 
 
-def test_finetune_a_preset_from_its_last_token_and_evaluate(xlnet_workspace, tmp_path, capsys):
-    root, tokenizer = xlnet_workspace
-    out = tmp_path / "sst2"
+@pytest.fixture(scope="module")
+def xlnet_sst2(xlnet_workspace, tmp_path_factory):
+    """xlnet-tiny fine-tuned on the sst2-like files through the CLI (a preset from scratch)."""
+    root, _ = xlnet_workspace
+    out = tmp_path_factory.mktemp("xlnet-sst2") / "sst2"
     args = ["--task", "sst2", "--data", str(root / "glue"), "--model", "xlnet-tiny"]
     args += ["--tokenizer", str(root / "tok"), "--out", str(out), "--epochs", "6"]
     args += ["--early-stopping-patience", "0", "--learning-rate", "1e-3", "--batch-size", "8"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["finetune", *args]) == 0
-    run = out / "seed-1"
+    return out
+
+
+def test_finetune_a_preset_from_its_last_token_and_evaluate(xlnet_workspace, xlnet_sst2, capsys):
+    root, tokenizer = xlnet_workspace
+    run = xlnet_sst2 / "seed-1"
     assert json.loads((run / "task.json").read_text())["pooling"] == "xlnet"
     tuned = load_file(run / "model.safetensors")
     assert {"dense.weight", "classifier.weight", "encoder.mask_emb"} <= set(tuned)
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(out), "--data", str(root / "glue")]) == 0
+    assert main(["evaluate", "--model", str(xlnet_sst2), "--data", str(root / "glue")]) == 0
     scores = capsys.readouterr().out.strip().splitlines()[-1]
     assert scores == "sst2 dev (16 examples): accuracy 1.0000"
     # the features are XLNet's: text, <sep>, <cls> last (segment 2)
     ids, types = tokenizer.build_inputs(tokenizer.encode("a good film"))
     assert ids[-2:] == [tokenizer.sep_id, tokenizer.cls_id] and types[-1] == 2
+
+
+def padded(tokenizer, texts, left: bool):
+    """(ids, mask, types) of XLNet's template (the models' argument order), padded on the left
+    or the right."""
+    rows = [tokenizer.encode_pair(*t) for t in texts]
+    T = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), T), tokenizer.pad_id)
+    types, mask = torch.full_like(ids, 4), torch.zeros_like(ids)  # 4: XLNet's padding segment
+    for n, (row, segment) in enumerate(rows):
+        where = slice(T - len(row), T) if left else slice(0, len(row))
+        ids[n, where], types[n, where], mask[n, where] = torch.tensor(row), torch.tensor(segment), 1
+    return ids, mask, types
+
+
+TEXTS = [("the plot was so bad and the ending is really bad", None), ("a good film", "so good")]
+
+
+def test_convert_classifier_both_ways_logits_equal_transformers(
+    xlnet_workspace, xlnet_sst2, tmp_path
+):
+    """convert --to hf gives XLNetForSequenceClassification: its logits on the left-padded batch
+    (XLNet's tokenizer) equal ours on the right-padded one (collate_features) <= 1e-5; back to
+    muppets, the same tensors."""
+    import transformers
+
+    root, tokenizer = xlnet_workspace
+    run, hf, back = xlnet_sst2 / "seed-1", tmp_path / "hf", tmp_path / "back"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", "--input", str(run), "--out", str(hf), "--to", "hf"]) == 0
+        assert main(["convert", "--input", str(hf), "--out", str(back), "--to", "muppets"]) == 0
+    config = json.loads((hf / "config.json").read_text())
+    assert config["architectures"] == ["XLNetForSequenceClassification"]
+    theirs = transformers.XLNetForSequenceClassification.from_pretrained(hf).eval()
+    model, _, _ = load_finetuned(run)
+    with torch.no_grad():
+        want = theirs(*padded(tokenizer, TEXTS, left=True)[:1], **_named(tokenizer, True)).logits
+        got = model(*padded(tokenizer, TEXTS, left=False))
+    assert (got - want).abs().max() < 1e-5
+    a, b = load_file(run / "model.safetensors"), load_file(back / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _named(tokenizer, left):
+    _, mask, types = padded(tokenizer, TEXTS, left)
+    return {"token_type_ids": types, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("head", ["span_qa", "tagging"])
+def test_qa_and_tagging_heads_equal_transformers(xlnet_workspace, tmp_path, head):
+    """XLNetForQuestionAnsweringSimple / XLNetForTokenClassification from save_hf_task: the same
+    per-token logits at the real tokens (theirs left-padded) <= 1e-5, and read back."""
+    import transformers
+
+    from muppets.tasks.hf_tasks import load_hf_task, save_hf_task
+    from muppets.tasks.registry import build_head, task_spec
+    from muppets.tasks.setup import TaskSetup
+
+    _, tokenizer = xlnet_workspace
+    config = preset_config("xlnet-tiny", vocab_size=tokenizer.vocab_size, pad_token_id=5)
+    task = "squad" if head == "span_qa" else "conll2003"
+    labels = [] if head == "span_qa" else list(task_spec(task).labels)
+    torch.manual_seed(0)
+    ours = build_head(task_spec(task), XLNetModel(config), len(labels)).eval()
+    setup = TaskSetup(task=task, head=head, labels=labels, max_seq_length=128)
+    save_hf_task(ours, config, setup, tmp_path)
+    kind = "XLNetForQuestionAnsweringSimple" if head == "span_qa" else "XLNetForTokenClassification"
+    theirs = getattr(transformers, kind).from_pretrained(tmp_path).eval()
+    left, right = padded(tokenizer, TEXTS, True), padded(tokenizer, TEXTS, False)
+    with torch.no_grad():
+        out = theirs(left[0], attention_mask=left[1], token_type_ids=left[2])
+        want = (
+            torch.stack([out.start_logits, out.end_logits], -1) if head == "span_qa" else out.logits
+        )
+        got = ours(*right)
+    got = torch.stack(tuple(got), -1) if head == "span_qa" else got  # (B, T, 2)
+    lengths = right[1].sum(1)
+    for n, length in enumerate(lengths.tolist()):
+        assert (got[n, :length] - want[n, -length:]).abs().max() < 1e-5
+    loaded = load_hf_task(tmp_path)
+    assert loaded.setup.head == head
+    sd = loaded.model.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in ours.state_dict().items())
 
 
 def test_squad_windows_point_no_answer_at_the_last_cls_and_predict(xlnet_workspace, tmp_path):

@@ -43,6 +43,7 @@ from muppets.models.bert import BertConfig
 from muppets.models.hf import key_table
 from muppets.models.hf_albert import key_table as albert_key_table
 from muppets.models.hf_electra import key_table as electra_key_table
+from muppets.models.hf_xlnet import key_table as xlnet_key_table
 from muppets.models.layers import initialize
 from muppets.tasks.objectives import IGNORE
 
@@ -200,6 +201,11 @@ HF_CLASSIFIER_KEYS = {
         ("dense.{wb}", "classifier.dense.{wb}"),
         ("classifier.{wb}", "classifier.out_proj.{wb}"),
     ],
+    # XLNetForSequenceClassification (pooling="xlnet"): SequenceSummary's dense, logits_proj
+    "xlnet": [
+        ("dense.{wb}", "sequence_summary.summary.{wb}"),
+        ("classifier.{wb}", "logits_proj.{wb}"),
+    ],
 }
 
 
@@ -214,6 +220,8 @@ def _task_table(
         table = [("encoder." + k[len(tower) :], v) for k, v in rows if k.startswith(tower)]
     elif config.model_type == "albert":  # shared layers: hf_albert's rows, pooler left out
         table = albert_key_table(config, False, with_mlm_head=False, with_pooler=False)
+    elif config.model_type == "xlnet":  # its encoder's rows under `encoder.`, as hf_xlnet's
+        table = [(ours, (theirs,)) for ours, theirs in xlnet_key_table(config, False)]
     else:
         table = [
             row

@@ -1,10 +1,12 @@
 """transformers' task models <-> our fine-tuned models (encoder + head + task.json).
 
 BertForSequenceClassification / ...ForTokenClassification / ...ForQuestionAnswering and their
-RoBERTa, ALBERT and ELECTRA twins are the heads of classification.py, tagging.py and span_qa.py
-over our encoder; their key tables live beside each head. ELECTRA's sequence classifier is
-pooling="electra" (ElectraClassificationHead: dense + GELU on the first token, with a dense of its
-own, where BERT's pooler is dense + tanh); the others read the pooler (pooling="pooler"). What
+RoBERTa, ALBERT, ELECTRA and XLNet twins (XLNet's QA: XLNetForQuestionAnsweringSimple) are the
+heads of classification.py, tagging.py and span_qa.py over our encoder; their key tables live
+beside each head. ELECTRA's sequence classifier is pooling="electra" (ElectraClassificationHead:
+dense + GELU on the first token, with a dense of its own, where BERT's pooler is dense + tanh),
+XLNet's pooling="xlnet" (SequenceSummary: dense + tanh on the last token); the others read the
+pooler (pooling="pooler"). What
 task.json holds comes from config.json:
 
 - the labels: id2label in id order; without it, num_labels (2 by default, as transformers) with
@@ -43,7 +45,10 @@ from muppets.models.hf_albert import config_from_hf as albert_config_from_hf
 from muppets.models.hf_albert import config_to_hf as albert_config_to_hf
 from muppets.models.hf_electra import config_from_hf as electra_config_from_hf
 from muppets.models.hf_electra import config_to_hf as electra_config_to_hf
+from muppets.models.hf_xlnet import config_from_hf as xlnet_config_from_hf
+from muppets.models.hf_xlnet import config_to_hf as xlnet_config_to_hf
 from muppets.models.registry import build_encoder
+from muppets.models.xlnet import XLNetConfig
 from muppets.tasks.classification import (
     HF_CLASSIFIER_KEYS,
     task_state_dict_from_hf,
@@ -56,11 +61,18 @@ from muppets.tasks.tagging import HF_TAGGER_KEYS
 
 # transformers class suffix -> our head; the prefix names the family (Bert, Roberta).
 SUFFIXES = {
+    "ForQuestionAnsweringSimple": "span_qa",  # XLNet's start/end head (first: the reverse map)
     "ForSequenceClassification": "classification",
     "ForTokenClassification": "tagging",
     "ForQuestionAnswering": "span_qa",
 }
-FAMILIES = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra", "albert": "Albert"}
+FAMILIES = {
+    "bert": "Bert",
+    "roberta": "Roberta",
+    "electra": "Electra",
+    "albert": "Albert",
+    "xlnet": "XLNet",
+}
 # head -> the task whose reader takes any file of that head
 DEFAULT_TASKS = {
     "classification": "tabular",
@@ -167,9 +179,11 @@ def _read_directory(directory: Path) -> HfFiles:
     """hf.read_hf_directory, and ELECTRA's discriminator config (models/hf_electra.py)."""
     path = directory / "config.json"
     values = _read_json(path) if path.is_file() else {}
-    if values.get("model_type") not in ("electra", "albert"):
+    if values.get("model_type") not in ("electra", "albert", "xlnet"):
         return read_hf_directory(directory)
-    if values["model_type"] == "albert":
+    if values["model_type"] == "xlnet":
+        config = xlnet_config_from_hf(values, path)
+    elif values["model_type"] == "albert":
         config = albert_config_from_hf(values, path)
     else:
         config = electra_config_from_hf(values, None, path)
@@ -199,6 +213,10 @@ def config_to_hf_task(config: BertConfig | ElectraConfig, setup: TaskSetup) -> d
         d = electra_config_to_hf(config, "discriminator")
     elif isinstance(config, AlbertConfig):
         d = albert_config_to_hf(config, with_pair_head=False, with_mlm_head=False)
+    elif isinstance(config, XLNetConfig):  # SequenceSummary's defaults: last, dense, tanh
+        d = xlnet_config_to_hf(config, with_mlm_head=False)
+        if setup.head == "span_qa":  # XLNetForQuestionAnswering is the beam-search SQuAD 2 head
+            suffix = "ForQuestionAnsweringSimple"
     else:
         d = config_to_hf(config, with_pair_head=False)
     d["architectures"] = [FAMILIES[config.model_type] + suffix]

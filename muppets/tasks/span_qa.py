@@ -106,6 +106,7 @@ HF_SPAN_QA_KEYS = {
     "roberta": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
     "electra": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
     "albert": [("qa_outputs.{wb}", "qa_outputs.{wb}")],
+    "xlnet": [("qa_outputs.{wb}", "qa_outputs.{wb}")],  # XLNetForQuestionAnsweringSimple
 }
 
 

@@ -94,6 +94,7 @@ HF_TAGGER_KEYS = {
     "roberta": [("classifier.{wb}", "classifier.{wb}")],
     "electra": [("classifier.{wb}", "classifier.{wb}")],
     "albert": [("classifier.{wb}", "classifier.{wb}")],
+    "xlnet": [("classifier.{wb}", "classifier.{wb}")],
 }
 
 
