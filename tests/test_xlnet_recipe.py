@@ -225,6 +225,15 @@ def test_convert_classifier_both_ways_logits_equal_transformers(
     assert (got - want).abs().max() < 1e-5
     a, b = load_file(run / "model.safetensors"), load_file(back / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # transformers' own tokenizer pads on the left (convert says so), so its pipeline agrees
+    hf_tokenizer = transformers.XLNetTokenizerFast.from_pretrained(hf)
+    assert hf_tokenizer.padding_side == "left"
+    texts = [text for text, _ in TEXTS]
+    batch = hf_tokenizer(texts, padding=True, return_tensors="pt", return_token_type_ids=True)
+    with torch.no_grad():
+        want = theirs(**batch).logits
+        got = model(*padded(tokenizer, [(text, None) for text in texts], left=False))
+    assert (got - want).abs().max() < 1e-5
 
 
 def _named(tokenizer, left):

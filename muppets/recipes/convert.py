@@ -14,6 +14,7 @@ here.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,8 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
         for f in tokenizer_files:
             for directory in written:
                 shutil.copy2(f, directory / f.name)
+        if isinstance(model_config, XLNetConfig):
+            pad_on_the_left(out / "tokenizer_config.json")
     else:
         save_pretrained(out, model, model_config.to_dict(), extra_files=tokenizer_files)
         if setup is not None:
@@ -113,6 +116,18 @@ def _convert(config: ConvertConfig, out: Path) -> Path:
             f"convert: no {part} in {source}: initialised as transformers does (normal, std {std})"
         )
     return out
+
+
+def pad_on_the_left(path: Path) -> None:
+    """XLNet reads its <cls> at the LAST position (XLNetForSequenceClassification's summary is
+    hidden[:, -1]): transformers must pad on the left, whatever tokenizer the model was trained
+    with (a WordPiece one pads on the right by default)."""
+    if not path.is_file():
+        return
+    values = json.loads(path.read_text(encoding="utf-8"))
+    if values.get("padding_side") != "left":
+        values["padding_side"] = "left"
+        path.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _task_line(setup) -> str:
