@@ -365,3 +365,10 @@ def test_extract_equals_transformers_hidden_states_left_padded(xlnet_workspace, 
         got = ours[f"line-{n + 1}"]  # (L + 1, T_n, H)
         want = torch.stack([s[n, T - len(r) :] for s in states]).numpy()
         assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+
+
+def test_export_refuses_xlnet_in_one_line(xlnet_sst2, tmp_path, cli_error):
+    pytest.importorskip("onnxruntime")
+    args = ["export", "--model", str(xlnet_sst2 / "seed-1"), "--out", str(tmp_path / "onnx")]
+    assert "XLNet has no ONNX export here" in cli_error(args)
+    assert not (tmp_path / "onnx" / "model.onnx").exists()

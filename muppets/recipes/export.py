@@ -134,6 +134,11 @@ def export(config: ExportConfig) -> Path:
             resolve_checkpoint(config.model),
         )
     source = resolve_checkpoint(config.model)
+    if loaded.config.model_type == "xlnet":  # not a traceback from the ONNX tracer
+        raise ConfigError(
+            f"{source}: XLNet has no ONNX export here (its relative attention's strided shift "
+            "does not trace); use muppets predict / evaluate on the checkpoint"
+        )
     model = TaskLogits(loaded.model.float().eval(), setup.head).eval()
     tokenizer = loaded.tokenizer
     out = Path(config.out)
