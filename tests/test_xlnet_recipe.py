@@ -372,3 +372,32 @@ def test_export_refuses_xlnet_in_one_line(xlnet_sst2, tmp_path, cli_error):
     args = ["export", "--model", str(xlnet_sst2 / "seed-1"), "--out", str(tmp_path / "onnx")]
     assert "XLNet has no ONNX export here" in cli_error(args)
     assert not (tmp_path / "onnx" / "model.onnx").exists()
+
+
+def test_bi_data_runs_forward_and_backward_rows(tiny_shards, tmp_path, cli_error, capsys):
+    out = run(tiny_shards, tmp_path / "bi", max_steps=2, micro_batch_size=4, bi_data=True)
+    assert json.loads((out / "result.json").read_text())["step"] == 2
+    saved = out / "checkpoints" / "step-00000002" / "config.json"
+    assert json.loads(saved.read_text())["bi_data"] is True
+    capsys.readouterr()
+    args = ["pretrain", "--model", "xlnet-tiny", "--train-data", str(tiny_shards / "train")]
+    args += ["--bi-data", "--batch-size", "4", "--micro-batch-size", "2"]
+    message = cli_error([*args, "--out", str(tmp_path / "x")])
+    assert "bi_data needs micro_batch_size" in message
+
+
+def test_finetune_starts_from_a_pretrain_xlnet_run(tiny_shards, xlnet_workspace, tmp_path):
+    """`finetune --model <pretrain-xlnet run>`: the encoder is the run's (mask_emb, unused when
+    fine-tuning, comes through unchanged) and the run's own tokenizer featurizes the task."""
+    pretrained = run(tiny_shards, tmp_path / "pre", max_steps=1)
+    root, _ = xlnet_workspace
+    out = tmp_path / "sst2"
+    args = ["--task", "sst2", "--data", str(root / "glue"), "--model", str(pretrained)]
+    args += ["--out", str(out), "--epochs", "1", "--batch-size", "8"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", *args]) == 0
+    before, after = weights(pretrained, 1), load_file(out / "seed-1" / "model.safetensors")
+    assert torch.equal(before["encoder.mask_emb"], after["encoder.mask_emb"])
+    assert not torch.equal(
+        before["encoder.word_embeddings.weight"], after["encoder.word_embeddings.weight"]
+    )

@@ -175,6 +175,11 @@ def _pretrain_xlnet(config: XLNetPretrainConfig) -> dict:
     tokenizer = load_any_tokenizer(config.train_data)
     model_config = config.model_config(tokenizer)
     accumulation = config.batches.accumulation(world)
+    if config.bi_data and accumulation > 1:  # the model reads rows [forward; backward] per pass
+        raise ConfigError(
+            "bi_data needs micro_batch_size x processes = batch_size: each forward pass holds its "
+            "rows and the same rows read backwards (the reference's per-core batch)"
+        )
     source = stream_batches(
         config, config.train_data, tokenizer, config.batches.batch_size, config.run.seed
     )
