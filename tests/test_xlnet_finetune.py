@@ -294,3 +294,19 @@ def test_serve_classifies_as_predict_writes(xlnet_workspace, xlnet_sst2, tmp_pat
         body = call(port, "POST", "/classify", {"inputs": sentences})[2]
     assert info["model_type"] == "xlnet" and info["routes"] == ["classify", "embed"]
     assert [r["label"] for r in body["results"]] == written and len(written) == 16
+
+
+def test_right_padding_without_a_mask_is_refused_left_padding_is_read(xlnet_workspace, xlnet_sst2):
+    """Where the caller pads (the Python API, no attention_mask), XLNet's last position must be
+    <cls>: a right-padded batch is an InputError naming the fix; a left-padded one runs (its
+    full row reads as with the mask)."""
+    from muppets.errors import InputError
+
+    _, tokenizer = xlnet_workspace
+    model, _, _ = load_finetuned(xlnet_sst2)
+    ids, mask, types = padded(tokenizer, TEXTS, left=False)
+    with pytest.raises(InputError, match="pad on the left or pass attention_mask"):
+        model(ids, None, types)
+    ids, mask, types = padded(tokenizer, TEXTS, left=True)
+    with torch.no_grad():
+        assert torch.allclose(model(ids, None, types)[0], model(ids, mask, types)[0], atol=1e-6)

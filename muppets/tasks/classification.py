@@ -101,6 +101,8 @@ class SequenceClassifier(nn.Module):
         elif self.pooling == "electra":  # ElectraClassificationHead: gelu, two dropouts
             pooled = F.gelu(self.dense(self.dropout(hidden[:, 0])))  # (B, H)
         elif self.pooling == "xlnet":  # SequenceSummary "last": tanh(dense(<cls>)), no dropout
+            if attention_mask is None:
+                refuse_right_padding(input_ids, getattr(self.encoder.config, "pad_token_id", None))
             pooled = torch.tanh(self.dense(last_real_token(hidden, attention_mask)))  # (B, H)
         else:
             keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -117,6 +119,16 @@ def last_real_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
     T = attention_mask.shape[1]
     last = T - 1 - attention_mask.flip(1).argmax(1)  # (B,)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def refuse_right_padding(input_ids: Tensor, pad_id: int | None) -> None:
+    """Without an attention mask the last position is read as <cls>: a row that ends in padding
+    (a batch padded on the right by someone else) would be classified from a pad token."""
+    if pad_id is not None and bool((input_ids[:, -1] == pad_id).any()):
+        raise InputError(
+            "XLNet reads its <cls> at the last position, but this batch ends in padding (padded "
+            "on the right) and has no attention_mask: pad on the left or pass attention_mask"
+        )
 
 
 def class_predictions(logits: Tensor) -> Tensor:
