@@ -145,3 +145,13 @@ def test_bi_data_runs_forward_and_backward_rows(tiny_shards, tmp_path, cli_error
     args += ["--bi-data", "--batch-size", "4", "--micro-batch-size", "2"]
     message = cli_error([*args, "--out", str(tmp_path / "x")])
     assert "bi_data needs micro_batch_size" in message
+
+
+def test_micro_batches_equal_one_batch(tiny_shards, tmp_path):
+    # each micro-batch is a share of the rows with its own memories: the same sums as all rows
+    options = dict(max_steps=3, dropout=0.0)
+    one = run(tiny_shards, tmp_path / "one", micro_batch_size=4, **options)
+    two = run(tiny_shards, tmp_path / "two", micro_batch_size=2, **options)
+    a, b = weights(one, 3), weights(two, 3)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=0)
