@@ -35,7 +35,7 @@ from muppets.models.registry import PRESETS, preset_config
 from muppets.models.xlnet import XLNetLMHeadModel
 from muppets.tasks.causal_lm import RowChunks, SegmentMemory
 from muppets.tasks.permutation_lm import PermutationLMObjective, XLNetPLMLoss
-from muppets.tokenization.families import load_any_tokenizer
+from muppets.tokenization.families import family_note, load_any_tokenizer
 from muppets.training import distributed as dist
 from muppets.training.loop import TrainConfig, train
 from muppets.training.options import (
@@ -174,6 +174,9 @@ def _pretrain_xlnet(config: XLNetPretrainConfig) -> dict:
     config = dataclasses.replace(config, arithmetic=arithmetic)
     tokenizer = load_any_tokenizer(config.train_data)
     model_config = config.model_config(tokenizer)
+    note = family_note("xlnet", tokenizer)  # e.g. WordPiece shards: [CLS] first, not <cls> last
+    if note and rank == 0 and not config.run.resume:
+        print(note, flush=True)
     accumulation = config.batches.accumulation(world)
     if config.bi_data and accumulation > 1:  # the model reads rows [forward; backward] per pass
         raise ConfigError(
