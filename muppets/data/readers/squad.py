@@ -26,7 +26,6 @@ so a duplicate would silently change the reported F1. So are an empty question o
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import warnings
 import zlib
@@ -168,13 +167,12 @@ def read_mrqa(path: str | Path, errors: str = "strict") -> tuple[list[QAExample]
 
 @contextlib.contextmanager
 def _gunzip(raw_file: BinaryIO, path: str) -> Iterator[BinaryIO]:
-    """The file itself, or its gzip stream when the name ends in .gz; a damaged gzip is named."""
+    """The file (text.open_input already decompresses a .gz name); a damaged gzip is named."""
     if not path.endswith(".gz"):
         yield raw_file
         return
     try:
-        with gzip.GzipFile(fileobj=raw_file) as f:
-            yield f
+        yield raw_file
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise InputError(f"not a readable gzip file ({e})", path) from None
 
