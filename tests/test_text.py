@@ -1,5 +1,6 @@
 """Corpus readers: exact documents, sentences and (path, line) on hand-written files."""
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import muppets.data.text as text_module
 from muppets.data.text import (
     ReadStats,
     read_documents,
+    read_lines,
     resolve_inputs,
     sniff_format,
     split_sentences,
@@ -212,3 +214,22 @@ def test_a_paragraph_sentencex_fails_on_is_kept_whole_and_counted(tmp_path, monk
     documents = list(read_documents([path], stats=stats))
     assert [d.sentences for d in documents] == [["Fine.", "A boom. B."], ["boom again."]]
     assert (stats.unsegmented_paragraphs, stats.first_unsegmented) == (2, f"{path}:2")
+
+
+def test_a_gz_corpus_is_read_decompressed_and_a_damaged_one_is_named(tmp_path):
+    good = tmp_path / "good.txt.gz"
+    with gzip.open(good, "wt", encoding="utf-8") as f:
+        f.write("one line\nanother\n")
+    assert [text for _, text in read_lines(str(good), "strict", ReadStats())] == [
+        "one line",
+        "another",
+    ]
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(b"not gzip at all\n")
+    with pytest.raises(InputError, match="not a readable gzip file") as caught:
+        list(read_lines(str(bad), "strict", ReadStats()))
+    assert caught.value.path == str(bad)
+    truncated = tmp_path / "truncated.txt.gz"
+    truncated.write_bytes(gzip.compress(b"one line\n" * 1000)[:40])
+    with pytest.raises(InputError, match="not a readable gzip file"):
+        list(read_lines(str(truncated), "strict", ReadStats()))

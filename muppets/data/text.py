@@ -18,10 +18,12 @@ Documents without any text are skipped and counted in `ReadStats`, never dropped
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,17 +108,23 @@ def check_errors_policy(errors: str) -> str:
     return errors
 
 
-def open_input(path: str) -> BinaryIO:
-    """`path` opened for bytes (a `.gz` file decompressed: the multilingual corpora ship so);
-    a missing file or a directory is an InputError naming it."""
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """`path` opened for bytes (a `.gz` file decompressed: the multilingual corpora and MRQA ship
+    so); a missing file, a directory or a damaged gzip stream is an InputError naming it."""
     try:
-        return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+        f = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
     except FileNotFoundError:
         raise InputError("no such file", path) from None
     except IsADirectoryError:
         raise InputError("is a directory, not a file", path) from None
     except PermissionError:
         raise InputError("permission denied", path) from None
+    with f:
+        try:
+            yield f
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # raised as the stream is read
+            raise InputError(f"not a readable gzip file ({e})", path) from None
 
 
 def decode_lines(

@@ -25,14 +25,11 @@ so a duplicate would silently change the reported F1. So are an empty question o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 from muppets.data.text import ReadStats, check_errors_policy, decode_lines, open_input, read_lines
 from muppets.errors import InputError
@@ -134,7 +131,7 @@ def read_mrqa(path: str | Path, errors: str = "strict") -> tuple[list[QAExample]
     check_errors_policy(errors)
     stats, examples, lines = QAStats(), [], ReadStats()
     seen: dict[str, str] = {}
-    with open_input(path) as raw_file, _gunzip(raw_file, path) as f:
+    with open_input(path) as f:
         for line, raw in decode_lines(f, path, errors, lines):
             if not raw.strip():
                 continue
@@ -163,18 +160,6 @@ def read_mrqa(path: str | Path, errors: str = "strict") -> tuple[list[QAExample]
                 _count(stats, examples[-1])
     stats.replaced_lines = lines.replaced_lines
     return _finish(examples, stats, path)
-
-
-@contextlib.contextmanager
-def _gunzip(raw_file: BinaryIO, path: str) -> Iterator[BinaryIO]:
-    """The file (text.open_input already decompresses a .gz name); a damaged gzip is named."""
-    if not path.endswith(".gz"):
-        yield raw_file
-        return
-    try:
-        yield raw_file
-    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise InputError(f"not a readable gzip file ({e})", path) from None
 
 
 def _check_unique(seen: dict[str, str], qid: str, place: str, path: str, line: int | None):
