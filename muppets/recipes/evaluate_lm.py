@@ -27,7 +27,7 @@ from muppets.data.lm_streams import IGNORE_INDEX, OrderedSegments
 from muppets.data.wikitext import WikiTextStream, read_wikitext
 from muppets.errors import ConfigError
 from muppets.models.transfo_xl import TransfoXLLMHeadModel
-from muppets.training.device import pick_device
+from muppets.training.device import pick_device, torch_threads
 from muppets.training.options import check, device_option, option
 from muppets.training.pretrained import eos_id, load_transfo_xl
 
@@ -110,13 +110,8 @@ def perplexities(text: WikiTextStream, nll: np.ndarray, seen: np.ndarray) -> dic
 
 
 def evaluate_lm(config: EvaluateLMConfig) -> dict:
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _evaluate_lm(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _evaluate_lm(config: EvaluateLMConfig) -> dict:

@@ -14,7 +14,6 @@ Works unchanged under `torchrun --nproc_per_node N` (every rank builds the same 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from muppets.models.elmo import PRESETS, ElmoBiLM, ElmoConfig
 from muppets.tasks.objectives import BiLMLoss, BiLMObjective, count_bilm_targets
 from muppets.tokenization.words import WordVocabulary, build_word_vocabulary
 from muppets.training import distributed as dist
+from muppets.training.device import start_run, torch_threads
 from muppets.training.loop import TrainConfig, train
 from muppets.training.options import (
     Batches,
@@ -49,7 +49,6 @@ from muppets.training.options import (
     option,
 )
 from muppets.training.pretrained import WORD_VOCABULARY_FILE
-from muppets.training.state import recorded_precision
 
 
 @dataclass
@@ -129,13 +128,8 @@ def build_vocabulary(config: ElmoPretrainConfig, stats: StreamStats) -> tuple[Wo
 
 def pretrain_elmo(config: ElmoPretrainConfig) -> dict:
     """Train, evaluate, write result.json; torch's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _pretrain_elmo(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
@@ -145,12 +139,8 @@ def _pretrain_elmo(config: ElmoPretrainConfig) -> dict:
                 resolve_inputs(getattr(config, name))
         except InputError as error:
             raise ConfigError(f"{name} {error.path}: {error.message}") from None
-    info = dist.init_distributed(None if config.device == "auto" else config.device)
+    info, config = start_run(config)
     rank, world = dist.rank(), dist.world_size()
-    # Resolved once for the run; a resumed run keeps its own unless told.
-    recorded = recorded_precision(config.out, config.run.resume_from) if config.run.resume else None
-    arithmetic = config.arithmetic.start(info.device, recorded, show=rank == 0)
-    config = dataclasses.replace(config, arithmetic=arithmetic)
     out = Path(config.out)
     stats = StreamStats()
     vocabulary, unknown_words = build_vocabulary(config, stats)

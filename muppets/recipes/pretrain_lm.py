@@ -15,7 +15,6 @@ names) and the tokenizer files; training/pretrained.load_transfo_xl reads it (mu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from muppets.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
 from muppets.tasks.causal_lm import CausalLMObjective, RowChunks, SegmentMemory, TransfoXLLoss
 from muppets.tokenization.families import load_any_tokenizer
 from muppets.training import distributed as dist
+from muppets.training.device import start_run, torch_threads
 from muppets.training.loop import TrainConfig, train
 from muppets.training.options import (
     Batches,
@@ -45,7 +45,6 @@ from muppets.training.options import (
     option,
 )
 from muppets.training.pretrained import TOKENIZER_FILES, eos_id
-from muppets.training.state import recorded_precision
 
 OBJECTIVES = ("clm",)
 
@@ -116,21 +115,13 @@ class LMPretrainConfig:
 
 def pretrain_lm(config: LMPretrainConfig) -> dict:
     """Train, evaluate, write result.json; torch's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _pretrain_lm(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _pretrain_lm(config: LMPretrainConfig) -> dict:
-    info = dist.init_distributed(None if config.device == "auto" else config.device)
+    info, config = start_run(config)
     rank, world = dist.rank(), dist.world_size()
-    recorded = recorded_precision(config.out, config.run.resume_from) if config.run.resume else None
-    arithmetic = config.arithmetic.start(info.device, recorded, show=rank == 0)
-    config = dataclasses.replace(config, arithmetic=arithmetic)
     tokenizer = load_any_tokenizer(config.train_data)
     corpus = ShardedCorpus(config.train_data)
     corpus.check_tokenizer(tokenizer.fingerprint())

@@ -19,7 +19,6 @@ tokenizer files: `muppets finetune --model <run>` and `muppets convert` read it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from muppets.tasks.causal_lm import RowChunks, SegmentMemory
 from muppets.tasks.permutation_lm import PermutationLMObjective, XLNetPLMLoss
 from muppets.tokenization.families import family_note, load_any_tokenizer
 from muppets.training import distributed as dist
+from muppets.training.device import start_run, torch_threads
 from muppets.training.loop import TrainConfig, train
 from muppets.training.options import (
     Batches,
@@ -51,7 +51,6 @@ from muppets.training.options import (
     option,
 )
 from muppets.training.pretrained import TOKENIZER_FILES
-from muppets.training.state import recorded_precision
 
 XLNET_PRESETS = [name for name, values in PRESETS.items() if values["model_type"] == "xlnet"]
 OBJECTIVES = ("plm",)
@@ -157,21 +156,13 @@ def stream_batches(config: XLNetPretrainConfig, data: str, tokenizer, rows: int,
 
 def pretrain_xlnet(config: XLNetPretrainConfig) -> dict:
     """Train, evaluate, write result.json; torch's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _pretrain_xlnet(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _pretrain_xlnet(config: XLNetPretrainConfig) -> dict:
-    info = dist.init_distributed(None if config.device == "auto" else config.device)
+    info, config = start_run(config)
     rank, world = dist.rank(), dist.world_size()
-    recorded = recorded_precision(config.out, config.run.resume_from) if config.run.resume else None
-    arithmetic = config.arithmetic.start(info.device, recorded, show=rank == 0)
-    config = dataclasses.replace(config, arithmetic=arithmetic)
     tokenizer = load_any_tokenizer(config.train_data)
     model_config = config.model_config(tokenizer)
     note = family_note("xlnet", tokenizer)  # e.g. WordPiece shards: [CLS] first, not <cls> last
