@@ -309,6 +309,8 @@ def test_a_roberta_checkpoint_with_its_bpe_tokenizer_converts_and_matches(tmp_pa
     import torch
     from conftest import small_hf_sizes
 
+    from muppets.errors import InputError
+    from muppets.recipes.fill_mask import fill_mask
     from muppets.training.pretrained import load_checkpoint
 
     bpe = train_any(STYLES["roberta"], TRAIN[:300], vocab_size=700, min_frequency=1)
@@ -334,6 +336,12 @@ def test_a_roberta_checkpoint_with_its_bpe_tokenizer_converts_and_matches(tmp_pa
         want = hf(**encoded).logits[masked]
         got = model(ids, torch.ones_like(ids), torch.zeros_like(ids), masked).mlm_logits
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    # fill-mask shows each prediction as transformers' fill-mask pipeline does (token_str)
+    (predictions,) = fill_mask(model, tokenizer, text, top_k=3)
+    best = want.softmax(-1).topk(3).indices[0].tolist()
+    assert [token for token, _ in predictions] == [fast.decode([i]) for i in best]
+    with pytest.raises(InputError, match="the text has no <mask> token"):
+        fill_mask(model, tokenizer, "no mask here", top_k=3)
 
 
 def test_tagging_pieces_equal_the_reference_on_words(family):

@@ -25,22 +25,25 @@ def fill_mask(
     positions: int | None = None,
     precision: str = "fp32",
 ) -> list[list[tuple[str, float]]]:
-    """For every [MASK] in `text`, the top_k (token, probability) predictions; a text longer
-    than the model's `positions` is an InputError. `precision`: a resolved one, the forward's."""
+    """For every mask token in `text`, the top_k (token, probability) predictions, each token as
+    the tokenizer decodes it alone (transformers' fill-mask token_str: byte-level BPE's "Ġto" is
+    " to", WordPiece's "##ing" stays); a text longer than the model's `positions` is an
+    InputError. `precision`: a resolved one, the forward's."""
     ids, types = tokenizer.encode_pair(text)
     if positions is not None and len(ids) > positions:
         raise InputError(f"text: {len(ids)} tokens, more than the model's {positions} positions")
     input_ids = torch.tensor([ids])  # (1, T)
     masked = input_ids.eq(tokenizer.mask_id)
-    if not masked.any():
-        raise InputError(f"the text has no [MASK] token: {text!r}")
+    if not masked.any():  # named as this tokenizer writes it: [MASK], <mask>, ...
+        mask = tokenizer.id_to_token(tokenizer.mask_id)
+        raise InputError(f"the text has no {mask} token: {text!r}")
     device = next(model.parameters()).device
     with autocast(precision, device):
         logits = model(input_ids, torch.ones_like(input_ids), torch.tensor([types]), masked)
     probs = logits.mlm_logits.float().softmax(-1)  # (M, V)
     top = probs.topk(top_k, dim=-1)
     return [
-        [(tokenizer.id_to_token(int(i)), float(p)) for p, i in zip(ps, idx, strict=True)]
+        [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(ps, idx, strict=True)]
         for ps, idx in zip(top.values, top.indices, strict=True)
     ]
 
