@@ -10,7 +10,8 @@ and a `run` (per batch of requests, in the worker thread).
 `prepare` tokenizes and featurizes with the task setup's own featurizers (what `muppets predict`
 uses), so a request's cost in tokens is known before it queues and a bad text is refused before
 it costs anything. `run` pads length-sorted sub-batches of at most `max_tokens` padded tokens;
-decoding is tasks/prediction.py's (decode_tags, example_span), so the answers are predict's.
+decoding is tasks/prediction.py's (decode_tags; example_span's rule for a whole batch at once,
+serve/qa_spans.py), so the answers are predict's.
 
 Shapes:
     B  inputs in a sub-batch    T  longest feature in it    K  labels    L  encoder layers
@@ -31,8 +32,9 @@ from muppets.data.readers.squad import QAExample
 from muppets.data.readers.tabular import Example
 from muppets.data.task_features import collate_features
 from muppets.errors import InputError
+from muppets.serve.qa_spans import batch_spans
 from muppets.tasks.classification import class_predictions
-from muppets.tasks.prediction import NONFINITE, decode_tags, example_span, unanswered
+from muppets.tasks.prediction import NONFINITE, decode_tags, unanswered
 from muppets.tasks.setup import TaskSetup
 from muppets.tasks.tag_decoding import entity_spans
 
@@ -238,19 +240,22 @@ class TaskRoutes:
         return Work("qa", sum(map(len, features)), data)
 
     def run_qa(self, works: list[Work]) -> list[dict]:
+        # Every question of the batch decoded at once (serve/qa_spans.py: example_span's rule)
+        examples = [e for w in works for e in w.data["examples"]]
+        features, owners, first = [], [], 0
+        for work in works:
+            features += work.data["features"]
+            owners += [first + f.example for f in work.data["features"]]
+            first += len(work.data["examples"])
+        outputs = forward_features(
+            self.model, "span_qa", features, self.tokenizer.pad_id, self.max_tokens
+        )
+        spans = iter(batch_spans(self.setup, examples, features, outputs, owners))
         bodies = []
-        for work, outputs in zip(works, self._forward_works(works, "span_qa"), strict=True):
-            features = work.data["features"]
-            windows: list[list[int]] = [[] for _ in work.data["examples"]]
-            for i, feature in enumerate(features):
-                windows[feature.example].append(i)
+        for work in works:
             results = []
-            for example, mine, cut in zip(
-                work.data["examples"], windows, work.data["cut"], strict=True
-            ):
-                span = example_span(
-                    self.setup, example, [features[i] for i in mine], [outputs[i] for i in mine]
-                )
+            for cut in work.data["cut"]:
+                span = next(spans)
                 none = unanswered(self.setup, span) or span.window < 0
                 result = {
                     "answer": "" if none else span.text,
