@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from muppets.data.task_features import Feature
+from muppets.serve import qa_spans
 from muppets.serve.qa_spans import batch_spans
 from muppets.tasks.prediction import example_span
 
@@ -43,7 +44,9 @@ def same(a, b) -> bool:
 
 @pytest.mark.parametrize("squad_v2", [False, True])
 @pytest.mark.parametrize("max_answer_length", [1, 3, 30])
-def test_batch_spans_equal_example_span_with_ties(squad_v2, max_answer_length):
+@pytest.mark.parametrize("chunk", [qa_spans.CHUNK, 5])
+def test_batch_spans_equal_example_span_with_ties(squad_v2, max_answer_length, chunk, monkeypatch):
+    monkeypatch.setattr(qa_spans, "CHUNK", chunk)  # 5: a batch's windows in several bands
     rng = np.random.default_rng(max_answer_length + 100 * squad_v2)
     setup = SimpleNamespace(squad_v2=squad_v2, max_answer_length=max_answer_length)
     for _ in range(20):  # batches

@@ -23,6 +23,8 @@ from numpy.lib.stride_tricks import as_strided
 from muppets.tasks.prediction import example_span
 from muppets.tasks.span_decoding import SpanPrediction
 
+CHUNK = 64  # windows decoded at once: a (64, T, L) float64 band is 3.9 MB at T = 256, L = 30
+
 
 def batch_spans(
     setup, examples: list, features: list, scores: list, owners: list[int] | None = None
@@ -50,6 +52,25 @@ def batch_spans(
     s, e = starts_ends[..., 0], starts_ends[..., 1]  # (W, T)
     first = np.array([f.context_start for f in features])  # (W,)
     end = first + np.array([0 if f.offsets is None else len(f.offsets) for f in features])
+    best, at = np.empty(W), np.empty(W, dtype=np.int64)
+    for a in range(0, W, CHUNK):  # a bounded (chunk, T, L) band, whatever the batch
+        b = a + CHUNK
+        best[a:b], at[a:b] = window_bests(s[a:b], e[a:b], first[a:b], end[a:b], L)
+    has_span = end > first  # (W,) the window has a context token
+    rows = np.arange(W)
+    null_index = [f.null_index for f in features]  # (W,) [CLS] of each window
+    nulls = s[rows, null_index] + e[rows, null_index]  # (W,) float64, as null_score's
+    return [
+        _prediction(setup, examples[q], features, mine, best, at, has_span, nulls, L)
+        for q, mine in enumerate(windows)
+    ]
+
+
+def window_bests(s, e, first, end, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(best, at) of each window: the best span's score and where it is (start * L + length - 1),
+    the first maximum in (start, length) order; s, e (W, T) float64, context tokens [first, end).
+    """
+    W, T = s.shape
     position = np.arange(T)
     context = (position >= first[:, None]) & (position < end[:, None])  # (W, T)
     room = np.where(context, np.minimum(end[:, None] - position, L), 0)  # (W, T)
@@ -60,15 +81,7 @@ def batch_spans(
     valid = np.arange(L) < room[..., None]  # (W, T, L)
     total = np.where(valid, s[..., None] + band, -np.inf).reshape(W, T * L)
     at = total.argmax(1)  # (W,) first maximum of each window in (start, length) order
-    best = total[np.arange(W), at]  # (W,) finite wherever the window has a span
-    has_span = room.any(1)  # (W,)
-    rows = np.arange(W)
-    null_index = [f.null_index for f in features]  # (W,) [CLS] of each window
-    nulls = s[rows, null_index] + e[rows, null_index]  # (W,) float64, as null_score's
-    return [
-        _prediction(setup, examples[q], features, mine, best, at, has_span, nulls, L)
-        for q, mine in enumerate(windows)
-    ]
+    return total[np.arange(W), at], at
 
 
 def _prediction(setup, example, features, mine, best, at, has_span, nulls, L) -> SpanPrediction:
