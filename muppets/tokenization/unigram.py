@@ -111,7 +111,8 @@ def train_unigram(
     hash-map order, so the sums behind each score differ in their last bits from process to
     process, and pieces of equal score come out in any order (5 processes, 5 orders on the
     bundled sample). Scores are rounded to 6 decimals (the noise is ~1e-14) and the pieces
-    sorted by score, then by code point.
+    sorted by score, then by code point; the rare characters the trainer adds last get their
+    scores in code-point order (_order_added_characters).
     """
     backend = sentencepiece_backend(Unigram(), lowercase)
     trainer = trainers.UnigramTrainer(
@@ -123,13 +124,43 @@ def train_unigram(
     )
     backend.train_from_iterator(texts() if callable(texts) else texts, trainer)
     specials = set(style.tokens)
-    pieces = json.loads(backend.to_str())["model"]["vocab"]
+    pieces = _order_added_characters(json.loads(backend.to_str())["model"]["vocab"])
     rest = sorted((-round(score, 6), piece) for piece, score in pieces if piece not in specials)
     vocab = [(t, 0.0) for t in style.tokens] + [(piece, -score) for score, piece in rest]
     model = Unigram(vocab, unk_id=style.tokens.index(style.roles[1]), byte_fallback=False)
     backend = sentencepiece_backend(model, lowercase)
     backend.add_special_tokens(trainer_tokens(style))
     return UnigramTokenizer(backend, style)
+
+
+_PENALTY_STEP = 1e-4  # tokenizers' UnigramTrainer::finalize, min_score_penalty_delta
+
+
+def _order_added_characters(pieces: list[list]) -> list[list]:
+    """The trainer's pieces with its added characters' scores handed out in code-point order.
+
+    UnigramTrainer::finalize (tokenizers, models/unigram/trainer.rs) adds each character of the
+    corpus that the model lacks with the score min_score + k * 1e-4, k = 0, 1, ..., in the order
+    of a hash set, which differs from process to process (3 processes, 3 orders of 10 characters
+    on the bundled valid text at 800 pieces). The ladder is k = 0 (the lowest score, shared with
+    the model's rarest pieces, some 1e-10 above it) and the unbroken run k = 1, 2, ... above it;
+    its single-character pieces get the same scores again, the lowest to the first code point.
+    """
+    low = min(score for _, score in pieces)
+    rungs: dict[int, list[int]] = {}  # k -> indices of single characters at low + k * step
+    for i, (piece, score) in enumerate(pieces):
+        k = round((score - low) / _PENALTY_STEP)
+        # 1e-7: far above the scores' noise (~1e-14), far below the step
+        if len(piece) == 1 and abs(score - low - k * _PENALTY_STEP) < 1e-7:
+            rungs.setdefault(k, []).append(i)
+    ladder = list(rungs.get(0, []))
+    k = 1
+    while len(rungs.get(k, ())) == 1:  # the trainer adds one character per rung above 0
+        ladder += rungs[k]
+        k += 1
+    chars = sorted(pieces[i][0] for i in ladder)
+    ordered = dict(zip(chars, sorted(pieces[i][1] for i in ladder), strict=True))
+    return [[piece, ordered.get(piece, score)] for piece, score in pieces]
 
 
 def load_unigram(directory: Path, file: Path) -> UnigramTokenizer:
