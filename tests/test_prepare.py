@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from tokenizers import pre_tokenizers
 
+from muppets.data.document_ids import read_ahead
 from muppets.data.prepare import (
     PrepareConfig,
     TokenizerTrainConfig,
-    _prefetch,
     prepare_corpus,
     train_tokenizer,
 )
@@ -168,13 +168,13 @@ def test_train_tokenizer_streams_many_files(tmp_path):
 
 
 def test_read_ahead_keeps_order_raises_and_stops():
-    assert list(_prefetch(iter(range(100)), 3)) == list(range(100))
+    assert list(read_ahead(iter(range(100)), 3)) == list(range(100))
 
     def failing():
         yield 1
         raise InputError("bad line", "a.txt", 7)
 
-    reader = _prefetch(failing(), 2)
+    reader = read_ahead(failing(), 2)
     assert next(reader) == 1
     with pytest.raises(InputError, match="a.txt:7: bad line"):
         next(reader)
@@ -185,7 +185,7 @@ def test_read_ahead_keeps_order_raises_and_stops():
             produced.append(None)
             yield len(produced)
 
-    reader = _prefetch(endless(), 2)
+    reader = read_ahead(endless(), 2)
     assert [next(reader), next(reader)] == [1, 2]
     reader.close()  # the consumer stops early: the thread ends instead of blocking on the queue
     assert not [t for t in threading.enumerate() if t.name == "muppets-read-ahead"]

@@ -276,14 +276,15 @@ def test_a_roberta_trains_its_byte_level_bpe_then_prepares_and_pretrains(tmp_pat
 def test_prepare_shards_hold_each_sentence_ids_in_every_family(family, tmp_path):
     """prepare encodes a document's sentences as one string joined by the separator token and
     cuts the ids there; the shards must equal tokenizing each sentence alone."""
-    from muppets.data.prepare import PrepareConfig, _Tokenize, prepare_corpus
+    from muppets.data.document_ids import DocumentEncoder
+    from muppets.data.prepare import PrepareConfig, prepare_corpus
     from muppets.data.shards import ShardedCorpus
     from muppets.data.text import read_documents
 
     _, ours, directory = family
     files = [str(SAMPLE / "wiki.valid.txt"), str(FLORES / "zho_Hans.devtest")]
     files += [str(FLORES / "hin_Deva.devtest")]
-    assert _Tokenize(ours, files).joined
+    assert DocumentEncoder(ours, files).joined
     prepare_corpus(PrepareConfig(files, str(directory), str(tmp_path / "shards")))
     corpus = ShardedCorpus(tmp_path / "shards")
     documents = list(read_documents(files))

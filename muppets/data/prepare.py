@@ -8,25 +8,20 @@ never made absolute; no timestamps), so two runs give byte-identical directories
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from muppets.data import multilingual
 from muppets.data.boundaries import WordTagger, unit_annotator
-from muppets.data.shards import MANIFEST, ShardWriter, token_dtype, write_manifest
+from muppets.data.document_ids import DocumentEncoder, batch_documents, read_ahead
+from muppets.data.shards import MANIFEST, ShardWriter, write_manifest
 from muppets.data.text import (
     ERROR_POLICIES,
     FORMATS,
-    Document,
     ReadStats,
     read_documents,
     resolve_inputs,
@@ -236,134 +231,6 @@ def _skipped_note(stats: ReadStats, no_tokens: int, first_no_tokens: str | None)
     return "".join(f"\n  {note}" for note in notes)
 
 
-class _Tokenize:
-    """Batches of documents -> flat arrays for ShardWriter.write, counting what has no tokens.
-
-    Speed: the tokenizer pays a fixed cost per input string (added-token scan, normalizer and
-    Encoding set-up, one Python object back), so encoding each document as one string,
-    "s1[SEP]s2[SEP]...sN[SEP]", and cutting the ids at the [SEP] ids takes ~7% less CPU
-    than one string per sentence (wiki.train.00, one Rust thread: 7.8 s against 8.4 s). It gives
-    the same ids in every family (checked on every document of two train files; RoBERTa's
-    "</s>", ALBERT's "[SEP]" in tests/test_tokenizer_families.py) because the separator is a
-    special token that `tokenizers` cuts out before normalizing and pre-tokenizing each part on its
-    own. A separator the file declares otherwise (normalized, stripping spaces), and batches whose
-    text itself contains it, take the plain path of one string per sentence.
-    """
-
-    def __init__(self, tokenizer: BackendTokenizer, files: list[str]):
-        self.tokenizer = tokenizer
-        self.dtype = token_dtype(tokenizer.vocab_size)
-        self.file_index = {path: i for i, path in enumerate(files)}
-        self.skipped_documents = self.skipped_sentences = 0
-        self.first_skipped: str | None = None
-        self.separator = tokenizer.id_to_token(tokenizer.sep_id)
-        added = {t.content: t for t in tokenizer.backend.get_added_tokens_decoder().values()}
-        sep = added.get(self.separator)
-        self.joined = sep is not None and not (
-            sep.normalized or sep.lstrip or sep.rstrip or sep.single_word
-        )
-
-    def encode(self, documents: list[Document], num_sentences: int) -> tuple[np.ndarray, ...]:
-        """(tokens (T,), lengths (S,)) of every sentence of the batch, empty sentences included."""
-        if self.joined:
-            separator = self.separator
-            texts = [separator.join(d.sentences) + separator for d in documents]
-            if sum(t.count(separator) for t in texts) == num_sentences:
-                backend = self.tokenizer.backend
-                ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-                total = sum(map(len, ids))
-                flat = np.fromiter(chain.from_iterable(ids), self.dtype, total)  # (T + S,)
-                is_sep = flat == self.tokenizer.sep_id
-                ends = np.flatnonzero(is_sep)  # (S,) the separator closing each sentence
-                if len(ends) == num_sentences:  # else an added-token rule matched elsewhere
-                    lengths = np.diff(ends, prepend=-1) - 1
-                    return flat[~is_sep], lengths
-        sentences = [s for d in documents for s in d.sentences]
-        ids = self.tokenizer.encode_batch(sentences)
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))  # (S,)
-        tokens = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))  # (T,)
-        return tokens, lengths
-
-    def __call__(self, documents: list[Document]) -> tuple[np.ndarray, ...]:
-        counts = np.fromiter((len(d.sentences) for d in documents), np.int64, len(documents))
-        sources = np.array([(self.file_index[d.path], d.line) for d in documents], np.int64)
-        tokens, lengths = self.encode(documents, int(counts.sum()))
-        empty = lengths == 0  # e.g. a "sentence" of control characters only
-        if empty.any():
-            self.skipped_sentences += int(empty.sum())
-            owner = np.repeat(np.arange(len(documents)), counts)  # (S,) document of each sentence
-            counts = np.bincount(owner[~empty], minlength=len(documents))
-            lengths = lengths[~empty]
-            keep = counts > 0
-            if not keep.all():
-                first = documents[int(np.argmin(keep))]
-                self.first_skipped = self.first_skipped or f"{first.path}:{first.line}"
-                self.skipped_documents += int((~keep).sum())
-                counts, sources = counts[keep], sources[keep]
-        return tokens, lengths, counts, sources
-
-
-def _batches(documents: Iterable[Document], batch_sentences: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    size = 0
-    for document in documents:
-        batch.append(document)
-        size += len(document.sentences)
-        if size >= batch_sentences:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def _prefetch(items: Iterator, depth: int) -> Iterator:
-    """Yield from `items`, produced up to `depth` ahead by a background thread, in order.
-
-    Why: reading and sentence segmentation are Python and hold the GIL, while encode_batch_fast
-    releases it. Read in line, one core idles while Python reads; read ahead, both cores stay
-    busy (measured in bench/RESULTS.md). The queue bounds the memory to `depth` batches.
-    """
-    if depth == 0:
-        yield from items
-        return
-    done, stop = object(), threading.Event()
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as error:  # handed to the consumer, raised there
-            put(_Failure(error))
-
-    thread = threading.Thread(target=produce, name="muppets-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := ahead.get()) is not done:
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()  # the consumer stopped early or failed: let the producer end
-        thread.join()
-
-
 def prepare_corpus(config: PrepareConfig, entities: WordTagger | None = None) -> dict[str, Any]:
     """Tokenize the inputs into `config.out`; returns the manifest. `entities`: the word tagger
     of `config.entities_model` (recipes/entity_units.py loads it)."""
@@ -374,13 +241,14 @@ def prepare_corpus(config: PrepareConfig, entities: WordTagger | None = None) ->
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, out is unfinished
     plans = _sampling(config, out, tokenizer)
     stats = ReadStats()
-    tokenize = _Tokenize(tokenizer, files)
+    tokenize = DocumentEncoder(tokenizer, files)
     reading = (config.format, config.text_field, config.errors)
     if plans:  # each language's lines at its rate, segmented by the corpus's language
         documents = multilingual.sampled_documents(plans, *reading, stats)
     else:
         documents = read_documents(files, *reading, True, config.language, stats)
-    batches = _prefetch(_batches(documents, config.batch_sentences), config.prefetch_batches)
+    batches = batch_documents(documents, config.batch_sentences)
+    batches = read_ahead(batches, config.prefetch_batches)
     units = unit_annotator(config, tokenizer, files, entities)  # None: no unit boundaries
     writer = ShardWriter(out, tokenizer.vocab_size, config.shard_tokens, units is not None)
     with _progress(files, "prepare") as bar, closing(batches), writer:
