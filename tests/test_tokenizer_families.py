@@ -208,6 +208,21 @@ def test_an_unknown_model_type_is_one_line_naming_the_file(tmp_path, capsys):
     assert "WordLevel" in err
 
 
+def test_the_model_type_is_read_whatever_the_key_order(family, tmp_path):
+    """tokenizer_model scans for `"model": {"type": ...` (what tokenizers writes); a file with
+    the model's keys in another order is parsed instead, and gives the same type."""
+    from muppets.tokenization.families import tokenizer_model
+
+    _, ours, directory = family
+    want = type(ours.backend.model).__name__
+    assert tokenizer_model(directory) == want
+    state = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
+    model = state.pop("model")
+    state["model"] = {**{k: v for k, v in model.items() if k != "type"}, "type": model["type"]}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+    assert tokenizer_model(tmp_path) == want
+
+
 def test_task_features_use_each_family_template(family):
     """Fine-tuning inputs equal the transformers tokenizer's own pair encoding (RoBERTa's
     <s> a </s></s> b </s>, XLNet's <cls> last), and a QA window's answer lands on its tokens."""

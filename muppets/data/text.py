@@ -234,15 +234,14 @@ def _parse_jsonl(
 # one character for one keeps every offset, and the sentences are cut from the original text.
 _WIDE = "\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
 _WIDE_SPACES = str.maketrans(dict.fromkeys(_WIDE, " "))
+_HAS_WIDE = re.compile(f"[{_WIDE}]").search  # a scan, ~10x cheaper than translate and compare
 
 
 def split_sentences(paragraph: str, language: str = "en") -> list[str]:
     """sentencex's sentences of one paragraph; they concatenate back to the paragraph."""
-    if paragraph.isascii():
+    if paragraph.isascii() or not _HAS_WIDE(paragraph):
         return sentencex.segment(language, paragraph)
     safe = paragraph.translate(_WIDE_SPACES)
-    if safe == paragraph:
-        return sentencex.segment(language, paragraph)
     sentences, start = [], 0
     for piece in sentencex.segment(language, safe):
         sentences.append(paragraph[start : start + len(piece)])
