@@ -208,6 +208,21 @@ def test_an_unknown_model_type_is_one_line_naming_the_file(tmp_path, capsys):
     assert "WordLevel" in err
 
 
+def test_a_vocabulary_with_a_gap_or_a_shared_id_is_refused():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+
+    from muppets.tokenization.backend import BackendTokenizer
+
+    specials = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+    good = {t: i for i, t in enumerate(specials + ("a",))}
+    tokenizer = BackendTokenizer(Tokenizer(WordPiece(good, unk_token="[UNK]")), specials)
+    assert tokenizer.id_to_token(5) == "a" and tokenizer._tokens == [*specials, "a"]
+    for vocab in ({**good, "a": 6}, {**good, "a": 4}):  # a gap at 5; "a" on [MASK]'s id
+        with pytest.raises(InputError, match="not 0..N-1 without gaps"):
+            BackendTokenizer(Tokenizer(WordPiece(vocab, unk_token="[UNK]")), specials, "v.json")
+
+
 def test_the_model_type_is_read_whatever_the_key_order(family, tmp_path):
     """tokenizer_model scans for `"model": {"type": ...` (what tokenizers writes); a file with
     the model's keys in another order is parsed instead, and gives the same type."""

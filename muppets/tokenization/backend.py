@@ -44,7 +44,11 @@ class BackendTokenizer:
         missing = [token for token in special_tokens if token not in vocab]
         if missing:
             raise InputError(f"vocabulary lacks the special token(s) {', '.join(missing)}", path)
-        if sorted(vocab.values()) != list(range(len(vocab))):
+        tokens: list[str | None] = [None] * len(vocab)  # id order, in one pass (no sort)
+        for token, i in vocab.items():
+            if 0 <= i < len(tokens):
+                tokens[i] = token
+        if None in tokens:  # an id out of range, hence a gap (or two tokens on one id)
             raise InputError("vocabulary ids are not 0..N-1 without gaps", path)
         self.backend = backend
         self.special_tokens = special_tokens
@@ -53,7 +57,7 @@ class BackendTokenizer:
             vocab[token] for token in special_tokens
         )
         self.special_ids = frozenset(vocab[token] for token in special_tokens)
-        self._tokens = sorted(vocab, key=vocab.get)  # id order
+        self._tokens = tokens  # id order
         # Special tokens in the text ("[MASK]") match as one token, as in transformers; those the
         # file declares keep their flags (RoBERTa's <mask> eats the space before it: lstrip).
         declared = {t.content for t in backend.get_added_tokens_decoder().values()}
