@@ -25,7 +25,7 @@ from step_timing import compare, lengths_of, timed_step
 from muppets.data.masking import MaskingConfig, mask_spans
 from muppets.models.hf import bert_state_dict_to_hf, config_to_hf
 from muppets.models.registry import build_pretraining_model, preset_config
-from muppets.models.span_boundary import span_boundaries
+from muppets.models.span_boundary import POSITION_SIZE, span_boundaries
 from muppets.tasks.objectives import objective_for, total_loss
 
 CLS, SEP, MASK = 2, 3, 4
@@ -95,6 +95,46 @@ def ours_loss(model, objective, batch):
     return total_loss(objective(model, batch), objective.count_targets(batch))
 
 
+def flop_ratio(config, batches) -> float:
+    """Forward FLOPs of the reference / ours over the batches (training is ~3x both): the ratio
+    that equal matmul efficiency on both sides would give. Both run attention over (B, T); the
+    reference runs every layer and the MLM head at all B x T positions, ours the layers at the N
+    real tokens (the last layer's output projection and feed-forward at the R rows the heads
+    read) and the MLM head at the M masked ones; the SBO head at M on both sides."""
+    H, Im, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    L = config.num_hidden_layers
+    qkv, rest = 2 * 3 * H * H, 2 * (H * H + 2 * H * Im)  # per token of one layer
+    head = 2 * (H * H + H * V)  # MLM head: dense + vocabulary projection, per row
+    sbo = 2 * ((2 * H + POSITION_SIZE) * H + H * H + H * V)
+    theirs = ours = 0
+    for batch in batches:
+        B, T = batch["input_ids"].shape
+        N = int(batch["attention_mask"].sum())
+        masked = batch["labels"].ne(-100)
+        M = int(masked.sum())
+        left, right, _ = span_boundaries(masked)
+        R = len(
+            set(masked.flatten().nonzero().squeeze(1).tolist() + left.tolist() + right.tolist())
+        )
+        attention = L * 4 * T * H * B * T
+        theirs += L * (qkv + rest) * B * T + attention + head * B * T + sbo * M
+        ours += L * qkv * N + (L - 1) * rest * N + rest * R + attention + (head + sbo) * M
+    return theirs / ours
+
+
+def profile(name, step, batches, rows=30):
+    """torch.profiler's table of one side's steps over the batches, by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as run_profiler
+
+    step(batches[0])  # warm-up
+    with run_profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches:
+            step(batch)
+    print(f"{name}: {len(batches)} steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="bert-base")
@@ -102,6 +142,7 @@ def main():
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", choices=("muppets", "transformers"), default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -123,11 +164,21 @@ def main():
         f"{args.model} + SBO head, batch {args.batch_size}, {args.threads} threads, "
         f"torch {torch.__version__}, transformers {transformers.__version__}"
     )
-    compare(
-        steps,
-        lambda lengths: make_batches(args.batches, args.batch_size, config.vocab_size, lengths),
-        args.rounds,
-    )
+    made = {}
+
+    def batches_for(lengths):
+        made[lengths] = make_batches(args.batches, args.batch_size, config.vocab_size, lengths)
+        return made[lengths]
+
+    if args.profile:
+        profile(args.profile, steps[args.profile], batches_for("16..128"))
+        return
+    compare(steps, batches_for, args.rounds)
+    for lengths, batches in made.items():
+        print(
+            f"FLOP ratio (transformers / muppets, forward), {lengths}: "
+            f"{flop_ratio(config, batches):.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -144,6 +144,43 @@ def test_objective_sums_mlm_and_sbo_over_the_masked_tokens():
     assert metrics["sbo_correct"] == float(out.sbo_logits.argmax(-1).eq(targets).sum())
 
 
+def test_joint_projection_and_loss_equal_the_heads_written_plainly_with_gradients():
+    """The model projects both heads' rows in one matmul and the objective takes one
+    cross-entropy over them: loss sums and every parameter's gradient equal the plain path
+    (encoder over every position, each head with its own projection and bias, two losses)."""
+    torch.manual_seed(3)
+    model = build_pretraining_model(tiny_config(), with_sbo_head=True).eval()
+    ids, mask, masked = batch()
+    data = {"input_ids": ids, "attention_mask": mask, "labels": torch.where(masked, ids, -100)}
+    sums = objective_for("mlm+sbo")(model, data)
+    (sums["mlm"] + 2 * sums["sbo"]).backward()
+    joint = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    hidden = model.encoder(ids, mask).flatten(0, 1)  # (B * T, H)
+    left, right, offset = span_boundaries(masked)
+    words = model.encoder.embeddings.word_embeddings.weight
+    targets = ids[masked]
+    mlm = F.cross_entropy(model.mlm_head(hidden[masked.flatten()], words), targets, reduction="sum")
+    sbo_logits = model.sbo_head(hidden[left], hidden[right], offset, words)
+    sbo = F.cross_entropy(sbo_logits, targets, reduction="sum")
+    (mlm + 2 * sbo).backward()
+    assert (sums["mlm"] - mlm).abs() < 1e-5 and (sums["sbo"] - sbo).abs() < 1e-5
+    plain = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert joint.keys() == plain.keys() and "sbo_head.bias" in joint and "mlm_head.bias" in joint
+    for name, grad in plain.items():
+        assert (joint[name] - grad).abs().max() < 1e-5, name
+
+
+def test_a_batch_without_masked_tokens_gives_zero_sums():
+    model = build_pretraining_model(tiny_config(), with_sbo_head=True).eval()
+    ids, mask, _ = batch()
+    data = {"input_ids": ids, "attention_mask": mask, "labels": torch.full_like(ids, -100)}
+    objective = objective_for("mlm+sbo")
+    sums = objective(model, data)
+    assert sums["mlm"].item() == 0.0 and sums["sbo"].item() == 0.0
+    assert objective.metrics(model, data)["sbo_count"] == 0
+
+
 def test_pretrain_mlm_sbo_holds_out_sbo_accuracy_and_converts_as_bert(
     tiny_shards, tmp_path, capsys
 ):

@@ -49,10 +49,14 @@ class MaskedLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))  # (V,) the decoder's own bias
         initialize(self, initializer_range)
 
+    def transform(self, hidden: Tensor) -> Tensor:
+        """(M, H) -> (M, E): everything before the decoder (SpanBERT projects it together with
+        its SBO head's rows, models/span_boundary.py)."""
+        return self.norm(self.activation(self.dense(hidden)))
+
     def forward(self, hidden: Tensor, decoder_weight: Tensor) -> Tensor:
         """(M, H) hidden states at masked positions, (V, E) word embeddings -> (M, V) logits."""
-        x = self.norm(self.activation(self.dense(hidden)))  # (M, E)
-        return F.linear(x, decoder_weight, self.bias)
+        return F.linear(self.transform(hidden), decoder_weight, self.bias)
 
 
 class ReplacedTokenHead(nn.Module):

@@ -12,8 +12,8 @@ MLPWithLayerNorm). The head is for pretraining only: SpanBERT checkpoints are BE
 
 A span here is a maximal run of masked positions (two adjacent sampled spans form one run: its
 outer boundaries are the unmasked tokens around it). Only the last layer's rows at masked and
-boundary positions are computed (encoder.forward_at), and the vocabulary projections run at
-masked positions only.
+boundary positions are computed (encoder.forward_at), and the vocabulary projection runs at
+masked positions only, once for both heads' rows (MLM's M, then SBO's M: one (2M, H) x (H, V)).
 
 Shapes:
     B  batch size      T  sequence length      H  hidden size      V  vocabulary size
@@ -60,15 +60,18 @@ class SpanBoundaryHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))  # (V,)
         initialize(self, initializer_range)
 
+    def transform(self, left: Tensor, right: Tensor, offset: Tensor) -> Tensor:
+        """(M, H) x_{s-1}, (M, H) x_{e+1}, (M,) i - s -> (M, H): everything before the decoder."""
+        position = self.position_embeddings(offset.clamp(max=self.max_targets - 1))  # (M, P)
+        h = torch.cat([left, right, position], dim=-1)  # (M, 2H + P)
+        h = self.norm1(self.activation(self.dense1(h)))
+        return self.norm2(self.activation(self.dense2(h)))  # (M, H)
+
     def forward(
         self, left: Tensor, right: Tensor, offset: Tensor, decoder_weight: Tensor
     ) -> Tensor:
         """(M, H) x_{s-1}, (M, H) x_{e+1}, (M,) i - s, (V, H) word embeddings -> (M, V)."""
-        position = self.position_embeddings(offset.clamp(max=self.max_targets - 1))  # (M, P)
-        h = torch.cat([left, right, position], dim=-1)  # (M, 2H + P)
-        h = self.norm1(self.activation(self.dense1(h)))
-        h = self.norm2(self.activation(self.dense2(h)))  # (M, H)
-        return F.linear(h, decoder_weight, self.bias)
+        return F.linear(self.transform(left, right, offset), decoder_weight, self.bias)
 
 
 def span_boundaries(masked: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,8 +89,17 @@ def span_boundaries(masked: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class SpanBertOutput(NamedTuple):
-    mlm_logits: Tensor  # (M, V) at masked positions, row-major
-    sbo_logits: Tensor  # (M, V) the same positions, from their span's boundaries
+    """Both heads' logits in one tensor (one vocabulary projection): MLM rows, then SBO rows."""
+
+    logits: Tensor  # (2M, V): [MLM at the masked positions, row-major; SBO at the same ones]
+
+    @property
+    def mlm_logits(self) -> Tensor:
+        return self.logits[: len(self.logits) // 2]  # (M, V)
+
+    @property
+    def sbo_logits(self) -> Tensor:
+        return self.logits[len(self.logits) // 2 :]  # (M, V) the same positions, from boundaries
 
 
 class SpanBertModel(nn.Module):
@@ -121,7 +133,14 @@ class SpanBertModel(nn.Module):
         wanted = wanted.view(B, T)
         hidden = self.encoder.forward_at(input_ids, attention_mask, token_type_ids, wanted)
         row = wanted.flatten().cumsum(0) - 1  # (B * T,) row of each wanted position in hidden
+        M = len(offset)
+        # One gather for the three row sets (its backward accumulates once), one projection of
+        # both heads' rows onto the tied vocabulary (one (V, H) weight gradient, not two).
+        picked = hidden[torch.cat([row[masked_positions.flatten()], row[left], row[right]])]
+        at, x_left, x_right = picked.view(3, M, hidden.shape[-1]).unbind(0)  # (M, H) each
         words = self.encoder.embeddings.word_embeddings.weight  # (V, H), tied
-        mlm = self.mlm_head(hidden[row[masked_positions.flatten()]], words)  # (M, V)
-        sbo = self.sbo_head(hidden[row[left]], hidden[row[right]], offset, words)  # (M, V)
-        return SpanBertOutput(mlm, sbo)
+        mlm, sbo = self.mlm_head, self.sbo_head
+        x = torch.cat([mlm.transform(at), sbo.transform(x_left, x_right, offset)])  # (2M, H)
+        logits = F.linear(x, words)  # (2M, V); each head's own decoder bias added in place
+        logits.view(2, M, len(words)).add_(torch.stack([mlm.bias, sbo.bias])[:, None])
+        return SpanBertOutput(logits)

@@ -134,14 +134,14 @@ class SpanBoundaryObjective:
         out = model(
             batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), masked
         )
-        return out.mlm_logits.float(), out.sbo_logits.float(), labels[masked]  # (M, V) x2, (M,)
+        return out.logits.float(), labels[masked]  # (2M, V): MLM rows then SBO rows; (M,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        mlm, sbo, targets = self._forward(model, batch)
-        return {
-            "mlm": F.cross_entropy(mlm, targets, reduction="sum"),
-            "sbo": F.cross_entropy(sbo, targets, reduction="sum"),
-        }
+        logits, targets = self._forward(model, batch)
+        # One cross-entropy over both heads' rows (each row's loss is the same as alone).
+        losses = F.cross_entropy(logits, targets.repeat(2), reduction="none")  # (2M,)
+        mlm, sbo = losses.view(2, len(targets)).sum(1)
+        return {"mlm": mlm, "sbo": sbo}
 
     def count_targets(self, batch: dict[str, Tensor]) -> dict[str, int]:
         n = int(batch["labels"].ne(IGNORE).sum())
@@ -150,8 +150,10 @@ class SpanBoundaryObjective:
     @torch.no_grad()
     def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         result = {}
-        for name, logits in zip(("mlm", "sbo"), self._forward(model, batch)[:2], strict=True):
-            targets = batch["labels"][batch["labels"].ne(IGNORE)]
+        both, targets = self._forward(model, batch)
+        for name, logits in zip(
+            ("mlm", "sbo"), both.view(2, len(targets), both.shape[-1]), strict=True
+        ):
             result[f"{name}_loss_sum"] = float(F.cross_entropy(logits, targets, reduction="sum"))
             result[f"{name}_correct"] = float(logits.argmax(-1).eq(targets).sum())
             result[f"{name}_count"] = float(targets.numel())
