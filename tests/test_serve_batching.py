@@ -238,3 +238,39 @@ def test_a_cpu_forward_pass_holds_at_most_cpu_forward_tokens():
     assert CPU_FORWARD_TOKENS == 2048
     assert model.shapes == [(8, 256), (8, 256), (4, 256)]
     assert [float(o[0]) for o in outputs] == [float(n) for n in range(20)]
+
+
+def test_a_route_in_two_steps_finishes_on_the_event_loop_while_the_next_batch_runs():
+    """run returning a callable: the worker goes on to the next batch and the event loop calls
+    it (QA's decoding); a failing finish fails only its own batch."""
+    gate, finished_on = Gate(), []
+
+    def run(route, works):
+        bodies = gate.run(works)  # the worker's share: held until the gate opens
+
+        def finish():
+            finished_on.append(threading.get_ident())
+            if any(w.data["name"] == "bad" for w in works):
+                raise ValueError("decoding failed")
+            return [{"results": [{"label": b["results"][0]["label"].upper()}]} for b in bodies]
+
+        return finish
+
+    batcher = Batcher(run, max_tokens=20, max_wait=0.0, max_queue=16, metrics=Metrics())
+    batcher.start()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit(work("a1")))
+        await asyncio.get_running_loop().run_in_executor(None, gate.entered.wait, 30)
+        rest = [asyncio.ensure_future(batcher.submit(work(n))) for n in ("a2", "a3", "bad")]
+        await asyncio.sleep(0)
+        gate.open.set()
+        found = await asyncio.gather(first, *rest, return_exceptions=True)
+        return found, threading.get_ident()
+
+    (one, two, three, broken), loop_thread = asyncio.run(scenario())
+    batcher.close()
+    assert gate.batches == [["a1"], ["a2", "a3"], ["bad"]]
+    assert [b["results"][0]["label"] for b in (one, two, three)] == ["A1", "A2", "A3"]
+    assert isinstance(broken, ValueError) and str(broken) == "decoding failed"
+    assert finished_on == [loop_thread] * 3  # never on the worker thread

@@ -124,8 +124,13 @@ def build_app(served: Served, limits: Limits, context=None) -> Starlette:
     """The app over a loaded model; `context` is the precision context the batches run in."""
     metrics = Metrics()
 
-    def run(route: str, works: list) -> list[dict]:
-        return served.routes[route].run(works)
+    def run(route: str, works: list):
+        """The bodies, or for a route in two steps its `finish` still to call (batching.py)."""
+        chosen = served.routes[route]
+        if chosen.forward is None or chosen.finish is None:
+            return chosen.run(works)
+        outputs = chosen.forward(works)
+        return lambda: chosen.finish(works, outputs)
 
     batcher = Batcher(
         run, limits.max_batch_tokens, limits.max_wait_ms / 1000, limits.max_queue, metrics, context

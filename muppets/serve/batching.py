@@ -4,6 +4,11 @@ and runs them as one batch. It waits for more (up to `max_wait` seconds after th
 only while another request is on its way in (read, validated, tokenized: `arrival()`): a lone
 client never waits, and under load the requests that queued while a batch ran go together.
 
+A route may split its batch in two (serve/models.py Route.forward / finish): `run` then returns
+the rest of the work as a callable, which the event loop calls (QA's span decoding) while this
+thread already runs the next batch's forward pass: the one thread the model has spends its time
+in the model.
+
 The worker is the only thread that runs the model (torch uses its own threads inside). A full
 queue refuses at once (QueueFull: the app answers 503 with Retry-After) rather than growing
 without limit. `close()` lets the worker finish what is queued, then stop: uvicorn's graceful
@@ -32,7 +37,7 @@ class QueueFull(Exception):
 class Batcher:
     def __init__(
         self,
-        run: Callable[[str, list[Work]], list[dict]],
+        run: Callable[[str, list[Work]], list[dict] | Callable[[], list[dict]]],
         max_tokens: int,
         max_wait: float,
         max_queue: int,
@@ -131,19 +136,44 @@ class Batcher:
                 return
             works = [item[0] for item in chosen]
             self.metrics.batch(len(works), sum(w.tokens for w in works))
+            finish = None
             try:
                 with torch.inference_mode(), self.context() if self.context else nullcontext():
                     bodies = self.run(works[0].route, works)
+                if callable(bodies):  # a route in two steps: its `finish` runs on the event loop
+                    finish, bodies = bodies, [None] * len(works)
                 outcomes = [(body, None) for body in bodies]
             except Exception as error:  # answered to each request of the batch; the worker goes on
                 outcomes = [(None, error)] * len(works)
-            # One wake-up of each event loop a batch, not one a request (each is a write to the
-            # loop's self-pipe and a turn of the GIL between this thread and the loop's)
-            settled: dict = {}
-            for (_, future, loop, _), outcome in zip(chosen, outcomes, strict=True):
-                settled.setdefault(loop, []).append((future, *outcome))
-            for loop, answers in settled.items():
-                loop.call_soon_threadsafe(_settle, answers)
+            targets = [(future, loop) for _, future, loop, _ in chosen]
+            if finish is not None:
+                # The first request's loop decodes the batch while this thread runs the next one
+                targets[0][1].call_soon_threadsafe(_finish, finish, targets)
+            else:
+                _wake(targets, outcomes)
+
+
+def _wake(targets: list, outcomes: list, here: asyncio.AbstractEventLoop | None = None) -> None:
+    """Each loop woken once with all its answers, not once a request (each wake-up is a write to
+    the loop's self-pipe and a turn of the GIL between this thread and the loop's); the answers
+    of `here`, the loop this runs on, settled at once."""
+    settled: dict = {}
+    for (future, loop), outcome in zip(targets, outcomes, strict=True):
+        settled.setdefault(loop, []).append((future, *outcome))
+    for loop, answers in settled.items():
+        if loop is here:
+            _settle(answers)
+        else:
+            loop.call_soon_threadsafe(_settle, answers)
+
+
+def _finish(finish: Callable[[], list[dict]], targets: list) -> None:
+    """On an event loop: the batch's bodies from the route's `finish`, then every answer."""
+    try:
+        outcomes = [(body, None) for body in finish()]
+    except Exception as error:
+        outcomes = [(None, error)] * len(targets)
+    _wake(targets, outcomes, targets[0][1])
 
 
 def _settle(answers: list[tuple[asyncio.Future, object, Exception | None]]) -> None:

@@ -60,6 +60,10 @@ class Work:
 class Route:
     prepare: Callable[[object, bool], Work]  # (validated request, truncate) -> Work
     run: Callable[[list[Work]], list[dict]]  # works of one batch -> one response body each
+    # run in two steps, run(works) = finish(works, forward(works)): the batch worker runs only
+    # `forward` (the model) and the event loop `finish` (decoding) while the next batch runs
+    forward: Callable[[list[Work]], object] | None = None
+    finish: Callable[[list[Work], object], list[dict]] | None = None
 
 
 def sub_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -141,7 +145,7 @@ class TaskRoutes:
             return {"classify": Route(self.prepare_classify, self.run_classify)}
         if head == "tagging":
             return {"tag": Route(self.prepare_tag, self.run_tag)}
-        return {"qa": Route(self.prepare_qa, self.run_qa)}
+        return {"qa": Route(self.prepare_qa, self.run_qa, self.forward_qa, self.finish_qa)}
 
     def _features(self, examples: list) -> list:
         return self.setup.featurize(examples, self.tokenizer, labelled=False)
@@ -240,6 +244,16 @@ class TaskRoutes:
         return Work("qa", sum(map(len, features)), data)
 
     def run_qa(self, works: list[Work]) -> list[dict]:
+        return self.finish_qa(works, self.forward_qa(works))
+
+    def forward_qa(self, works: list[Work]) -> list:
+        """(T, 2) scores of every window of the batch's questions, in order."""
+        features = [f for w in works for f in w.data["features"]]
+        return forward_features(
+            self.model, "span_qa", features, self.tokenizer.pad_id, self.max_tokens
+        )
+
+    def finish_qa(self, works: list[Work], outputs: list) -> list[dict]:
         # Every question of the batch decoded at once (serve/qa_spans.py: example_span's rule)
         examples = [e for w in works for e in w.data["examples"]]
         features, owners, first = [], [], 0
@@ -247,9 +261,6 @@ class TaskRoutes:
             features += work.data["features"]
             owners += [first + f.example for f in work.data["features"]]
             first += len(work.data["examples"])
-        outputs = forward_features(
-            self.model, "span_qa", features, self.tokenizer.pad_id, self.max_tokens
-        )
         spans = iter(batch_spans(self.setup, examples, features, outputs, owners))
         bodies = []
         for work in works:
