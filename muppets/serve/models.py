@@ -90,7 +90,7 @@ def forward_features(
 ) -> list:
     """Per feature, what tasks/prediction.py's `predict` keeps: (T, 2) start/end scores (QA),
     (T,) tag ids (tagging), or (K,) logits (classification; regression K = 1). model: the
-    PyTorch task model, or an exported graph (serve/onnx_model.py: `logits(batch)`)."""
+    PyTorch task model, or an exported graph (serve/onnx_model.py: `scores(arrays)`)."""
     exported = not isinstance(model, nn.Module)
     device = model.device if exported else next(model.parameters()).device
     if device.type == "cpu":
@@ -98,17 +98,18 @@ def forward_features(
     outputs: list = [None] * len(features)
     for indices in sub_batches([len(f) for f in features], max_tokens):
         batch = collate_features([features[i] for i in indices], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if exported:
-            logits = model.logits(batch)
+        if exported:  # numpy end to end: each torch call would drop and retake the GIL, and
+            # retaking it waits while the event loop runs Python (bench/RESULTS.md, issue 18)
+            logits = model.scores({k: v.numpy() for k, v in batch.items()})
         else:
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             logits = torch.stack([out.start, out.end], -1) if head == "span_qa" else out
-        logits = logits.float()  # (B, T, 2), (B, T, K) or (B, K)
-        if not torch.isfinite(logits).all():
+            logits = logits.float().cpu().numpy()  # (B, T, 2), (B, T, K) or (B, K)
+        if not np.isfinite(logits).all():
             raise InputError(f"the model gives {NONFINITE}")
         rows = logits.argmax(-1) if head == "tagging" else logits
-        for i, row in zip(indices, rows.cpu().numpy(), strict=True):
+        for i, row in zip(indices, rows, strict=True):
             outputs[i] = row[: len(features[i])] if head in ("span_qa", "tagging") else row
     return outputs
 

@@ -23,7 +23,7 @@ ONNX_FORWARD_TOKENS = 512
 
 
 class OnnxTaskModel:
-    """The exported graph: (B, T) input tensors -> the task's scores as a float tensor."""
+    """The exported graph: (B, T) input arrays -> the task's scores as a float32 array."""
 
     device = torch.device("cpu")
     forward_tokens = ONNX_FORWARD_TOKENS
@@ -31,9 +31,10 @@ class OnnxTaskModel:
     def __init__(self, path: Path, threads: int):
         self.session = session(path, threads)
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        feeds = {name: np.ascontiguousarray(batch[name].numpy()) for name in INPUTS}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
+    def scores(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, T) int64 arrays -> the graph's float32 scores; no torch call on the way."""
+        feeds = {name: np.ascontiguousarray(batch[name]) for name in INPUTS}
+        return self.session.run(None, feeds)[0]
 
 
 def is_export(directory: Path) -> bool:
