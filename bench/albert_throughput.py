@@ -120,7 +120,8 @@ def main():
     print(
         f"{args.model} (E {config.embedding_size}, H {config.hidden_size}, "
         f"{config.num_hidden_layers} layers in {config.num_hidden_groups} group), "
-        f"batch {args.batch_size}, {args.threads} threads, {args.clock} clock, torch {torch.__version__}, "
+        f"batch {args.batch_size}, {args.threads} threads, {args.clock} clock, "
+        f"torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
     compare(
