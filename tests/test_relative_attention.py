@@ -8,6 +8,7 @@ import torch
 from muppets.errors import ConfigError
 from muppets.models.relative_attention import (
     relative_distances,
+    relative_scores,
     shift_consecutive,
     shift_gathered,
     update_memory,
@@ -112,3 +113,51 @@ def test_a_two_stream_step_reaches_every_parameter():
     out.logits.logsumexp(-1).sum().backward()
     silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert silent == []
+
+
+def test_both_streams_in_one_pass_equal_each_stream_alone():
+    """relative_scores over [segment rows; query-stream rows] (consecutive, then gathered at
+    their positions) equals the two computed apart, with segments and masks; and the segment
+    term's dropped "same" part changes no probability."""
+    g = torch.Generator().manual_seed(0)
+    B, N, T, P, M, D = 2, 3, 5, 2, 3, 4
+    K = M + T
+    q = torch.randn(B, N, T + P, D, generator=g)
+    k = torch.randn(B, N, K, D, generator=g)
+    k_r = torch.randn(1, N, K + T, D, generator=g)
+    u, v, s_bias = (torch.randn(N, D, generator=g) for _ in range(3))
+    seg_embed = torch.randn(2, N, D, generator=g)
+    positions = torch.tensor([[4, 0], [2, 3]])
+    different = (torch.rand(B, 1, T + P, K, generator=g) > 0.5).float()
+    mask = torch.where(torch.rand(B, 1, T + P, K, generator=g) > 0.7, -1e30, 0.0)
+    both = relative_scores(
+        q, k, k_r, u, v, T, positions, (s_bias, seg_embed, different), mask, consecutive=T
+    )
+    rows = slice(None, T), slice(T, None)
+    alone = [
+        relative_scores(q[:, :, r], k, k_r, u, v, T, p, (s_bias, seg_embed, different[:, :, r]), m)
+        for r, p, m in zip(rows, (None, positions), (mask[:, :, :T], mask[:, :, T:]), strict=True)
+    ]
+    torch.testing.assert_close(both, torch.cat(alone, dim=2), atol=1e-6, rtol=0)
+    # the full segment term (q + b) . s_ij, "same" part included, as the reference adds it
+    e = (q + s_bias[:, None]) @ seg_embed.permute(1, 2, 0)[None]  # (B, N, Q, 2)
+    full = e[..., :1] + (e[..., 1:] - e[..., :1]) * different
+    with_same = relative_scores(q, k, k_r, u, v, T, positions, None, mask, consecutive=T)
+    with_same = with_same + full * D**-0.5
+    torch.testing.assert_close(both.softmax(-1), with_same.softmax(-1), atol=1e-6, rtol=0)
+
+
+def test_the_consecutive_shift_of_the_leading_rows_of_a_taller_table():
+    Q, P, K = 3, 2, 4
+    raw = torch.arange(2 * (Q + P) * (K + Q) * 1.0).view(1, 2, Q + P, K + Q)
+    got = shift_consecutive(raw, K, Q)
+    want = torch.stack([raw[:, :, i, Q - i : Q - i + K] for i in range(Q)], dim=2)
+    assert torch.equal(got, want)
+
+
+def test_memory_all_from_the_input_is_a_view_of_its_tail():
+    x = torch.arange(2 * 6 * 1.0).view(1, 6, 2)
+    new = update_memory(torch.zeros(1, 4, 2), x, mem_len=3)
+    assert torch.equal(new, x[:, 3:]) and new.data_ptr() == x[:, 3:].data_ptr()
+    reused = update_memory(torch.zeros(1, 4, 2), x, mem_len=2, reuse_len=4)
+    assert torch.equal(reused, x[:, 2:4])

@@ -231,3 +231,16 @@ def test_the_training_loss_is_the_sum_of_the_per_token_nll_and_has_its_gradient(
     torch.testing.assert_close(summed, plain, atol=1e-5, rtol=0)
     for a, p in zip(want, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)
+
+
+def test_position_tables_are_built_once_per_shape():
+    from muppets.models.relative_attention import relative_distances, sinusoid_encoding
+    from muppets.models.transfo_xl import causal_mask_bias, position_tables
+
+    cpu = torch.device("cpu")
+    encoding, mask = position_tables(5, 3, 5, True, 2, 16, cpu, torch.float32)
+    again = position_tables(5, 3, 5, True, 2, 16, cpu, torch.float32)
+    assert again[0] is encoding and again[1] is mask  # cached, not rebuilt
+    assert torch.equal(mask, causal_mask_bias(5, 3, 5, True))
+    want = sinusoid_encoding(relative_distances(5, 8, 2, causal=True)[None], 16)
+    assert torch.equal(encoding, want)

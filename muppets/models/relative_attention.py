@@ -17,7 +17,9 @@ The encodings are computed once over the reversed distances klen, klen - 1, ...,
 each query row is realigned by its own offset (the "relative shift"): the score of query i (at
 position mlen + i) and key j (a memory or segment position) reads table row qlen - i + j, which
 holds distance mlen + i - j. Here the shift is a strided view (no copy) for consecutive queries,
-and a gather for XLNet's query stream, which asks only at the predicted positions.
+and a gather for XLNet's query stream, which asks only at the predicted positions. The two
+streams share keys, values and weights, so they attend as one set of query rows: one GEMM for
+each of the position, content and value products, one softmax, one output projection.
 
 Memory (section 3.2): each layer's input of the previous segment, kept without gradient
 (`update_memory`), is prepended to the keys and values.
@@ -38,6 +40,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from muppets.models.dropout import Dropout
 
 # Masked scores get this added, as the reference does (attn_score - 1e30 * attn_mask): a fully
 # masked row then attends uniformly instead of giving NaN, as XLNet's query stream can.
@@ -77,22 +81,26 @@ def update_memory(
     (XLNet's _cache_mem: the part of a pretraining segment that the next one reuses)."""
     if reuse_len:
         layer_input = layer_input[:, :reuse_len]
+    if mem_len is not None and mem_len <= layer_input.shape[1]:  # all from the input: a view
+        memory = None
     joined = layer_input if memory is None else torch.cat([memory, layer_input], dim=1)
     if mem_len is not None:
         joined = joined[:, max(joined.shape[1] - mem_len, 0) :]
     return joined.detach()  # (B, M', H)
 
 
-def shift_consecutive(raw: Tensor, klen: int) -> Tensor:
-    """(B, N, Q, R) scores against the distance table -> (B, N, Q, K) against the keys, for query
-    rows i = 0 .. Q - 1 of the segment: out[..., i, j] = raw[..., i, Q - i + j].
+def shift_consecutive(raw: Tensor, klen: int, qlen: int | None = None) -> Tensor:
+    """(B, N, Q', R) scores against the distance table -> (B, N, Q, K) against the keys, for the
+    first Q rows (qlen; all Q' when None), the segment's queries i = 0 .. Q - 1 in order:
+    out[..., i, j] = raw[..., i, Q - i + j].
 
     A strided view of raw (row i starts R - 1 elements after row i - 1), not a copy: the
     reference's reshape-drop-reshape trick (rel_shift_bnij) without its copies. Requires a
     contiguous raw; the addresses stay inside it since R >= K + 1."""
-    B, N, Q, R = raw.shape
+    B, N, Qa, R = raw.shape
+    Q = Qa if qlen is None else qlen
     assert raw.is_contiguous() and R >= klen + 1
-    return raw.as_strided((B, N, Q, klen), (N * Q * R, Q * R, R - 1, 1), raw.storage_offset() + Q)
+    return raw.as_strided((B, N, Q, klen), (N * Qa * R, Qa * R, R - 1, 1), raw.storage_offset() + Q)
 
 
 def shift_gathered(raw: Tensor, positions: Tensor, qlen: int, klen: int) -> Tensor:
@@ -115,38 +123,47 @@ def relative_scores(
     positions: Tensor | None = None,
     segment: tuple[Tensor, Tensor, Tensor] | None = None,
     mask_bias: Tensor | None = None,
+    consecutive: int | None = None,
 ) -> Tensor:
     """Scaled scores (B, N, Q, K) = (content + position + segment) / sqrt(D) + mask_bias.
 
-    q: (B, N, Q, D) queries; k: (B, N, K, D); k_r: (P, N, R, D) projected distance encodings;
-    positions: (B, Q) segment positions of the queries (None: the segment's Q rows in order);
-    segment: (r_s_bias (N, D), seg_embed (2, N, D), different (B, 1, Q, K) float, 1 where query
-    and key are in different segments); mask_bias: (B, 1, Q, K) with MASKED where blocked."""
+    q: (B, N, Q, D) queries: the first `consecutive` rows are the segment's positions 0, 1, ...
+    (default: all Q rows when positions is None, else none), the others sit at positions (B, Q -
+    consecutive); k: (B, N, K, D); k_r: (P, N, R, D) projected distance encodings; segment:
+    (r_s_bias (N, D), seg_embed (2, N, D), different (B, 1, Q, K) float, 1 where query and key
+    are in different segments); mask_bias: (B, 1, Q, K) with MASKED where blocked.
+
+    The segment term is added as (other - same) * different only: its "same" part is the same
+    for every key of a query row, which the softmax cancels (exactly: it is shift-invariant)."""
     B, N, Q, D = q.shape
     K, P = k.shape[2], k_r.shape[0]
+    if consecutive is None:
+        consecutive = Q if positions is None else 0
     scale = D**-0.5
     # Position term, (q + v) . k_r, on the P distance tables (each half of a bi_data batch on
     # its own); the tables are shared by the batch rows, not expanded per row as in transformers.
     qv = (q + r_r_bias[:, None]).view(P, B // P, N, Q, D)
     raw = (qv @ k_r.transpose(-1, -2)[:, None]).view(B, N, Q, -1)  # (B, N, Q, R)
-    if positions is None:
-        bias = shift_consecutive(raw, K)
-    else:
-        bias = shift_gathered(raw, positions, qlen, K)
+    parts = []
+    if consecutive:
+        parts.append(shift_consecutive(raw, K, consecutive))  # a view
+    if positions is not None:
+        parts.append(shift_gathered(raw[:, :, consecutive:], positions, qlen, K))
+    bias = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # (B, N, Q, K)
+    # Content term in one batched GEMM that also copies the position term in (as its input):
+    # scale * (bias + (q + u) k^T).
+    qu = (q + r_w_bias[:, None]).reshape(B * N, Q, D)
+    kt = k.reshape(B * N, K, D).transpose(1, 2)
+    scores = torch.baddbmm(bias.reshape(B * N, Q, K), qu, kt, beta=scale, alpha=scale)
+    scores = scores.view(B, N, Q, K)
     if segment is not None:
         r_s_bias, seg_embed, different = segment
         e = (q + r_s_bias[:, None]) @ seg_embed.permute(1, 2, 0)[None]  # (B, N, Q, 2)
         same, other = e.unbind(-1)
-        bias = bias + same[..., None] + (other - same)[..., None] * different
+        scores = scores.addcmul_(((other - same) * scale)[..., None], different)
     if mask_bias is not None:
-        bias = bias + mask_bias / scale  # stays MASKED-sized: scale only multiplies it back
-    # Content term fused into one batched GEMM that also adds the rest: scale * (bias + q'k^T).
-    qu = (q + r_w_bias[:, None]).reshape(B * N, Q, D)
-    bias = bias.reshape(B * N, Q, K)
-    scores = torch.baddbmm(
-        bias, qu, k.reshape(B * N, K, D).transpose(1, 2), beta=scale, alpha=scale
-    )
-    return scores.view(B, N, Q, K)
+        scores = scores.add_(mask_bias)
+    return scores
 
 
 class RelativeAttention(nn.Module):
@@ -166,7 +183,7 @@ class RelativeAttention(nn.Module):
             self.r_s_bias = nn.Parameter(torch.empty(n_head, d_head))
             self.seg_embed = nn.Parameter(torch.empty(2, n_head, d_head))
         self.segments = segments
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _heads(self, x: Tensor) -> Tensor:
         """(B, T, N * D) -> (B, N, T, D)."""
@@ -175,56 +192,60 @@ class RelativeAttention(nn.Module):
 
     def forward(
         self,
-        h: Tensor,
+        x: Tensor,
         memory: Tensor | None,
         encoding: Tensor,
         mask_bias: Tensor | None = None,
         different: Tensor | None = None,
-        g: Tensor | None = None,
-        g_positions: Tensor | None = None,
-        g_mask_bias: Tensor | None = None,
+        qlen: int | None = None,
+        positions: Tensor | None = None,
         content: bool = True,
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Attention outputs (before residual) of the content stream h (B, Q, H) and, when g
-        (B, Q', H) is given, of XLNet's query stream at segment positions g_positions (B, Q'):
-        it shares the keys, values and weights, and is masked by g_mask_bias (B, 1, Q', K).
+    ) -> Tensor:
+        """The attention output (before residual) of the query rows of x (B, Q + P, H): its first
+        Q = qlen rows (all by default) are the segment, the content stream, which gives the keys
+        and values; the P rows after them are XLNet's query stream at segment positions
+        `positions` (B, P). Both streams attend in the same GEMMs (they share keys, values and
+        weights); mask_bias and different (B, 1, Q + P, K) hold the rows of both.
 
-        memory: (B, M, H) or None; encoding: (P, R, H) distance encodings (dropout applied);
-        mask_bias: (B, 1, Q, K); different: (B, 1, Q, K) float, 1 = other segment.
-        content=False: the content stream only gives keys and values (its output would be
-        thrown away: the last layer of a two-stream pass), and out_h is None."""
-        B, Q, H = h.shape
+        memory: (B, M, H) or None; encoding: (P', R, H) distance encodings (dropout applied);
+        mask_bias: MASKED where blocked; different: float, 1 = other segment. content=False:
+        only the P query-stream rows are attended, (B, P, H) (the content stream's output would be
+        thrown away: the last layer of a two-stream pass)."""
+        B, _, H = x.shape
+        Q = x.shape[1] if qlen is None else qlen
         ND = self.n_head * self.d_head
+        h = x[:, :Q]  # (B, Q, H) the segment
         q_w, k_w, v_w = (w.view(H, ND) for w in (self.q, self.k, self.v))
-        if memory is None and content:  # one GEMM for q, k and v
+        if memory is None and content and Q == x.shape[1]:  # one GEMM for q, k and v
             q, k, v = (h @ torch.cat([q_w, k_w, v_w], dim=1)).split(ND, dim=-1)
-        else:  # keys and values also over the memory; queries only over the segment
-            q = h @ q_w if content else None
+        else:  # keys and values also over the memory; queries over the query rows
+            q = (x if content else x[:, Q:]) @ q_w
             keys = h if memory is None else torch.cat([memory, h], dim=1)  # (B, K, H)
             k, v = (keys @ torch.cat([k_w, v_w], dim=1)).split(ND, dim=-1)
+        if not content:  # the query stream's rows only
+            rows = slice(Q, None)
+            mask_bias = mask_bias[:, :, rows] if mask_bias is not None else None
+            different = different[:, :, rows] if different is not None else None
         k, v = self._heads(k), self._heads(v)  # (B, N, K, D)
         P, R, _ = encoding.shape
         k_r = (encoding @ self.r.view(H, ND)).view(P, R, self.n_head, self.d_head).transpose(1, 2)
         segment = None
         if different is not None:
             segment = (self.r_s_bias, self.seg_embed, different)
-        out_h = out_g = None
-        if content:
-            out_h = self._attend(self._heads(q), k, v, k_r, Q, None, segment, mask_bias)
-        if g is not None:
-            q_g = self._heads(g @ q_w)
-            if different is not None:  # the rows of the predicted positions
-                index = g_positions[:, None, :, None].expand(-1, 1, -1, different.shape[-1])
-                segment = (self.r_s_bias, self.seg_embed, different.gather(2, index))
-            out_g = self._attend(q_g, k, v, k_r, Q, g_positions, segment, g_mask_bias)
-        return out_h, out_g
-
-    def _attend(self, q, k, v, k_r, qlen, positions, segment, mask_bias) -> Tensor:
         scores = relative_scores(
-            q, k, k_r, self.r_w_bias, self.r_r_bias, qlen, positions, segment, mask_bias
+            self._heads(q),
+            k,
+            k_r,
+            self.r_w_bias,
+            self.r_r_bias,
+            Q,
+            positions,
+            segment,
+            mask_bias,
+            consecutive=Q if content else 0,
         )
         probabilities = self.dropout(scores.softmax(dim=-1))
-        y = probabilities @ v  # (B, N, Q, D)
+        y = probabilities @ v  # (B, N, Q + P, D)
         B, N, Qy, D = y.shape
         y = y.transpose(1, 2).reshape(B, Qy, N * D)
-        return y @ self.o.view(-1, N * D).t()  # (B, Q, H)
+        return y @ self.o.view(-1, N * D).t()  # (B, Q + P, H)

@@ -22,6 +22,7 @@ Shapes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
+from muppets.models.dropout import Dropout
 from muppets.models.lm_softmax import softmax_nll_sum
 from muppets.models.relative_attention import (
     MASKED,
@@ -122,7 +124,7 @@ class TransfoXLLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_epsilon)
         self.feed_forward = FeedForward(c.d_model, c.d_inner, "relu", c.dropout)
         self.feed_forward_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_epsilon)
-        self.dropout = nn.Dropout(c.dropout)  # on the attention output (after o_net)
+        self.dropout = Dropout(c.dropout)  # on the attention output (after o_net)
         self.pre_lnorm = c.pre_lnorm
 
     def forward(self, h: Tensor, memory: Tensor | None, encoding: Tensor, mask_bias: Tensor):
@@ -130,9 +132,9 @@ class TransfoXLLayer(nn.Module):
             # the reference normalizes cat([mems, w]) before qkv_net: the memory too
             x = self.attention_norm(h)
             m = self.attention_norm(memory) if memory is not None else None
-            h = h + self.dropout(self.attention(x, m, encoding, mask_bias)[0])
+            h = h + self.dropout(self.attention(x, m, encoding, mask_bias))
             return h + self.feed_forward(self.feed_forward_norm(h))
-        h = self.attention_norm(h + self.dropout(self.attention(h, memory, encoding, mask_bias)[0]))
+        h = self.attention_norm(h + self.dropout(self.attention(h, memory, encoding, mask_bias)))
         return self.feed_forward_norm(h + self.feed_forward(h))
 
 
@@ -151,6 +153,18 @@ def causal_mask_bias(T: int, M: int, mem_len: int, same_length: bool, device=Non
     return torch.where(blocked, MASKED, 0.0)[None, None]
 
 
+@functools.lru_cache(maxsize=16)
+def position_tables(
+    T: int, M: int, mem_len: int, same_length: bool, clamp_len: int, d_model: int, device, dtype
+) -> tuple[Tensor, Tensor]:
+    """The distance encodings (1, R, H) and the causal mask bias (1, 1, T, K) of a segment of T
+    after M remembered positions: they depend on the shapes only, so they are built once per
+    shape, not at every step (never written to: dropout makes a new tensor)."""
+    distances = relative_distances(T, M + T, clamp_len, causal=True, device=device)
+    encoding = sinusoid_encoding(distances[None], d_model).to(dtype)
+    return encoding, causal_mask_bias(T, M, mem_len, same_length, device).to(dtype)
+
+
 class TransfoXLLMHeadModel(nn.Module):
     """Embedding, layers and the tied softmax head. forward(input_ids, mems, labels)."""
 
@@ -161,7 +175,7 @@ class TransfoXLLMHeadModel(nn.Module):
         self.word_embeddings = nn.Embedding(c.vocab_size, c.d_model)
         self.layers = nn.ModuleList(TransfoXLLayer(c) for _ in range(c.n_layer))
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))  # the softmax's, the weight is tied
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         initialize_transfo_xl(self, c.init_std)
 
     def forward(
@@ -185,9 +199,10 @@ class TransfoXLLMHeadModel(nn.Module):
         M = mems[0].shape[1] if mems is not None else 0
         device = input_ids.device
         h = self.dropout(self.word_embeddings(input_ids) * c.d_model**0.5)  # (B, T, H)
-        distances = relative_distances(T, M + T, c.clamp_len, causal=True, device=device)
-        encoding = self.dropout(sinusoid_encoding(distances[None], c.d_model)).to(h.dtype)
-        mask_bias = causal_mask_bias(T, M, c.mem_len, c.same_length, device).to(h.dtype)
+        table, mask_bias = position_tables(
+            T, M, c.mem_len, c.same_length, c.clamp_len, c.d_model, device, h.dtype
+        )
+        encoding = self.dropout(table)  # (1, R, H)
         new_mems = [] if c.mem_len > 0 else None
         for index, layer in enumerate(self.layers):
             memory = mems[index] if mems is not None else None

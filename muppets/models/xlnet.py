@@ -15,7 +15,8 @@ config.json field names the config keeps. What it is made of:
 The query stream is computed only at the predicted positions: transformers and the reference
 scatter its queries back to all T positions, run the attention there and gather again, which
 costs T / K times more for the same numbers (with target_mapping rows one-hot or zero, as XLNet's
-data pipeline makes them).
+data pipeline makes them). Both streams travel through a layer as one tensor, the segment's T
+rows then the P predicted rows, so they share every GEMM, softmax and LayerNorm call.
 
 Shapes:
     B  batch    T  segment length    M  memory length    K  keys = M + T    P  predicted positions
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muppets.errors import ConfigError
+from muppets.models.dropout import Dropout
 from muppets.models.layers import ACTIVATIONS
 from muppets.models.relative_attention import (
     MASKED,
@@ -152,7 +154,7 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(d_model, d_inner)
         self.activation = ACTIVATIONS[activation]
         self.down = nn.Linear(d_inner, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.down(self.dropout(self.activation(self.up(x)))))
@@ -168,24 +170,37 @@ class XLNetLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.feed_forward = FeedForward(c.d_model, c.d_inner, c.ff_activation, c.dropout)
         self.feed_forward_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def _block(self, x: Tensor, attended: Tensor) -> Tensor:
         x = self.attention_norm(x + self.dropout(attended))
         return self.feed_forward_norm(x + self.feed_forward(x))
 
-    def forward(self, h, memory, encoding, mask_bias, different, g, targets, content=True):
-        """targets: (positions (B, P), their mask bias (B, 1, P, K), weight (B, P, 1)) or None;
-        content=False: h is left as it is (its output is not used, only its keys and values)."""
-        positions, g_mask_bias, weight = targets if targets is not None else (None,) * 3
-        a_h, a_g = self.attention(
-            h, memory, encoding, mask_bias, different, g, positions, g_mask_bias, content
+    def forward(
+        self,
+        x: Tensor,
+        qlen: int,
+        memory: Tensor | None,
+        encoding: Tensor,
+        mask_bias: Tensor | None,
+        different: Tensor | None,
+        positions: Tensor | None = None,
+        weight: Tensor | None = None,
+        content: bool = True,
+    ) -> Tensor:
+        """x (B, T + P, H): the content stream's T = qlen rows, then the query stream's P rows at
+        positions (B, P), in one tensor so that both streams run through the same GEMMs;
+        weight (B, T + P, 1) or None: 0 on the query row of a zero target_mapping row (it
+        attends to nothing). content=False: only the query stream is computed, (B, P, H)."""
+        attended = self.attention(
+            x, memory, encoding, mask_bias, different, qlen, positions, content
         )
-        if content:
-            h = self._block(h, a_h)
-        if g is not None:  # a zero row of target_mapping attends to nothing (weight 0)
-            g = self._block(g, a_g * weight)
-        return h, g
+        if not content:
+            x = x[:, qlen:]
+            weight = weight[:, qlen:] if weight is not None else None
+        if weight is not None:
+            attended = attended * weight
+        return self._block(x, attended)
 
 
 def target_positions(target_mapping: Tensor) -> tuple[Tensor, Tensor]:
@@ -209,7 +224,7 @@ class XLNetModel(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.mask_emb = nn.Parameter(torch.empty(1, 1, config.d_model))
         self.layers = nn.ModuleList(XLNetLayer(config) for _ in range(config.n_layer))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         initialize_xlnet(self, config.initializer_range)
 
     def forward(
@@ -270,42 +285,50 @@ class XLNetModel(nn.Module):
         M = mems[0].shape[1] if mems is not None else 0
         device = input_ids.device
         blocked = self._blocked(B, T, M, attention_mask, perm_mask, device)
-        mask_bias = g_targets = None
+        mask_bias = None
         if blocked is not None:
             # The content stream always sees its own token (non_tgt_mask in the reference).
             i = torch.arange(T, device=device)[:, None]
             j = torch.arange(M + T, device=device)[None, :]
             mask_bias = torch.where(blocked & (j != i + M), MASKED, 0.0)[:, None]  # (B,1,T,K)
         h = self.dropout(self.word_embeddings(input_ids))  # (B, T, H)
-        g = None
-        if target_mapping is not None:
-            positions, weight = target_positions(target_mapping)
-            g_bias = None
-            if blocked is not None:
-                rows = blocked.gather(1, positions[..., None].expand(-1, -1, M + T))
-                g_bias = torch.where(rows, MASKED, 0.0)[:, None]  # (B, 1, P, K)
-            g_targets = (positions, g_bias, weight.to(h.dtype))
-            g = self.dropout(self.mask_emb.expand(B, positions.shape[1], -1))  # (B, P, H)
         different = None
         if token_type_ids is not None:  # memory tokens count as segment 0, as the reference's
             keys = F.pad(token_type_ids, (M, 0))
             different = (token_type_ids[:, :, None] != keys[:, None, :])[:, None].to(h.dtype)
+        x, positions, weight = h, None, None
+        if target_mapping is not None:
+            # The query stream g: P more rows after the segment's, at the predicted positions,
+            # with those positions' mask and segment rows.
+            positions, weight = target_positions(target_mapping)
+            g = self.dropout(self.mask_emb.expand(B, positions.shape[1], -1))  # (B, P, H)
+            x = torch.cat([h, g], dim=1)  # (B, T + P, H)
+            rows = positions[:, None, :, None].expand(-1, 1, -1, M + T)  # (B, 1, P, K)
+            if blocked is not None:
+                g_bias = torch.where(blocked[:, None].gather(2, rows), MASKED, 0.0)
+                mask_bias = torch.cat([mask_bias, g_bias], dim=2)  # (B, 1, T + P, K)
+            if different is not None:
+                different = torch.cat([different, different.gather(2, rows)], dim=2)
+            if bool((weight == 1).all()):
+                weight = None  # no zero row: nothing to silence
+            else:
+                weight = torch.cat([weight.new_ones(B, T, 1), weight], dim=1).to(h.dtype)
         encoding = self._encoding(B, T, M + T, device).to(h.dtype)
         new_mems = [] if use_mems else None
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             memory = mems[index] if mems is not None else None
             if use_mems:
-                new_mems.append(update_memory(memory, h, c.mem_len, c.reuse_len))
+                new_mems.append(update_memory(memory, x[:, :T], c.mem_len, c.reuse_len))
             # With two streams only g is returned: the last layer's content output is not
             # computed (transformers computes it and drops it).
-            content = g is None or index < last
+            content = positions is None or index < last
             if collect is not None:
-                collect.append(h)
-            h, g = layer(h, memory, encoding, mask_bias, different, g, g_targets, content)
-        if collect is not None and g is None:
-            collect.append(h)
-        return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
+                collect.append(x[:, :T])
+            x = layer(x, T, memory, encoding, mask_bias, different, positions, weight, content)
+        if collect is not None and positions is None:
+            collect.append(x)
+        return XLNetOutput(self.dropout(x), new_mems)
 
     def _encoding(self, B: int, T: int, K: int, device) -> Tensor:
         """(P, R, H): one distance table, or forward and backward ones with bi_data."""
