@@ -32,26 +32,30 @@ class _SoftmaxNllSum(torch.autograd.Function):
         R = min(M, max(32, BLOCK_ELEMENTS // V))
         probs = h.new_empty(R, V)  # (R, V) logits, then probabilities, then their gradient
         d_h = torch.empty_like(h)  # (M, P)
-        d_weight = torch.zeros_like(weight)  # (V, P)
-        d_bias = torch.zeros_like(bias)  # (V,)
+        d_weight = torch.empty_like(weight)  # (V, P): the first block writes it, the rest add
+        d_bias = torch.empty_like(bias)  # (V,)
         loss = h.new_zeros(())
         for start in range(0, M, R):
             h_block, y = h[start : start + R], targets[start : start + R]  # (r, P), (r,)
             r = h_block.shape[0]
             p = torch.addmm(bias, h_block, weight.t(), out=probs[:r])  # (r, V) logits
-            logits_y = p.gather(1, y[:, None]).squeeze(1)  # (r,) kept in case p_y underflows
-            max_logit = p.amax(dim=1)  # (r,)
             torch.softmax(p, dim=1, out=p)
             p_y = p.gather(1, y[:, None]).squeeze(1)  # (r,) target probabilities
             nll = -torch.log(p_y)
             tiny = p_y < TINY
-            if tiny.any():  # log(sum exp(z - max)) from the probabilities: p_j = exp(z_j - max) / s
-                nll = torch.where(tiny, _nll_from(p, logits_y, max_logit, y), nll)
+            if tiny.any():  # those rows' log-softmax again, from their logits (rare)
+                rows = tiny.nonzero().squeeze(1)
+                logits = torch.addmm(bias, h_block[rows], weight.t())
+                nll[rows] = -logits.log_softmax(dim=1).gather(1, y[rows, None]).squeeze(1)
             loss += nll.sum()
             p.scatter_add_(1, y[:, None], p.new_full((r, 1), -1.0))  # softmax - one_hot
             torch.mm(p, weight, out=d_h[start : start + r])
-            d_weight.addmm_(p.t(), h_block)
-            d_bias += p.sum(dim=0)
+            if start == 0:
+                torch.mm(p.t(), h_block, out=d_weight)
+                torch.sum(p, dim=0, out=d_bias)
+            else:
+                d_weight.addmm_(p.t(), h_block)
+                d_bias += p.sum(dim=0)
         ctx.save_for_backward(d_h, d_weight, d_bias)
         return loss
 
@@ -62,20 +66,13 @@ class _SoftmaxNllSum(torch.autograd.Function):
         return d_h * grad, d_weight * grad, d_bias * grad, None
 
 
-def _nll_from(p: Tensor, logits_y: Tensor, max_logit: Tensor, y: Tensor) -> Tensor:
-    """-log softmax at the target where its probability underflowed: max + log s - z_y, with
-    s = exp(z_j - max) / p_j read at each row's most probable word (p_j >= 1 / V there)."""
-    j = p.argmax(dim=1, keepdim=True)  # (r, 1); z_j = max, so exp(z_j - max) = 1
-    s = 1.0 / p.gather(1, j).squeeze(1)
-    return max_logit + torch.log(s) - logits_y
-
-
 def softmax_nll_sum(h: Tensor, weight: Tensor, bias: Tensor, targets: Tensor) -> Tensor:
     """sum_m -log softmax(h_m W^T + b)[y_m]: the blocked path while training in fp32, else
     F.cross_entropy (no grad wanted, or autocast choosing its own dtypes)."""
     wants_grad = torch.is_grad_enabled() and (
         h.requires_grad or weight.requires_grad or bias.requires_grad
     )
-    if not wants_grad or torch.is_autocast_enabled(h.device.type) or h.dtype != torch.float32:
+    plain = h.shape[0] == 0 or h.dtype != torch.float32
+    if not wants_grad or torch.is_autocast_enabled(h.device.type) or plain:
         return F.cross_entropy(F.linear(h, weight, bias), targets, reduction="sum")
     return _SoftmaxNllSum.apply(h, weight, bias, targets)
