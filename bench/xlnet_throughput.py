@@ -4,7 +4,8 @@ A pretraining-style step as zihangdai/xlnet's train_gpu.py runs it: a segment of
 (two segments and <cls>, token_type_ids), memories of mem_len positions per layer from the
 previous segment (here fixed random tensors, the same for both sides), a perm_mask from a random
 factorisation order over num_predict targets (about seq_len / 6, K = 6), target_mapping one-hot
-rows, the cross-entropy of the targets, backward, clip at 1.0, fused AdamW (bench/step_timing.py).
+rows, the cross-entropy of the targets (ours as pretrain-xlnet computes it, tasks/permutation_lm.py
+target_nll_sum), backward, clip at 1.0, fused AdamW (bench/step_timing.py).
 Same initial weights (ours converted with models/hf_xlnet.py; checked: the same loss in eval
 mode), same batches, dropout 0.1 on both. Rounds are interleaved in one process (the machine is
 shared with other jobs), step by step in turns; the table gives the best round of each, by wall
@@ -27,6 +28,7 @@ from step_timing import timed_step
 
 from muppets.models.hf_xlnet import config_to_hf, state_dict_to_hf
 from muppets.models.registry import build_pretraining_model, preset_config
+from muppets.tasks.permutation_lm import target_nll_sum
 
 SEP, CLS = 4, 3  # XLNet's <sep> and <cls> ids
 
@@ -65,7 +67,9 @@ def make_batches(n, batch_size, seq_len, num_predict, config, seed=0):
 
 
 def ours_loss(model, batch):
-    out = model(
+    """As pretrain-xlnet's objective computes it (tasks/permutation_lm.py): the query stream at
+    the targets, then the tied head's cross-entropy there."""
+    out = model.encoder.run(
         batch["input_ids"],
         token_type_ids=batch["token_type_ids"],
         mems=batch["mems"],
@@ -73,7 +77,7 @@ def ours_loss(model, batch):
         target_mapping=batch["target_mapping"],
         use_mems=True,
     )
-    return F.cross_entropy(out.logits.flatten(0, 1), batch["labels"].flatten())
+    return target_nll_sum(model, out.hidden, batch["labels"]) / batch["labels"].numel()
 
 
 def hf_loss(model, batch):

@@ -51,12 +51,15 @@ class XLNetPLMLoss(nn.Module):
         labels: Tensor,  # (B, P)
         new_stream: Tensor,
         chunk: Tensor,
+        count_correct: bool = True,
     ) -> tuple[Tensor, int, int]:
+        """(summed NLL, targets, correct); count_correct False (training): correct is 0 (no argmax
+        over the vocabulary, no copies of the logits at the kept rows)."""
         key = ("train" if self.training else "eval", int(chunk))
         if bool(new_stream):
             self.memory.reset(key)
         mems = self.memory.get(key, input_ids.device)
-        out = self.lm(
+        out = self.lm.encoder.run(
             input_ids,
             attention_mask,
             token_type_ids,
@@ -66,27 +69,44 @@ class XLNetPLMLoss(nn.Module):
             use_mems=True,
         )
         self.memory.put(key, out.mems)
-        logits = out.logits.float()  # (B, P, V), the loss in fp32 even under autocast
         kept = labels.ne(IGNORE_INDEX)  # (B, P): target_mask
+        if not count_correct:
+            return target_nll_sum(self.lm, out.hidden, labels), int(kept.sum()), 0
+        logits = self.lm.mlm_head(out.hidden, self.lm.encoder.word_embeddings.weight)
+        logits = logits.float()  # (B, P, V), the loss in fp32 even under autocast
         loss = F.cross_entropy(logits[kept], labels[kept], reduction="sum")
         correct = int((logits[kept].argmax(-1) == labels[kept]).sum())
         return loss, int(kept.sum()), correct
 
 
+def target_nll_sum(model: XLNetLMHeadModel, hidden: Tensor, labels: Tensor) -> Tensor:
+    """Summed NLL of labels (B, P) (IGNORE_INDEX: not a target) from the query stream's hidden
+    (B, P, H) through the tied head, at the kept targets only: XLNet predicts num_predict
+    positions, and the vocabulary projection never runs elsewhere. A plain log-softmax, not
+    lm_softmax's blocked one: with a few hundred targets against a 32k x H embedding, the blocked
+    path's passes over the (V, H) gradient cost more than the (targets, V) passes it saves."""
+    kept = labels.ne(IGNORE_INDEX)  # (B, P)
+    weight = model.encoder.word_embeddings.weight  # (V, H), tied
+    logits = F.linear(hidden[kept], weight, model.mlm_head.bias).float()  # (targets, V)
+    return F.cross_entropy(logits, labels[kept], reduction="sum")
+
+
 class PermutationLMObjective:
     """One component, "plm": the targets' NLL summed over the micro-batch."""
 
-    def _forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int, int]:
+    def _forward(
+        self, model: nn.Module, batch: dict[str, Tensor], count_correct: bool
+    ) -> tuple[Tensor, int, int]:
         chunk = batch.get("chunk", torch.tensor(0))
         inputs = [batch[name] for name in INPUTS]
-        return model(*inputs, batch["labels"], batch["new_stream"], chunk)
+        return model(*inputs, batch["labels"], batch["new_stream"], chunk, count_correct)
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"plm": self._forward(model, batch)[0]}
+        return {"plm": self._forward(model, batch, count_correct=False)[0]}
 
     def count_targets(self, batch: dict[str, Tensor]) -> dict[str, int]:
         return {"plm": int(batch["labels"].ne(IGNORE_INDEX).sum())}
 
     def metrics(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
-        loss, n, correct = self._forward(model, batch)
+        loss, n, correct = self._forward(model, batch, count_correct=True)
         return {"plm_loss_sum": float(loss), "plm_correct": correct, "plm_count": n}
