@@ -1,10 +1,11 @@
-"""`muppets quickstart` reduced (bert-tiny in two phases, elmo-tiny, 4 pretraining steps, label
-budgets 100 and 300, seeds 1 and 2, 1 epoch) through the CLI and the same code path as the full
-run: the table's structure (one row per model and label budget), the numbers that are the same in
-every process (the word-level rows), the BERT side within its measured spread, the report's files,
-the rerun that redoes nothing, a missing marker redone with what is built on it, the report in
-headless Chromium; and the stage runner and the comparison's plan (what it drops first) on
-their own.
+"""`muppets quickstart` reduced (bert-tiny and electra-tiny in two phases, elmo-tiny, 4 pretraining
+steps, label budgets 100 and 300, seeds 1 and 2, 1 epoch) through the CLI and the same code path
+as the full run: the table's structure (one row per model and label budget), the numbers that
+are the same in every process (the word-level rows), the BERT side within its measured spread,
+the report's files, the rerun that redoes nothing, a missing marker redone with what is built on
+it, the report in headless Chromium; and the stage runner, the comparison's plan (what it drops
+first), ELECTRA's place in it (BERT's wall-clock, recipe and fine-tuning) and the learning-curve
+figure on their own.
 
 The reduced run is bound by steps, not time: its budget (10h) is far more than 4 steps and 300
 sentences need, so a loaded machine changes its seconds but no number (a 30s budget once cut BERT
@@ -25,20 +26,29 @@ import torch
 
 from muppets.cli.main import main
 from muppets.errors import ConfigError
-from muppets.quickstart.comparison import NEEDS
-from muppets.quickstart.config import AFTER_LANES, BEFORE_LANES, lane_shares, stage_shares
-from muppets.quickstart.plan import Data, plan_comparison
-from muppets.quickstart.pretraining import _fresh_or_resumed, loop_options
+from muppets.quickstart import figures
+from muppets.quickstart.comparison import NEEDS, row_needs, row_options
+from muppets.quickstart.config import (
+    AFTER_LANES,
+    BEFORE_LANES,
+    LANES_WITHOUT_ELECTRA,
+    find_inputs,
+    lane_shares,
+    stage_shares,
+)
+from muppets.quickstart.plan import CLAIMS, Data, plan_comparison
+from muppets.quickstart.pretraining import _fresh_or_resumed, bert_recipe, loop_options
 from muppets.quickstart.report import ROWS, format_table
-from muppets.quickstart.run import QuickstartConfig, resolve_arithmetic
+from muppets.quickstart.run import QuickstartConfig, build_stages, resolve_arithmetic
 from muppets.quickstart.stages import Stage, StageContext, run_stages
+from muppets.training.options import flat_options
 
 REDUCED = [
     *("--budget", "10h", "--elmo-model", "elmo-tiny", "--max-pretrain-steps", "4"),
     *("--max-epochs", "1", "--label-budgets", "100,300", "--seeds", "1,2"),
     *("--bert-learning-rates", "3e-4", "--threads", "1"),
 ]
-STAGES = ["tokenizer", "shards", "bert", "elmo", "fill-mask", *NEEDS, "report"]
+STAGES = ["tokenizer", "shards", "bert", "electra", "elmo", "fill-mask", *NEEDS, "report"]
 # (row, label budget, seeds): every seed at every budget for the BERT and word-level rows (10h
 # leaves room for the word-level rows' extra seeds), one seed at the largest for the others.
 LAYOUT = [
@@ -47,6 +57,8 @@ LAYOUT = [
     ("bert-frozen", 300, 1),
     ("bert-scratch", 100, 2),
     ("bert-scratch", 300, 2),
+    ("electra-finetuned", 100, 2),  # as the BERT rows: every seed at every budget
+    ("electra-finetuned", 300, 2),
     ("elmo-bilstm", 100, 2),
     ("elmo-bilstm", 300, 2),
     ("random-bilstm", 100, 2),
@@ -54,6 +66,7 @@ LAYOUT = [
     ("bag-of-embeddings", 300, 1),
 ]
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "report_screenshot.py"
+ELECTRA_TINY = 983_170  # the electra-tiny discriminator and its head at 8,000 tokens
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,6 +116,15 @@ def test_the_reduced_run_fills_the_table_by_label_budget_and_writes_the_report(r
     assert rows["bert-frozen", 300]["trained_parameters"] == 128 * 2 + 2
     assert finetuned["trained_parameters"] == finetuned["total_parameters"] == 1_503_362
     assert rows["bert-scratch", 100]["learning_rate"] == 3e-4 == finetuned["learning_rate"]
+    # The ELECTRA row: its discriminator fine-tuned as the BERT rows (rate, epochs, budgets, seeds).
+    electra_row = rows["electra-finetuned", 300]
+    assert (electra_row["learning_rate"], electra_row["epochs"], electra_row["seeds"]) == (
+        3e-4,
+        1,
+        2,
+    )
+    assert electra_row["trained_parameters"] == electra_row["total_parameters"] == ELECTRA_TINY
+    assert "/electra-finetuned/seeds-1-2/" in electra_row["run"]
     assert summary["majority"] == pytest.approx(444 / 872)  # SST-2 dev: 444 positive
     settings = summary["settings"]
     assert (settings["label_budgets"], settings["seeds"]) == ("100,300", "1,2")
@@ -110,6 +132,12 @@ def test_the_reduced_run_fills_the_table_by_label_budget_and_writes_the_report(r
         "share": 0.6,
         "max_seq_length": 32,
         "batch_size": 64,
+    }
+    assert (settings["electra"], settings["electra_model"]) == (True, "electra-tiny")
+    bert_recipe_pinned = settings["recipe"]["bert_pretraining"]
+    assert settings["recipe"]["electra_pretraining"] == {
+        **bert_recipe_pinned,
+        "objective": "electra",
     }
 
     bert, elmo = summary["pretraining"]["bert"], summary["pretraining"]["elmo"]
@@ -119,6 +147,14 @@ def test_the_reduced_run_fills_the_table_by_label_budget_and_writes_the_report(r
     for phase in bert["phases"]:  # an untrained model is far above the unigram baseline
         assert phase["eval"]["mlm_loss"] > phase["unigram_baseline"]["loss"] > 5
     assert bert["unigram_baseline"] == bert["phases"][-1]["unigram_baseline"]
+    # ELECTRA: the same two phases and steps, held-out generator and discriminator scores.
+    electra = summary["pretraining"]["electra"]
+    phases = [(p["max_seq_length"], p["batch_size"], p["steps"]) for p in electra["phases"]]
+    assert phases == [(32, 64, 2), (128, 32, 2)] and electra["steps"] == 4
+    assert summary["models"]["electra"] == "electra-tiny"
+    held_out = electra["eval"]
+    assert held_out["mlm_loss"] > 5 and 0 < held_out["replaced_share"] < 0.15
+    assert 0 <= held_out["disc_accuracy"] <= 1 and 0 <= held_out["disc_auc"] <= 1
     assert len(summary["fill_mask"]) == 3
 
     # The table: one line per row and budget, a number in every cell after the model name.
@@ -135,6 +171,10 @@ def test_the_reduced_run_fills_the_table_by_label_budget_and_writes_the_report(r
     assert sorted(images) == ["learning_curve.png", "pretraining_loss.png"]
     for name in images:
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Three pretraining panels (BERT, ELECTRA, ELMo): 16 inches at 100 dpi (two: 11).
+    assert int.from_bytes((run / "pretraining_loss.png").read_bytes()[16:20], "big") == 1600
+    assert "ELECTRA (electra-tiny, the same phases, shards and wall-clock as BERT" in page
+    assert page.count("ELECTRA phase ") == 2 and "discriminator accuracy" in page
     assert page.count("<tr data-row=") == len(LAYOUT)
     assert "http" not in page.replace("http://www.w3", "")
     assert all((run / stage / "done.json").is_file() for stage in STAGES)
@@ -151,8 +191,8 @@ PINNED_WORD_LEVEL = {  # (row, budget) -> dev sentences right per seed, of 872
     ("random-bilstm", 300): {"1": 430, "2": 469},
     ("bag-of-embeddings", 300): {"1": 398},
 }
-# The BERT rows after one epoch answer the majority class of their subset (428 or 444 of 872)
-# in every run seen; their losses are what varies.
+# The BERT and ELECTRA rows after one epoch answer the majority class of their subset (428 or
+# 444 of 872) in every run seen; their losses are what varies.
 PINNED_BERT_RIGHT = {100: 428, 300: 444}
 PINNED_CELLS = {  # model, labels -> the table's median %, min %, max %, seeds, lr
     ("ELMo frozen + biLSTM", "100"): ("52.1", "49.3", "54.8", "2", "0.001"),
@@ -165,6 +205,8 @@ PINNED_CELLS = {  # model, labels -> the table's median %, min %, max %, seeds, 
     ("BERT frozen + linear head", "300"): ("50.9", "50.9", "50.9", "1", "0.001"),
     ("BERT from scratch", "100"): ("49.1", "49.1", "49.1", "2", "0.0003"),
     ("BERT from scratch", "300"): ("50.9", "50.9", "50.9", "2", "0.0003"),
+    ("ELECTRA fine-tuned", "100"): ("49.1", "49.1", "49.1", "2", "0.0003"),
+    ("ELECTRA fine-tuned", "300"): ("50.9", "50.9", "50.9", "2", "0.0003"),
 }
 
 
@@ -205,7 +247,7 @@ def test_a_rerun_redoes_no_stage(run, capsys):
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != "quickstart.toml"}
     status, output = quickstart(run, capsys)
     assert status == 0
-    assert redone(output) == [] and output.count("finished in an earlier run, skipped") == 12
+    assert redone(output) == [] and output.count("finished in an earlier run, skipped") == 14
     after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != "quickstart.toml"}
     assert after == before
     assert "BERT frozen + linear head" in output  # the table is printed again
@@ -220,10 +262,25 @@ def test_a_stage_without_its_marker_is_redone_with_the_stages_built_on_it(run, t
     assert status == 0
     elmo_stages = ["pretrain ELMo (elmo-tiny, biLM)", "SST-2: ELMo frozen + biLSTM"]
     assert redone(output) == [*elmo_stages, "write the report"]
-    # ELMo's lane ran in the second process: its log says the stage continued from its checkpoint.
-    assert "resuming from" in (out / "lane-2.log").read_text().split("pretrain ELMo")[-2]
+    # ELMo's lane is the first (this process): the stage continued from its checkpoint.
+    assert "resuming from" in output.split("pretrain ELMo")[1]
     now = markers(out)
     assert [s for s in STAGES if now[s] != ids[s]] == ["elmo", "elmo-bilstm", "report"]
+
+    ids = now
+    (out / "electra" / "done.json").unlink()  # the same in the second lane: ELECTRA's
+    status, output = quickstart(out, capsys)
+    assert status == 0
+    electra_title = "pretrain ELECTRA (electra-tiny, generator MLM + 50 x replaced-token detection"
+    assert redone(output) == [
+        f"{electra_title}, 32 then 128 tokens)",
+        "SST-2: ELECTRA fine-tuned",
+        "write the report",
+    ]
+    # Its lane ran in the second process: its log says the stage continued from its checkpoint.
+    assert "resuming from" in (out / "lane-2.log").read_text().split("pretrain ELECTRA")[-2]
+    now = markers(out)
+    assert [s for s in STAGES if now[s] != ids[s]] == ["electra", "electra-finetuned", "report"]
 
     (out / "bag-of-embeddings" / "done.json").unlink()  # a leaf: only it and the report
     _, output = quickstart(out, capsys)
@@ -235,6 +292,8 @@ def test_other_settings_in_the_same_out_are_refused(run, capsys):
     argv = ["quickstart", "--out", str(run), *REDUCED[2:], "--budget", "9h"]
     assert main(argv) == 2
     assert "other settings (budget '10h' -> '9h')" in capsys.readouterr().err
+    assert main(["quickstart", "--out", str(run), *REDUCED, "--no-electra"]) == 2
+    assert "other settings (electra True -> False, recipe " in capsys.readouterr().err
 
 
 def test_the_default_budget_is_resolved_into_the_config_and_parsed_once():
@@ -349,11 +408,14 @@ def test_the_stage_runner_skips_finished_stages_and_redoes_stale_ones(tmp_path, 
         run_stages([stage("x", ("y",)), stage("y")], tmp_path, 1.0)
 
 
-def plan(seconds: float):
+SIX_ROWS = [row for row in NEEDS if row != "electra-finetuned"]  # --no-electra
+
+
+def plan(seconds: float, rows=SIX_ROWS):
     # 1,000 examples x 10 tokens, 1,000 dev tokens, 1,000 tokens/s, 1 epoch: a BERT run (cost
     # 1.2 a training token, 0.5 a dev token) takes 1.7 s on 100 examples, 12.5 s on all.
-    data = {row: Data(1000, 10.0, 1000.0) for row in NEEDS}
-    return plan_comparison(seconds, list(NEEDS), data, [100, None], [1, 2, 3], 2, 1, 1000.0)
+    data = {row: Data(1000, 10.0, 1000.0) for row in rows}
+    return plan_comparison(seconds, list(rows), data, [100, None], [1, 2, 3], 2, 1, 1000.0)
 
 
 def test_the_plan_drops_runs_in_the_stated_order_until_it_fits():
@@ -369,26 +431,32 @@ def test_the_plan_drops_runs_in_the_stated_order_until_it_fits():
         "BERT frozen + linear head and bag of embeddings dropped",
         "BERT rows: the first learning rate only",
         "ELMo and random + biLSTM: 1 seed",
+        "BERT rows: 2 seeds above the smallest label budget",
+        "BERT rows: 1 seed above the smallest label budget",
         "BERT rows: label budget all dropped",
         "BERT rows: 1 seed",
     ]
     # Each step's estimate, in order: 258.3 (ELMo featurizes twice now), 210.3, 205.6, 120.4,
-    # 111.6, 36.6, 29.8; a plan stops at the first step under its seconds.
+    # 111.6, 86.6 and 61.6 (one BERT run of 12.5 s on all fewer per row), 36.6, 29.8; a plan
+    # stops at the first step under its seconds.
     for seconds, dropped, estimate in [
         (259.0, 1, 258.3),
         (250.0, 2, 210.3),
         (200.0, 4, 120.4),
         (115.0, 5, 111.6),
-        (100.0, 6, 36.6),
-        (30.0, 7, 29.8),
+        (100.0, 6, 86.6),
+        (80.0, 7, 61.6),
+        (50.0, 8, 36.6),
+        (30.0, 9, 29.8),
     ]:
         tight = plan(seconds)
         assert tight.notes == notes[:dropped] and tight.seconds == pytest.approx(estimate)
     tight = plan(100.0)
-    assert tight.runs["bert-finetuned"] == {100: [1, 2, 3]} and tight.rates["bert-finetuned"] == 1
+    assert tight.runs["bert-finetuned"] == {100: [1, 2, 3], None: [1, 2]}
+    assert tight.rates["bert-finetuned"] == 1
     assert tight.runs["elmo-bilstm"] == {100: [1]} and "bert-frozen" not in tight.runs
     over = plan(10.0)
-    assert over.notes[:7] == notes and "over the fine-tuning share (10 s)" in over.notes[7]
+    assert over.notes[:9] == notes and "over the fine-tuning share (10 s)" in over.notes[9]
     assert over.runs["bert-scratch"] == {100: [1]}
 
     # The table says what was not run, under the rows.
@@ -398,6 +466,105 @@ def test_the_plan_drops_runs_in_the_stated_order_until_it_fits():
     table = format_table([row], tight.notes).splitlines()
     assert table[2].split() == "BERT fine-tuned 100 50.0 40.0 60.0 3 0.0001 10 1.0 10 10".split()
     assert table[3:] == [f"not run (the budget's estimate did not fit): {n}" for n in notes[:6]]
+
+
+def test_the_electra_row_is_planned_and_fine_tuned_as_the_bert_rows(tmp_path):
+    rows = list(NEEDS)
+    assert "electra-finetuned" in CLAIMS
+    # A third claim row: 3 seeds x 2 rates x (1.7 + 12.5) s more than the six rows' 288.3.
+    assert plan(400.0, rows).seconds == pytest.approx(288.3 + 85.2)
+    # However tight the plan, the ELECTRA row runs the BERT rows' budgets, seeds and rates.
+    for seconds in (400.0, 300.0, 200.0, 130.0, 110.0, 80.0, 50.0, 30.0, 10.0):
+        tight = plan(seconds, rows)
+        assert tight.runs["electra-finetuned"] == tight.runs["bert-finetuned"]
+        assert tight.runs["electra-finetuned"] == tight.runs["bert-scratch"]
+        assert tight.rates["electra-finetuned"] == tight.rates["bert-finetuned"]
+    assert plan(110.0, rows).notes[3:6] == [
+        "BERT and ELECTRA rows: the first learning rate only",
+        "ELMo and random + biLSTM: 1 seed",
+        "BERT and ELECTRA rows: 2 seeds above the smallest label budget",
+    ]
+    # finetune's options: the BERT row's but the model, the ELECTRA run (its discriminator,
+    # under ELECTRA's own classification head: finetune's default pooling for it).
+    bert = row_options("bert-finetuned", tmp_path, "bert-tiny", ["3e-4", "1e-4"])
+    electra = row_options("electra-finetuned", tmp_path, "bert-tiny", ["3e-4", "1e-4"])
+    assert electra == {**bert, "model": str(tmp_path / "electra")}
+    assert bert == {"model": str(tmp_path / "bert"), "learning_rate": "3e-4,1e-4"}
+
+
+def test_electra_pretrains_beside_bert_for_the_same_wall_clock_and_recipe(tmp_path):
+    for conll in (False, True):
+        first, second = lane_shares(conll)
+        # Each opens its lane: the two start together, one core each, for the same seconds.
+        assert list(first)[0] == "bert" and list(second)[0] == "electra"
+        for lanes in (1, 2):
+            shares = stage_shares(conll, lanes)
+            assert shares["electra"] == shares["bert"] > 0
+    config = QuickstartConfig(out=str(tmp_path))
+    bert_ctx = StageContext(out=tmp_path, directory=tmp_path / "bert", seconds=270.0)
+    electra_ctx = StageContext(out=tmp_path, directory=tmp_path / "electra", seconds=270.0)
+    bert = bert_recipe(config, bert_ctx, False)
+    electra = bert_recipe(config, electra_ctx, False, electra=True)
+    assert (bert.model, bert.objective) == ("bert-tiny", "mlm+nsp")
+    assert (electra.model, electra.objective) == ("electra-tiny", "electra")
+    own = {"model", "objective", "out", "init_from"}
+
+    def shared(recipe):
+        return {k: v for k, v in flat_options(recipe).items() if k not in own}
+
+    # The same shards, phases, loop seconds, rate, warmup and masking rate: all but the model.
+    assert shared(electra) == shared(bert) and bert.run.time_budget_seconds() == 0.85 * 270
+    pairs = zip(bert.phase_configs(), electra.phase_configs(), strict=True)
+    for k, (b, e) in enumerate(pairs, 1):
+        assert shared(b) == shared(e), k
+    assert [p.max_seq_length for p in electra.phase_configs()] == [32, 128]
+
+
+def test_no_electra_runs_the_lanes_before_it_and_a_bad_preset_is_one_line():
+    config = QuickstartConfig(electra=False)
+    assert "electra-finetuned" not in row_needs(config)
+    assert "electra-finetuned" in row_needs(QuickstartConfig())
+    assert lane_shares(False, electra=False) == LANES_WITHOUT_ELECTRA
+    names = [stage.name for stage in build_stages(config, find_inputs(config))]
+    assert "electra" not in names and "electra-finetuned" not in names and "elmo" in names
+    with_electra = [stage.name for stage in build_stages(QuickstartConfig(), find_inputs(config))]
+    assert set(with_electra) - set(names) == {"electra", "electra-finetuned"}
+    with pytest.raises(ConfigError, match="electra_model must be one of electra-tiny, "):
+        QuickstartConfig(electra_model="bert-tiny")
+
+
+def test_the_learning_curve_figure_has_the_electra_curve(tmp_path, monkeypatch):
+    kept, plt = {}, figures._pyplot()
+
+    class KeepFigure:  # pyplot, but the figure is kept for the test instead of closed
+        def __getattr__(self, name):
+            return getattr(plt, name)
+
+        def close(self, fig):
+            kept["figure"] = fig
+
+    monkeypatch.setattr(figures, "_pyplot", KeepFigure)
+
+    def row(name, examples, median):
+        scores = {"median": median, "min": median - 0.01, "max": median + 0.02, "seeds": 3}
+        return {"name": name, "train_examples": examples, **scores}
+
+    medians = {"bert-finetuned": (0.6, 0.75), "electra-finetuned": (0.62, 0.77)}
+    medians["bert-scratch"] = (0.65, 0.76)
+    rows = [
+        row(n, x, m) for n, ms in medians.items() for x, m in zip((1000, 6000), ms, strict=True)
+    ]
+    figures.plot_learning_curves(rows, 0.5, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = kept["figure"].axes
+    assert ax.get_title() == "SST-2: BERT and ELECTRA"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    electra = lines["ELECTRA pretrained, fine-tuned (median of 3)"]
+    assert list(electra.get_xdata()) == [1000, 6000]
+    assert list(electra.get_ydata()) == pytest.approx([62.0, 77.0])
+    assert {"pretrained, fine-tuned (median of 3)", "from scratch (median of 3)"} < set(lines)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "ELECTRA pretrained, fine-tuned (median of 3)" in legend
 
 
 def test_each_lane_with_the_stages_before_and_after_adds_up_to_the_budget():

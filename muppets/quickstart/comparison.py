@@ -41,6 +41,7 @@ NEEDS = {
     "bert-finetuned": ("shards", "bert"),
     "bert-frozen": ("shards", "bert"),
     "bert-scratch": ("tokenizer", "shards"),
+    "electra-finetuned": ("shards", "electra"),
     "elmo-bilstm": ("shards", "elmo"),
     "random-bilstm": ("shards",),
     "bag-of-embeddings": ("shards",),
@@ -52,8 +53,10 @@ CONLL_NEEDS = {
 
 
 def row_needs(config: QuickstartConfig) -> dict[str, tuple[str, ...]]:
-    """The rows of this run: the six SST-2 rows, and the two CoNLL-2003 rows with --data-dir."""
-    return {**NEEDS, **(CONLL_NEEDS if config.data_dir else {})}
+    """The rows of this run: the seven SST-2 rows (six with --no-electra), and the two CoNLL-2003
+    rows with --data-dir."""
+    rows = {k: v for k, v in NEEDS.items() if config.electra or k != "electra-finetuned"}
+    return {**rows, **(CONLL_NEEDS if config.data_dir else {})}
 
 
 def read_sst2(path: Path) -> tuple[str, list[str]]:
@@ -90,7 +93,7 @@ def task_data(inputs: Inputs) -> dict[str, Data]:
 def comparison_plan(config: QuickstartConfig, inputs: Inputs, tokens_per_second: float) -> Plan:
     """The plan every row stage computes alike (a pure function of the same inputs)."""
     rows = list(row_needs(config))
-    shares = stage_shares(bool(config.data_dir), config.lanes)
+    shares = stage_shares(bool(config.data_dir), config.lanes, config.electra)
     seconds = sum(shares[row] for row in rows) * config.budget_seconds
     data = task_data(inputs)
     by_row = {row: data["conll2003" if row.startswith("conll") else "sst2"] for row in rows}
@@ -157,7 +160,8 @@ def task_files(row: str, inputs: Inputs) -> dict:
 
 def row_options(row: str, out: Path, bert_model: str, rates: list[str]) -> dict:
     """FinetuneConfig fields of each row. BERT: the rates of BERT_LEARNING_RATES, chosen on dev
-    (small BERTs take larger rates than BERT-base's 2e-5..5e-5, Turc et al. 2019); a frozen
+    (small BERTs take larger rates than BERT-base's 2e-5..5e-5, Turc et al. 2019), and the same
+    for the ELECTRA discriminator (finetune reads it from the run, under its head); a frozen
     BERT's [CLS] pooler only learnt NSP, so its head reads the mean of the last layer. The ELMo
     and embedding rows read SST-2's own words (the file is already tokenized) and keep
     finetune's defaults for their task models; the ELMo row feeds the biLSTM [word vectors;
@@ -166,6 +170,8 @@ def row_options(row: str, out: Path, bert_model: str, rates: list[str]) -> dict:
     rate = ",".join(rates)
     if row in ("bert-finetuned", "conll-bert-finetuned"):
         return {"model": str(out / "bert"), "learning_rate": rate}
+    if row == "electra-finetuned":  # the BERT rows' rates; pooling: ELECTRA's own head (default)
+        return {"model": str(out / "electra"), "learning_rate": rate}
     if row == "bert-frozen":
         frozen = {"freeze": True, "learning_rate": "1e-3", "pooling": "mean"}
         return {"model": str(out / "bert"), **frozen}

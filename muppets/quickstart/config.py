@@ -20,13 +20,30 @@ from muppets.training.precision import PRECISIONS
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 # Shares of the wall-clock budget. The stages before the lanes run first; then two lanes side
-# by side, one process and one core each (torch on one thread in each): BERT's, and the one that
-# needs no BERT pretraining (ELMo, the scratch BERT, the word-level rows); then the report. Each
-# lane's shares with those before and after add up to 1. With --lanes 1 the lanes run one after
-# the other at half their shares. The comparison rows share theirs as one pool
-# (comparison.plan_comparison): what one row does not spend another may.
+# by side, one process and one core each (torch on one thread in each), then the report. Each
+# lane's shares with those before and after add up to 1. BERT's and ELECTRA's pretraining open the
+# two lanes with the same share: they run side by side for the same wall-clock, one core each, as
+# issue 14 compares them. The first lane goes on with BERT's rows, then ELMo and the word-level
+# rows; the second (which needs no BERT pretraining) with ELECTRA's row and the scratch BERT. A
+# third pretraining in 15 minutes on 2 cores costs the others: BERT's share is 0.30 (0.52 before
+# ELECTRA), ELMo's 0.16 (0.38); --no-electra runs the layout before it (LANES_WITHOUT_ELECTRA).
+# With --lanes 1 the lanes run one after the other at half their shares. The comparison rows
+# share theirs as one pool (comparison.plan_comparison): what one row does not spend another may.
 BEFORE_LANES = {"tokenizer": 0.01, "shards": 0.03}
 LANES = (
+    {
+        "bert": 0.30,
+        "fill-mask": 0.01,
+        "bert-finetuned": 0.31,
+        "bert-frozen": 0.02,
+        "elmo": 0.16,
+        "elmo-bilstm": 0.05,
+        "random-bilstm": 0.05,
+        "bag-of-embeddings": 0.02,
+    },
+    {"electra": 0.30, "electra-finetuned": 0.31, "bert-scratch": 0.31},
+)
+LANES_WITHOUT_ELECTRA = (
     {"bert": 0.52, "fill-mask": 0.01, "bert-finetuned": 0.37, "bert-frozen": 0.02},
     {
         "elmo": 0.38,
@@ -37,34 +54,31 @@ LANES = (
     },
 )
 AFTER_LANES = {"report": 0.04}
-CONLL_SHARE = 0.06  # --data-dir: of each lane, taken from its SST-2 BERT row for CoNLL's
-CONLL_ROWS = ("conll-bert-finetuned", "conll-bert-scratch")  # one in each lane
+CONLL_SHARE = 0.06  # --data-dir: taken from each SST-2 BERT row for its CoNLL-2003 row
+CONLL_ROWS = {"bert-finetuned": "conll-bert-finetuned", "bert-scratch": "conll-bert-scratch"}
 
 
-def lane_shares(with_conll: bool) -> tuple[dict[str, float], ...]:
-    """LANES, or with --data-dir each lane's SST-2 BERT row giving CONLL_SHARE to its CoNLL-2003
-    row, placed right after it."""
-    if not with_conll:
-        return tuple(dict(lane) for lane in LANES)
+def lane_shares(with_conll: bool, electra: bool = True) -> tuple[dict[str, float], ...]:
+    """LANES (or LANES_WITHOUT_ELECTRA), and with --data-dir each SST-2 BERT row giving
+    CONLL_SHARE to its CoNLL-2003 row, placed right after it in the same lane."""
     lanes = []
-    for lane, sst2_row, conll_row in zip(
-        LANES, ("bert-finetuned", "bert-scratch"), CONLL_ROWS, strict=True
-    ):
+    for lane in LANES if electra else LANES_WITHOUT_ELECTRA:
         shares = {}
         for name, share in lane.items():
-            shares[name] = share - CONLL_SHARE if name == sst2_row else share
-            if name == sst2_row:
-                shares[conll_row] = CONLL_SHARE
+            conll = CONLL_ROWS.get(name) if with_conll else None
+            shares[name] = share - CONLL_SHARE if conll else share
+            if conll:
+                shares[conll] = CONLL_SHARE
         lanes.append(shares)
     return tuple(lanes)
 
 
-def stage_shares(with_conll: bool, lanes: int = 2) -> dict[str, float]:
+def stage_shares(with_conll: bool, lanes: int = 2, electra: bool = True) -> dict[str, float]:
     """Every stage's share of the wall-clock budget, in the order they start: with one lane, each
     lane stage at half its share (the lanes one after the other)."""
     scale = 1.0 if lanes == 2 else 0.5
     shares = dict(BEFORE_LANES)
-    for lane in lane_shares(with_conll):
+    for lane in lane_shares(with_conll, electra):
         shares.update({name: share * scale for name, share in lane.items()})
     return {**shares, **AFTER_LANES}
 
@@ -81,6 +95,10 @@ BERT_PRETRAINING = {
     "warmup_ratio": 0.06,
     "masked_lm_prob": 0.15,
 }
+# ELECTRA in the same phases, on the same shards and tokenizer, at BERT's rate and warmup; its
+# own masking (15%, 85% of them [MASK], none random) and loss (generator MLM + 50 x replaced-token
+# detection: tasks/electra_objective.py).
+ELECTRA_PRETRAINING = {**BERT_PRETRAINING, "objective": "electra"}
 # The BERT rows choose their rate on dev by the median over seeds (Devlin et al. A.3), so neither
 # the pretrained nor the scratch model is held to a rate that suits only the other (Turc et al.
 # 2019 select small BERTs' rates among 1e-4 and 3e-4 and lower). 3e-4 first: when the budget
@@ -115,6 +133,14 @@ class QuickstartConfig:
     lowercase: bool = _help("lowercase the text", True)
     bert_model: str = _help("BERT preset pretrained and fine-tuned", "bert-tiny")
     elmo_model: str = _help("ELMo preset pretrained", "elmo-small")
+    electra: bool = _help(
+        "pretrain an ELECTRA for BERT's wall-clock beside it and fine-tune it as the BERT rows "
+        "(--no-electra: the two lanes without it, BERT's and ELMo's pretraining longer)",
+        True,
+    )
+    electra_model: str = _help(
+        "ELECTRA preset pretrained (its discriminator is fine-tuned)", "electra-tiny"
+    )
     max_pretrain_steps: int = _help("upper bound on the steps of each pretraining", 1_000_000)
     max_epochs: int = _help(
         "fine-tuning epochs of every run (early stopping may end it sooner)", 10
@@ -161,10 +187,12 @@ class QuickstartConfig:
         except ConfigError as error:  # the recipe's message names its own option
             raise ConfigError(error.message.replace("train_sizes", "label_budgets")) from None
         bert_presets = ", ".join(p for p in BERT_PRESETS if p.startswith("bert"))
+        electras = [p for p, v in BERT_PRESETS.items() if v.get("model_type") == "electra"]
         rules = [
             ("vocab_size", self.vocab_size >= 100, ">= 100"),
             ("bert_model", self.bert_model in BERT_PRESETS, "one of " + bert_presets),
             ("elmo_model", self.elmo_model in ELMO_PRESETS, "one of " + ", ".join(ELMO_PRESETS)),
+            ("electra_model", self.electra_model in electras, "one of " + ", ".join(electras)),
             ("max_pretrain_steps", self.max_pretrain_steps >= 1, ">= 1"),
             ("max_epochs", self.max_epochs >= 1, ">= 1"),
             ("threads", self.threads >= 0, ">= 0"),

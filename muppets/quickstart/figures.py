@@ -1,9 +1,11 @@
-"""The report's two figures: the pretraining losses beside the unigram baseline, and the learning
-curves (score against the label budget) of pretrained against from-scratch models.
+"""The report's two figures: the pretraining losses (BERT's beside the unigram baseline, ELECTRA's
+generator and discriminator, ELMo's), and the learning curves (score against the label budget)
+of pretrained against from-scratch models.
 matplotlib (Agg) is imported inside each function: it is slow to import."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from muppets.training.logging import draw_losses, read_metrics
@@ -11,9 +13,10 @@ from muppets.training.logging import draw_losses, read_metrics
 # The pairs the learning curves set side by side: (panel title, [(row, label, colour)]).
 PANELS = (
     (
-        "SST-2: BERT",
+        "SST-2: BERT and ELECTRA",
         [
             ("bert-finetuned", "pretrained, fine-tuned", "#4c72b0"),
+            ("electra-finetuned", "ELECTRA pretrained, fine-tuned", "#55a868"),
             ("bert-scratch", "from scratch", "#c44e52"),
             ("bert-frozen", "pretrained, frozen + linear", "#8172b2"),
         ],
@@ -75,14 +78,57 @@ def draw_bert_losses(ax, records: list[dict], bert: dict) -> None:
     ax.legend(fontsize=8)
 
 
+def draw_electra(ax, records: list[dict]) -> None:
+    """The generator's MLM loss (train and held-out) on the left axis; on the right, what says
+    whether the discriminator learns: its held-out ROC AUC (0.5: chance) and accuracy, beside
+    the share of tokens the generator replaced (the accuracy of always answering 'original' is
+    one minus it)."""
+    train = [
+        (r["step"], r["loss_mlm"]) for r in records if r["event"] == "train" and "loss_mlm" in r
+    ]
+    evals = [r for r in records if r["event"] == "eval" and "mlm_loss" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), "-", label="generator MLM loss (train)", linewidth=1)
+    steps = [r["step"] for r in evals]
+    if evals:
+        ax.plot(steps, [r["mlm_loss"] for r in evals], "o-", label="held-out MLM", markersize=3)
+    phases = sorted({r["phase"] for r in records if "phase" in r})
+    for k in phases[1:]:  # where the 128-token phase starts
+        first = next(r for r in records if r.get("phase") == k)
+        ax.axvline(first["step"] - first["phase_step"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("generator loss (nats)")
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    for key, label, colour in (
+        ("disc_auc", "discriminator AUC", "#55a868"),
+        ("disc_accuracy", "discriminator accuracy", "#8172b2"),
+        ("replaced_share", "replaced share", "#999"),
+    ):
+        points = [(r["step"], r[key]) for r in evals if key in r and not math.isnan(r[key])]
+        if points:
+            right.plot(*zip(*points, strict=True), "s--", color=colour, label=label, markersize=3)
+    right.set_ylim(0, 1)
+    right.set_ylabel("held-out share")
+    handles = [h for a in (ax, right) for h in a.get_legend_handles_labels()[0]]
+    labels = [t for a in (ax, right) for t in a.get_legend_handles_labels()[1]]
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="center right")
+
+
 def plot_pretraining(out: Path, models: dict, bert: dict, png: Path) -> Path:
-    """Two panels: BERT (with the unigram baseline) and ELMo, each with train and held-out loss."""
+    """A panel for each pretraining: BERT (with the unigram baseline), ELECTRA (generator MLM
+    and discriminator; when it ran) and ELMo, each with train and held-out loss."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100)
+    electra = "electra" in models
+    fig, axes = plt.subplots(1, 3 if electra else 2, figsize=(16 if electra else 11, 3.8), dpi=100)
     draw_bert_losses(axes[0], read_metrics(out / "bert" / "metrics.jsonl"), bert)
     axes[0].set_title(f"BERT ({models['bert']}, MLM + NSP)")
-    draw_losses(axes[1], read_metrics(out / "elmo" / "metrics.jsonl"), eval_label="held-out")
-    axes[1].set_title(f"ELMo ({models['elmo']}, biLM)")
+    if electra:
+        draw_electra(axes[1], read_metrics(out / "electra" / "metrics.jsonl"))
+        axes[1].set_title(f"ELECTRA ({models['electra']}, generator + discriminator)")
+    draw_losses(axes[-1], read_metrics(out / "elmo" / "metrics.jsonl"), eval_label="held-out")
+    axes[-1].set_title(f"ELMo ({models['elmo']}, biLM)")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

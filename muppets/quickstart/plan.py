@@ -8,7 +8,9 @@ before it starts: tokens (SST-2 words x WORDPIECES_PER_WORD, plus 2) at a fixed 
 for each kind of run (COST), in units of the BERT pretraining throughput just measured on the
 same machine. When the estimate of the whole plan is over the comparison's seconds, groups of
 runs are dropped in DROP ORDER (drop_steps) until it fits, and each drop is a note the table
-prints. The claims (BERT pretrained vs scratch, every seed at every budget) go last.
+prints. The claims (BERT pretrained vs scratch, and the ELECTRA fine-tuned as the BERT rows:
+every seed at every budget) go last, and they go together: the ELECTRA row is always run with
+the BERT rows' budgets, seeds and learning rates.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Row -> the kind of run, for COST and for the drop order.
-CLAIMS = ("bert-finetuned", "bert-scratch")  # every seed at every budget
+CLAIMS = ("bert-finetuned", "bert-scratch", "electra-finetuned")  # every seed at every budget
 CONLL_CLAIMS = ("conll-bert-finetuned", "conll-bert-scratch")
 WORD_LEVEL = ("elmo-bilstm", "random-bilstm")  # every seed at the smallest budget
 ONE_RUN = ("bert-frozen", "bag-of-embeddings")  # one seed at the largest budget
@@ -30,6 +32,7 @@ COST = {
     "bert-finetuned": (1.2, 0.5, 0.0),
     "bert-frozen": (0.3, 0.5, 0.0),
     "bert-scratch": (1.2, 0.5, 0.0),
+    "electra-finetuned": (1.2, 0.5, 0.0),  # the discriminator is bert-tiny's size
     "elmo-bilstm": (1.0, 1.0, 2.0),
     "random-bilstm": (1.4, 1.0, 0.0),
     "bag-of-embeddings": (0.1, 0.2, 0.0),
@@ -96,15 +99,16 @@ def budget_name(budget: int | None) -> str:
 def drop_steps(runs: dict, rates: dict) -> list[tuple[str, Callable]]:
     """The DROP ORDER: (note, change) pairs, least needed first. The word-level rows' extra seeds
     above the smallest budget are the first (planned only if the budget allows), the claims' last
-    seeds the very last."""
+    seeds the very last; before their larger budgets go, the claims run one seed fewer above the
+    smallest budget at each step, down to one (a curve with fewer seeds rather than a point)."""
     steps = []
 
-    def keep_first_seed(rows, where):
+    def keep_first_seed(rows, where, keep=1):
         def change(runs, rates):
             for row in rows:
                 for budget in runs.get(row, {}):
                     if where(row, budget):
-                        runs[row][budget] = runs[row][budget][:1]
+                        runs[row][budget] = runs[row][budget][:keep]
 
         return change
 
@@ -143,24 +147,34 @@ def drop_steps(runs: dict, rates: dict) -> list[tuple[str, Callable]]:
         for budget in reversed(word_budgets[1:]):
             note = f"ELMo and random + biLSTM: label budget {budget_name(budget)} dropped"
             steps.append((note, drop_budget(word, budget)))
+    claims = "BERT and ELECTRA rows" if "electra-finetuned" in runs else "BERT rows"
+    named = ((CONLL_CLAIMS, "CoNLL-2003 BERT rows"), (CLAIMS, claims))
     single = [r for r in ONE_RUN if r in runs]
     if single:
         note = "BERT frozen + linear head and bag of embeddings dropped"
         steps.append((note, drop_rows(single)))
-    for group, name in ((CONLL_CLAIMS, "CoNLL-2003 BERT rows"), (CLAIMS, "BERT rows")):
+    for group, name in named:
         group = [r for r in group if r in runs]
         if group and rates[group[0]] > 1:
             steps.append((f"{name}: the first learning rate only", one_rate(group)))
     if word:  # after the BERT rows' rate choice: the ELMo claim is a median of seeds too
         note = "ELMo and random + biLSTM: 1 seed"
         steps.append((note, keep_first_seed(word, lambda row, b: True)))
-    for group, name in ((CONLL_CLAIMS, "CoNLL-2003 BERT rows"), (CLAIMS, "BERT rows")):
+    claim_budgets = {}
+    for group, name in named:  # fewer seeds above the smallest budget before a curve of 1 point
         group = [r for r in group if r in runs]
-        budgets = sorted({b for r in group for b in runs[r]}, key=_order)
-        for budget in reversed(budgets[1:]):
+        budgets = claim_budgets[name] = sorted({b for r in group for b in runs[r]}, key=_order)
+        most = max((len(runs[r][b]) for r in group for b in budgets[1:]), default=1)
+        for keep in range(most - 1, 0, -1):  # one seed fewer a step
+            note = f"{name}: {keep} seed{'s' if keep > 1 else ''} above the smallest label budget"
+            above = keep_first_seed(group, lambda row, b, s=budgets[0]: b != s, keep)
+            steps.append((note, above))
+    for group, name in named:
+        group = [r for r in group if r in runs]
+        for budget in reversed(claim_budgets[name][1:]):
             note = f"{name}: label budget {budget_name(budget)} dropped"
             steps.append((note, drop_budget(group, budget)))
-    for group, name in ((CONLL_CLAIMS, "CoNLL-2003 BERT rows"), (CLAIMS, "BERT rows")):
+    for group, name in named:
         group = [r for r in group if r in runs]
         if group:
             steps.append((f"{name}: 1 seed", keep_first_seed(group, lambda row, b: True)))

@@ -1,6 +1,7 @@
 """The quickstart's stages before the comparison: the tokenizer, the shards (and the speed that
-is the comparison plan's unit), BERT pretraining in phases beside its unigram baseline, ELMo
-pretraining, and the fill-mask example. Each is a stage function (stages.py) of run.py's list."""
+is the comparison plan's unit), BERT pretraining in phases beside its unigram baseline, ELECTRA
+pretraining in the same phases, ELMo pretraining, and the fill-mask example. Each is a stage
+function (stages.py) of run.py's list."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from muppets.data.prepare import train_tokenizer as train_wordpiece
 from muppets.data.shards import ShardedCorpus
 from muppets.models.elmo import PRESETS as ELMO_PRESETS
 from muppets.quickstart.calibrate import bert_tokens_per_second
-from muppets.quickstart.config import BERT_PHASES, BERT_PRETRAINING, Inputs, QuickstartConfig
+from muppets.quickstart.config import (
+    BERT_PHASES,
+    BERT_PRETRAINING,
+    ELECTRA_PRETRAINING,
+    Inputs,
+    QuickstartConfig,
+)
 from muppets.quickstart.stages import StageContext
 from muppets.recipes.fill_mask import fill_mask
 from muppets.recipes.pretrain import Phase, PretrainConfig, held_out_batches, pretrain
@@ -96,9 +103,12 @@ def loop_options(config: QuickstartConfig, ctx: StageContext, resume: bool, ever
     }
 
 
-def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> PretrainConfig:
+def bert_recipe(
+    config: QuickstartConfig, ctx: StageContext, resume: bool, electra: bool = False
+) -> PretrainConfig:
     """BERT_PHASES one after the other (a phase's micro-batch is its batch) under the stage's
-    loop seconds; BERT_PRETRAINING's objective, rate, warmup and masking for every phase."""
+    loop seconds; BERT_PRETRAINING's objective, rate, warmup and masking for every phase. With
+    `electra`, the same phases and shards for the ELECTRA preset under ELECTRA_PRETRAINING."""
     shards = ctx.out / "shards"
     phases = [Phase(**phase, micro_batch_size=phase["batch_size"]) for phase in BERT_PHASES]
     return from_options(
@@ -106,8 +116,8 @@ def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> Pr
         train_data=str(shards / "train"),
         valid_data=str(shards / "valid"),
         out=str(ctx.directory),
-        model=config.bert_model,
-        **BERT_PRETRAINING,
+        model=config.electra_model if electra else config.bert_model,
+        **(ELECTRA_PRETRAINING if electra else BERT_PRETRAINING),
         batch_size=BERT_PHASES[-1]["batch_size"],
         micro_batch_size=BERT_PHASES[-1]["batch_size"],
         eval_instances=512,
@@ -116,9 +126,11 @@ def bert_recipe(config: QuickstartConfig, ctx: StageContext, resume: bool) -> Pr
     )
 
 
-def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
+def pretrain_bert(config: QuickstartConfig, ctx: StageContext, electra: bool = False) -> dict:
+    """BERT's (or with `electra` ELECTRA's) phased pretraining; each phase's held-out scores,
+    and for BERT the unigram baseline of its held-out masked tokens."""
     resume = _fresh_or_resumed(ctx.directory)
-    recipe = bert_recipe(config, ctx, resume)
+    recipe = bert_recipe(config, ctx, resume, electra)
     result = pretrain(recipe)
     saved = json.loads((ctx.directory / "result.json").read_text(encoding="utf-8"))
     phases = saved["phases"]  # each phase's own steps, tokens and seconds
@@ -139,13 +151,20 @@ def pretrain_bert(config: QuickstartConfig, ctx: StageContext) -> dict:
             "train_seconds": r["elapsed_seconds"],
             "stopped": r["stopped"],
             "eval": r["eval"],
-            "unigram_baseline": held_out_unigram_baseline(plan),
         }
         for plan, r in zip(recipe.phase_configs(), phases, strict=True)
     ]
+    if electra:  # it masks again inside the step: the pipeline's masked tokens are not its own
+        return summary
+    for phase, plan in zip(summary["phases"], recipe.phase_configs(), strict=True):
+        phase["unigram_baseline"] = held_out_unigram_baseline(plan)
     # The last phase's held-out batches are the ones the final model is judged on.
     summary["unigram_baseline"] = summary["phases"][-1]["unigram_baseline"]
     return summary
+
+
+def pretrain_electra(config: QuickstartConfig, ctx: StageContext) -> dict:
+    return pretrain_bert(config, ctx, electra=True)
 
 
 def held_out_unigram_baseline(recipe: PretrainConfig) -> dict:

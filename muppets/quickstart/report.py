@@ -1,5 +1,6 @@
 """The quickstart's report: a comparison table per label budget, report.json, two PNG figures
-(pretraining losses beside the unigram baseline; the learning curves) and report.html.
+(pretraining losses: BERT's beside the unigram baseline, ELECTRA's generator and discriminator,
+ELMo's; the learning curves) and report.html.
 
 report.html is self-contained (inline style, no script, nothing fetched) and shows the PNGs that
 sit beside it by file name, so the folder can be copied or served as it is. Every number of the
@@ -19,6 +20,7 @@ ROWS = {
     "bert-finetuned": "BERT fine-tuned",
     "bert-frozen": "BERT frozen + linear head",
     "bert-scratch": "BERT from scratch",
+    "electra-finetuned": "ELECTRA fine-tuned",
     "elmo-bilstm": "ELMo frozen + biLSTM",
     "random-bilstm": "random embeddings + biLSTM",
     "bag-of-embeddings": "bag of embeddings",
@@ -96,10 +98,42 @@ def _pretraining_lines(summary: dict) -> list[str]:
         f"{100 * held_out.get('mlm_accuracy', float('nan')):.1f} %, NSP accuracy "
         f"{100 * held_out.get('nsp_accuracy', float('nan')):.1f} %.",
         *_phase_lines(bert),
+        *_electra_lines(summary),
         f"ELMo ({summary['models']['elmo']}): {elmo['steps']:,} steps ({elmo['stopped']}), "
         f"{elmo['tokens']:,} tokens in {elmo['train_seconds']:.0f} s; held-out perplexity "
         f"{elmo['perplexity'] or float('nan'):.1f} over a {elmo['vocabulary']:,}-word vocabulary.",
     ]
+    return lines
+
+
+def _electra_lines(summary: dict) -> list[str]:
+    """ELECTRA's run (when it ran): its generator's and discriminator's held-out scores, the whole
+    run's and each phase's."""
+    electra = summary["pretraining"].get("electra")
+    if electra is None:
+        return []
+
+    def scores(held_out: dict) -> str:
+        nan = float("nan")
+        return (
+            f"held-out generator MLM loss {held_out.get('mlm_loss', nan):.3f} (accuracy "
+            f"{100 * held_out.get('mlm_accuracy', nan):.1f} %), discriminator accuracy "
+            f"{100 * held_out.get('disc_accuracy', nan):.1f} % and AUC "
+            f"{held_out.get('disc_auc', nan):.3f} on "
+            f"{100 * held_out.get('replaced_share', nan):.1f} % replaced tokens"
+        )
+
+    lines = [
+        f"ELECTRA ({summary['models']['electra']}, the same phases, shards and wall-clock as "
+        f"BERT's): {electra['steps']:,} steps ({electra['stopped']}), {electra['tokens']:,} tokens "
+        f"in {electra['train_seconds']:.0f} s; {scores(electra.get('eval') or {})}."
+    ]
+    for k, phase in enumerate(electra.get("phases", []), 1):
+        lines.append(
+            f"ELECTRA phase {k}: {phase['max_seq_length']} tokens x {phase['batch_size']} per "
+            f"step, {phase['steps']:,} steps, {phase['train_seconds']:.0f} s; "
+            f"{scores(phase.get('eval') or {})}."
+        )
     return lines
 
 
@@ -162,8 +196,8 @@ by the median over the seeds.</p>
 from scratch">
 <h2>Pretraining</h2>
 <ul>{pretraining}</ul>
-<img src="{LOSS_PNG}" alt="pretraining loss curves of BERT and ELMo, and the unigram
-baseline of BERT's held-out masked tokens">
+<img src="{LOSS_PNG}" alt="pretraining loss curves of BERT, ELECTRA (generator and
+discriminator) and ELMo, and the unigram baseline of BERT's held-out masked tokens">
 <h2>Fill-mask with the pretrained BERT</h2>
 <table id="fill-mask"><thead><tr><th>text</th><th>top 5 (probability)</th></tr></thead><tbody>
 {chr(10).join(fills)}

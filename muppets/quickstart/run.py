@@ -4,15 +4,16 @@ On the bundled sample (muppets/samples: 2 MB of Wikipedia, 6,000 SST-2 sentences
 with `--data-dir DIR` on DIR/wikipedia-en-extract/wiki.train.0*.txt, DIR/glue/SST-2 and
 DIR/conll2003:
   1. a WordPiece tokenizer trained on the text, and the text tokenized into shards;
-  2. a small BERT pretrained (MLM + NSP) in phases (config.BERT_PHASES: short instances first)
-     and a small ELMo biLM, each under a time budget; the unigram baseline of BERT's held-out
-     masked tokens (tasks/baselines.py) beside its loss;
+  2. a small BERT pretrained (MLM + NSP) in phases (config.BERT_PHASES: short instances first),
+     an ELECTRA of the same discriminator size in the same phases for the same wall-clock, side
+     by side (--no-electra: without it), and a small ELMo biLM, each under a time budget; the
+     unigram baseline of BERT's held-out masked tokens (tasks/baselines.py) beside its loss;
   3. SST-2 learning curves over the label budgets (`--label-budgets`, nested subsets): the BERT
-     fine-tuned and the same architecture from scratch (every seed at every budget, the learning
-     rate chosen on dev), the ELMo frozen under a biLSTM and random embeddings under the same
-     biLSTM (every seed at the smallest budget), the BERT frozen under a linear head and a bag of
-     embeddings (one seed, the largest budget); with --data-dir, CoNLL-2003 NER pretrained vs
-     scratch (test entity F1);
+     fine-tuned, the ELECTRA discriminator fine-tuned alike and the BERT architecture from scratch
+     (every seed at every budget, the learning rate chosen on dev), the ELMo frozen under a biLSTM
+     and random embeddings under the same biLSTM (every seed at the smallest budget), the BERT
+     frozen under a linear head and a bag of embeddings (one seed, the largest budget); with
+     --data-dir, CoNLL-2003 NER pretrained vs scratch (test entity F1);
   4. a fill-mask example, the comparison table, report.html, report.json and the PNG figures.
 Each stage runs in `<out>/<stage>/` and leaves a done.json (stages.py): Ctrl-C and the same
 command again resume from the finished stages (an interrupted pretraining inside its phase).
@@ -21,9 +22,10 @@ another `--budget` or `--data-dir` needs another `--out`.
 
 The budget (`--budget`, 15m on the sample, 1h with --data-dir) is split over the stages by the
 fixed shares of config.py. After the tokenizer and the shards, two lanes run side by side, one
-process and one core each (lanes.py): BERT pretraining and its rows here, and the stages that need
-no BERT pretraining in a second process; then the report. Pretraining gets its share as the loop's
-time budget (less what the stage spends around the loop: the vocabulary pass, held-out
+process and one core each (lanes.py): BERT pretraining, its rows, ELMo and the word-level rows
+here, and the stages that need no BERT pretraining (ELECTRA's pretraining and row, the scratch
+BERT) in a second process; then the report. Pretraining gets its share as the loop's time
+budget (less what the stage spends around the loop: the vocabulary pass, held-out
 evaluation, saving). Fine-tuning has no time cap, so the comparison's runs are planned before they
 start (plan.py): estimated in units of the BERT training speed measured in the shards stage
 (calibrate.py), and dropped in a stated order, with a note under the table, when they do not all
@@ -46,6 +48,7 @@ from muppets.quickstart.config import (
     BERT_PHASES,
     BERT_PRETRAINING,
     CONLL_LABEL_BUDGETS,
+    ELECTRA_PRETRAINING,
     Inputs,
     QuickstartConfig,
     find_inputs,
@@ -58,6 +61,7 @@ from muppets.quickstart.pretraining import (
     prepare_shards,
     pretrain_bert,
     pretrain_bilm,
+    pretrain_electra,
     train_tokenizer,
 )
 from muppets.quickstart.stages import Stage, StageContext, StageRunner, format_seconds
@@ -91,7 +95,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
 
 def stage_groups(config: QuickstartConfig) -> tuple[list[str], list[list[str]], list[str]]:
     """(before the lanes, the lanes, after them): stage names, as config.py lists them."""
-    lanes = [list(lane) for lane in lane_shares(bool(config.data_dir))]
+    lanes = [list(lane) for lane in lane_shares(bool(config.data_dir), config.electra)]
     return list(BEFORE_LANES), lanes, list(AFTER_LANES)
 
 
@@ -165,9 +169,10 @@ def resolve_arithmetic(config: QuickstartConfig) -> QuickstartConfig:
 def recipe_constants(config: QuickstartConfig) -> dict:
     """The constants of config.py that decide the results, pinned with the settings."""
     return {
-        "shares": stage_shares(bool(config.data_dir), config.lanes),
-        "bert_phases": [dict(phase) for phase in BERT_PHASES],
+        "shares": stage_shares(bool(config.data_dir), config.lanes, config.electra),
+        "bert_phases": [dict(phase) for phase in BERT_PHASES],  # ELECTRA's too
         "bert_pretraining": BERT_PRETRAINING,
+        "electra_pretraining": ELECTRA_PRETRAINING if config.electra else None,
         "conll_label_budgets": CONLL_LABEL_BUDGETS if config.data_dir else None,
     }
 
@@ -193,7 +198,7 @@ def pin_settings(config: QuickstartConfig, out: Path) -> None:
 
 
 def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
-    shares = stage_shares(bool(config.data_dir), config.lanes)
+    shares = stage_shares(bool(config.data_dir), config.lanes, config.electra)
     rows = comparison.row_needs(config)
 
     def stage(name, title, run, needs=()):
@@ -209,8 +214,13 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
     tokenizer_title = f"train a {config.vocab_size:,}-token WordPiece tokenizer"
     lengths = " then ".join(str(p["max_seq_length"]) for p in BERT_PHASES)
     bert_title = f"pretrain BERT ({config.bert_model}, MLM + NSP, {lengths} tokens)"
+    electra_title = (
+        f"pretrain ELECTRA ({config.electra_model}, generator MLM + 50 x replaced-token "
+        f"detection, {lengths} tokens)"
+    )
     elmo_title = f"pretrain ELMo ({config.elmo_model}, biLM)"
-    report_needs = ("shards", "bert", "elmo", "fill-mask", *rows)
+    electra = ("electra",) if config.electra else ()
+    report_needs = ("shards", "bert", *electra, "elmo", "fill-mask", *rows)
     stages = [
         stage("tokenizer", tokenizer_title, lambda ctx: train_tokenizer(config, inputs, ctx)),
         stage(
@@ -221,6 +231,15 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
         ),
         stage("bert", bert_title, lambda ctx: pretrain_bert(config, ctx), ("shards",)),
         stage("elmo", elmo_title, lambda ctx: pretrain_bilm(config, inputs, ctx)),
+        *(
+            [
+                stage(
+                    "electra", electra_title, lambda ctx: pretrain_electra(config, ctx), ("shards",)
+                )
+            ]
+            if config.electra
+            else []
+        ),
         stage("fill-mask", "fill-mask with the pretrained BERT", fill_mask_examples, ("bert",)),
         *(row_stage(row, needs) for row, needs in rows.items()),
         stage(
@@ -238,6 +257,7 @@ def build_stages(config: QuickstartConfig, inputs: Inputs) -> list[Stage]:
 
 def write_report(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) -> dict:
     done, rows = ctx.done, comparison.row_needs(config)
+    electra = ("electra",) if config.electra else ()
     table = [
         {"name": row, "model": report.ROWS[row], **point}
         for row in rows
@@ -251,10 +271,11 @@ def write_report(config: QuickstartConfig, inputs: Inputs, ctx: StageContext) ->
         "majority": comparison.majority_share(inputs.sst2 / "dev.tsv"),
         "dev_size": len(comparison.read_sst2(inputs.sst2 / "dev.tsv")[1]),
         "available_examples": len(comparison.read_sst2(inputs.sst2 / "train.tsv")[1]),
-        "pretraining": {"bert": done["bert"], "elmo": done["elmo"]},
+        "pretraining": {name: done[name] for name in ("bert", *electra, "elmo")},
         "data": {"shards": done["shards"]["manifests"]},
         "fill_mask": done["fill-mask"]["examples"],
-        "models": {"bert": config.bert_model, "elmo": config.elmo_model},
+        "models": {"bert": config.bert_model, "elmo": config.elmo_model}
+        | ({"electra": config.electra_model} if config.electra else {}),
     }
     files = report.write_report(ctx.out, summary)
     return {"files": [str(f) for f in files]}
