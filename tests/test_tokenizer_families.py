@@ -305,7 +305,8 @@ def test_a_roberta_trains_its_byte_level_bpe_then_prepares_and_pretrains(tmp_pat
 
 def test_prepare_shards_hold_each_sentence_ids_in_every_family(family, tmp_path):
     """prepare encodes a document's sentences as one string joined by the separator token and
-    cuts the ids there; the shards must equal tokenizing each sentence alone."""
+    cuts the ids there (byte-level BPE: one string per sentence, cheaper there); the shards, and
+    the joined path in every family, must equal tokenizing each sentence alone."""
     from muppets.data.document_ids import DocumentEncoder
     from muppets.data.prepare import PrepareConfig, prepare_corpus
     from muppets.data.shards import ShardedCorpus
@@ -314,13 +315,19 @@ def test_prepare_shards_hold_each_sentence_ids_in_every_family(family, tmp_path)
     _, ours, directory = family
     files = [str(SAMPLE / "wiki.valid.txt"), str(FLORES / "zho_Hans.devtest")]
     files += [str(FLORES / "hin_Deva.devtest")]
-    assert DocumentEncoder(ours, files).joined
+    encoder = DocumentEncoder(ours, files)
+    assert encoder.joined == (ours.kind != "bpe")
     prepare_corpus(PrepareConfig(files, str(directory), str(tmp_path / "shards")))
     corpus = ShardedCorpus(tmp_path / "shards")
     documents = list(read_documents(files))
     assert len(corpus) == len(documents)
+    want = []
     for i, document in enumerate(documents):
-        assert [a.tolist() for a in corpus[i]] == ours.encode_batch(document.sentences)
+        want += ours.encode_batch(document.sentences)
+        assert [a.tolist() for a in corpus[i]] == want[-len(document.sentences) :]
+    encoder.joined = True
+    tokens, lengths = encoder.encode(documents, len(want))
+    assert lengths.tolist() == list(map(len, want)) and tokens.tolist() == sum(want, [])
 
 
 def test_pretraining_a_family_on_another_kind_is_noted(family):

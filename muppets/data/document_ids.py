@@ -24,7 +24,8 @@ class DocumentEncoder:
     Speed: the tokenizer pays a fixed cost per input string (added-token scan, normalizer and
     Encoding set-up, one Python object back), so encoding each document as one string,
     "s1[SEP]s2[SEP]...sN[SEP]", and cutting the ids at the [SEP] ids takes ~7% less CPU
-    than one string per sentence (wiki.train.00, one Rust thread: 7.8 s against 8.4 s). It gives
+    than one string per sentence for WordPiece (wiki.train.00, one Rust thread: 7.8 s against
+    8.4 s); not for byte-level BPE, which takes the plain path (see __init__). It gives
     the same ids in every family (checked on every document of two train files; RoBERTa's
     "</s>", ALBERT's "[SEP]" in tests/test_tokenizer_families.py) because the separator is a
     special token that `tokenizers` cuts out before normalizing and pre-tokenizing each part on its
@@ -41,8 +42,13 @@ class DocumentEncoder:
         self.separator = tokenizer.id_to_token(tokenizer.sep_id)
         added = {t.content: t for t in tokenizer.backend.get_added_tokens_decoder().values()}
         sep = added.get(self.separator)
-        self.joined = sep is not None and not (
-            sep.normalized or sep.lstrip or sep.rstrip or sep.single_word
+        # Byte-level BPE encodes joined documents ~35% slower than the same sentences one by one
+        # (wiki.train.00, one Rust thread: 6.6-7.0 s against 4.9-5.3 s; lines: 4.8-5.4 s), so it
+        # takes the plain path; Unigram is even (8.7 / 8.4 s), WordPiece gains (class docstring).
+        self.joined = (
+            tokenizer.kind != "bpe"
+            and sep is not None
+            and not (sep.normalized or sep.lstrip or sep.rstrip or sep.single_word)
         )
 
     def encode(self, documents: list[Document], num_sentences: int) -> tuple[np.ndarray, ...]:
