@@ -231,6 +231,9 @@ def test_the_training_loss_is_the_sum_of_the_per_token_nll_and_has_its_gradient(
     torch.testing.assert_close(summed, plain, atol=1e-5, rtol=0)
     for a, p in zip(want, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)
+    y[0, :2] = ids(1, 2, seed=3)  # every token predicted: the rows are taken as they are
+    everything = model(x, labels=y, return_logits=False, sum_only=True).loss
+    torch.testing.assert_close(everything, model(x, labels=y).nll.sum(), atol=1e-5, rtol=0)
 
 
 def test_position_tables_are_built_once_per_shape():

@@ -211,9 +211,10 @@ class TransfoXLLMHeadModel(nn.Module):
             h = layer(h, memory, encoding, mask_bias)
         h = self.dropout(h)
         if sum_only:
-            keep = labels.reshape(-1) != IGNORE_INDEX  # (B * T,)
-            flat = h.reshape(B * T, -1)[keep]  # (predicted, H)
-            targets = labels.reshape(-1)[keep]
+            flat, targets = h.reshape(B * T, -1), labels.reshape(-1)  # (B * T, H), (B * T,)
+            keep = targets != IGNORE_INDEX
+            if not bool(keep.all()):  # only the predicted rows (no copy when all are)
+                flat, targets = flat[keep], targets[keep]
             loss = softmax_nll_sum(flat, self.word_embeddings.weight, self.bias, targets)
             return TransfoXLOutput(None, None, new_mems, loss)
         logits = F.linear(h, self.word_embeddings.weight, self.bias)  # (B, T, V)
