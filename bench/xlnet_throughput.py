@@ -76,6 +76,7 @@ def ours_loss(model, batch):
         perm_mask=batch["perm_mask"],
         target_mapping=batch["target_mapping"],
         use_mems=True,
+        tied_head=True,
     )
     return target_nll_sum(model, out.hidden, batch["labels"]) / batch["labels"].numel()
 

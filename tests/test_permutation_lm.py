@@ -64,5 +64,7 @@ def test_training_path_equals_transformers_loss_and_the_logits_path_gradients():
     torch.testing.assert_close(blocked / n, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(blocked, plain, atol=1e-5, rtol=0)
     assert grads.keys() == plain_grads.keys() and "mlm_head.bias" in grads
+    # training: the lookup's sparse rows were added into the head's dense gradient
+    assert grads["encoder.word_embeddings.weight"].layout == torch.strided
     for name, grad in grads.items():
         torch.testing.assert_close(grad, plain_grads[name], atol=1e-5, rtol=1e-5)

@@ -276,10 +276,14 @@ class XLNetModel(nn.Module):
         target_mapping: Tensor | None = None,
         use_mems: bool = False,
         collect: list[Tensor] | None = None,
+        tied_head: bool = False,
     ) -> XLNetOutput:
         """input_ids (B, T); attention_mask (B, T) 1 = real token; mems: per layer (B, M, H);
         perm_mask (B, T, T) 1 = i may not see j; target_mapping (B, P, T) one-hot rows;
-        collect: a list that receives the content stream before each layer and after the last."""
+        collect: a list that receives the content stream before each layer and after the last;
+        tied_head: the caller projects the output with word_embeddings.weight (pretraining), so
+        that weight gets a dense gradient there, and the lookup's own gradient is left sparse
+        (its rows only, added into the dense one) instead of a second dense (V, H) tensor."""
         c = self.config
         B, T = input_ids.shape
         M = mems[0].shape[1] if mems is not None else 0
@@ -291,7 +295,8 @@ class XLNetModel(nn.Module):
             i = torch.arange(T, device=device)[:, None]
             j = torch.arange(M + T, device=device)[None, :]
             mask_bias = torch.where(blocked & (j != i + M), MASKED, 0.0)[:, None]  # (B,1,T,K)
-        h = self.dropout(self.word_embeddings(input_ids))  # (B, T, H)
+        embedded = F.embedding(input_ids, self.word_embeddings.weight, sparse=tied_head)
+        h = self.dropout(embedded)  # (B, T, H)
         different = None
         if token_type_ids is not None:  # memory tokens count as segment 0, as the reference's
             keys = F.pad(token_type_ids, (M, 0))

@@ -67,6 +67,7 @@ class XLNetPLMLoss(nn.Module):
             perm_mask=perm_mask,
             target_mapping=target_mapping,
             use_mems=True,
+            tied_head=not count_correct,  # training: the head below gives the dense gradient
         )
         self.memory.put(key, out.mems)
         kept = labels.ne(IGNORE_INDEX)  # (B, P): target_mask
