@@ -231,6 +231,7 @@ def test_the_training_loss_is_the_sum_of_the_per_token_nll_and_has_its_gradient(
     torch.testing.assert_close(summed, plain, atol=1e-5, rtol=0)
     for a, p in zip(want, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)
+    assert model.word_embeddings.weight.grad.layout == torch.strided  # sparse rows added in
     y[0, :2] = ids(1, 2, seed=3)  # every token predicted: the rows are taken as they are
     everything = model(x, labels=y, return_logits=False, sum_only=True).loss
     torch.testing.assert_close(everything, model(x, labels=y).nll.sum(), atol=1e-5, rtol=0)

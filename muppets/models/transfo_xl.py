@@ -198,7 +198,10 @@ class TransfoXLLMHeadModel(nn.Module):
             mems = None
         M = mems[0].shape[1] if mems is not None else 0
         device = input_ids.device
-        h = self.dropout(self.word_embeddings(input_ids) * c.d_model**0.5)  # (B, T, H)
+        # With sum_only the tied head below gives the weight a dense gradient: the lookup's is
+        # left sparse (its rows, added into that one), not a second dense (V, H) tensor.
+        embedded = F.embedding(input_ids, self.word_embeddings.weight, sparse=sum_only)
+        h = self.dropout(embedded * c.d_model**0.5)  # (B, T, H)
         table, mask_bias = position_tables(
             T, M, c.mem_len, c.same_length, c.clamp_len, c.d_model, device, h.dtype
         )
