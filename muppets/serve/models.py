@@ -1,5 +1,6 @@
 """A model directory -> the routes it can serve, each a `prepare` (per request, before the queue)
-and a `run` (per batch of requests, in the worker thread).
+and a `run` (per batch of requests, in the worker thread; /qa splits it into the model's
+`forward` in the worker and the decoding's `finish` on the event loop).
 
     fine-tuned encoder + head (task.json, or a transformers task model):
         classify (classification, regression) | tag (tagging) | qa (span_qa); and embed
@@ -98,8 +99,8 @@ def forward_features(
     outputs: list = [None] * len(features)
     for indices in sub_batches([len(f) for f in features], max_tokens):
         batch = collate_features([features[i] for i in indices], pad_id)
-        if exported:  # numpy end to end: each torch call would drop and retake the GIL, and
-            # retaking it waits while the event loop runs Python (bench/RESULTS.md, issue 18)
+        if exported:  # numpy end to end: no torch call between ONNX Runtime's passes (each
+            # one drops and retakes the GIL, which the event loop's thread wants too)
             logits = model.scores({k: v.numpy() for k, v in batch.items()})
         else:
             batch = {k: v.to(device) for k, v in batch.items()}
