@@ -562,7 +562,9 @@ def test_the_learning_curve_figure_has_the_electra_curve(tmp_path, monkeypatch):
     electra = lines["ELECTRA pretrained, fine-tuned (median of 3)"]
     assert list(electra.get_xdata()) == [1000, 6000]
     assert list(electra.get_ydata()) == pytest.approx([62.0, 77.0])
-    assert {"pretrained, fine-tuned (median of 3)", "from scratch (median of 3)"} < set(lines)
+    assert {"BERT pretrained, fine-tuned (median of 3)", "BERT from scratch (median of 3)"} < set(
+        lines
+    )
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
     assert "ELECTRA pretrained, fine-tuned (median of 3)" in legend
 

@@ -15,10 +15,10 @@ PANELS = (
     (
         "SST-2: BERT and ELECTRA",
         [
-            ("bert-finetuned", "pretrained, fine-tuned", "#4c72b0"),
+            ("bert-finetuned", "BERT pretrained, fine-tuned", "#4c72b0"),
             ("electra-finetuned", "ELECTRA pretrained, fine-tuned", "#55a868"),
-            ("bert-scratch", "from scratch", "#c44e52"),
-            ("bert-frozen", "pretrained, frozen + linear", "#8172b2"),
+            ("bert-scratch", "BERT from scratch", "#c44e52"),
+            ("bert-frozen", "BERT pretrained, frozen + linear", "#8172b2"),
         ],
     ),
     (
